@@ -1,0 +1,186 @@
+/* dnnfault client library: streams training telemetry to dnnfaultd.
+ *
+ * This is the synchronous core: calls write to the socket and may block
+ * while the kernel buffer is full. The wire format stays inside the library;
+ * callers see plain C structs. All functions return 0 (or a non-negative
+ * value where stated) on success and a negative errno value on failure;
+ * dnnfault_conn_error() then holds a message for the user. */
+#ifndef DNNFAULT_H
+#define DNNFAULT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DNNFAULT_STATS_PER_LAYER 16
+
+/* Order of the per-layer statistics in dnnfault_step.layer_stats. */
+enum dnnfault_layer_stat {
+	DNNFAULT_WEIGHT_NORM, DNNFAULT_WEIGHT_MEAN, DNNFAULT_WEIGHT_STD, DNNFAULT_WEIGHT_MAX_ABS,
+	DNNFAULT_GRAD_NORM, DNNFAULT_GRAD_MEAN, DNNFAULT_GRAD_STD, DNNFAULT_GRAD_MAX_ABS,
+	DNNFAULT_GRAD_ZERO_FRAC, DNNFAULT_UPDATE_RATIO,
+	DNNFAULT_ACT_MEAN, DNNFAULT_ACT_STD, DNNFAULT_ACT_NONPOS_FRAC, DNNFAULT_ACT_SATURATED_FRAC,
+	DNNFAULT_NAN_COUNT, DNNFAULT_INF_COUNT,
+};
+
+enum dnnfault_role { DNNFAULT_ROLE_TRAINER = 1, DNNFAULT_ROLE_CONTROL = 2 };
+enum dnnfault_task { DNNFAULT_TASK_UNKNOWN = 0, DNNFAULT_TASK_CLASSIFICATION = 1, DNNFAULT_TASK_REGRESSION = 2 };
+enum dnnfault_end_status {
+	DNNFAULT_END_COMPLETED = 1, DNNFAULT_END_CRASHED = 2, DNNFAULT_END_INTERRUPTED = 3,
+};
+
+typedef struct dnnfault_conn dnnfault_conn;
+
+struct dnnfault_kv {
+	const char *key;
+	const char *value;	/* may be NULL when only `number` is meaningful */
+	double number;
+	bool has_number;
+};
+
+struct dnnfault_shape {
+	const char *name;	/* "weight", "bias", ... */
+	const uint64_t *dims;
+	size_t n_dims;
+};
+
+struct dnnfault_layer {
+	const char *name;
+	const char *type;	/* NULL when unknown */
+	const char *activation;
+	uint64_t param_count;
+	uint64_t trainable_count;
+	const struct dnnfault_shape *params;
+	size_t n_params;
+};
+
+/* Static description of one rank of a run. NULL strings and zero counts
+ * are "not given". */
+struct dnnfault_run_info {
+	const char *run_id;	/* required; shared by all ranks of the run */
+	const char *run_name;
+	uint32_t rank, world_size;
+	const char *host;
+	uint32_t pid;
+	const char *framework, *framework_version;
+	enum dnnfault_task task;
+	uint32_t num_classes;
+	const struct dnnfault_layer *layers;
+	size_t n_layers;
+	const char *loss_fn;
+	const char *optimizer;
+	const struct dnnfault_kv *optimizer_params;
+	size_t n_optimizer_params;
+	uint32_t batch_size, planned_epochs;
+	uint64_t planned_steps, dataset_size;
+	const struct dnnfault_kv *tags;
+	size_t n_tags;
+	const char *const *labels;	/* ground-truth root causes */
+	size_t n_labels;
+	bool labels_known;
+};
+
+/* Which optional values of a step, epoch or run end are present. NaN and
+ * Inf are legal values; absence is said here. */
+enum dnnfault_has {
+	DNNFAULT_HAS_LOSS = 1 << 0,
+	DNNFAULT_HAS_ACCURACY = 1 << 1,
+	DNNFAULT_HAS_LR = 1 << 2,
+	DNNFAULT_HAS_INPUT = 1 << 3,	/* input_mean/std/min/max */
+	DNNFAULT_HAS_TRAIN_LOSS = 1 << 4,
+	DNNFAULT_HAS_TRAIN_METRIC = 1 << 5,
+	DNNFAULT_HAS_VAL_LOSS = 1 << 6,
+	DNNFAULT_HAS_VAL_METRIC = 1 << 7,
+};
+
+struct dnnfault_step {
+	uint64_t step;
+	double time;		/* unix seconds; 0 means "now" */
+	unsigned has;		/* dnnfault_has bits */
+	double loss, accuracy, lr;
+	double input_mean, input_std, input_min, input_max;
+	const float *layer_stats;	/* n_layers * DNNFAULT_STATS_PER_LAYER */
+	size_t n_layers;
+	uint64_t dropped;	/* caller's cumulative count of dropped steps */
+};
+
+struct dnnfault_epoch {
+	uint32_t epoch;
+	uint64_t step;
+	unsigned has;
+	double train_loss, train_metric, val_loss, val_metric;
+};
+
+struct dnnfault_run_end {
+	enum dnnfault_end_status status;
+	uint64_t step;
+	unsigned has;
+	double train_loss, train_metric, val_loss, val_metric;
+	uint64_t dropped;
+};
+
+/* One rank of one run as this process reports it. */
+struct dnnfault_stream {
+	uint64_t id;		/* random, nonzero */
+	uint64_t next_seq;	/* sequence number of the next message */
+	uint64_t acked_seq;	/* highest acknowledged sequence number */
+};
+
+/* The last error the daemon reported about a message of ours. */
+struct dnnfault_reply_error {
+	int code;		/* Dnnfault__ErrorCode */
+	uint64_t stream, seq;
+	bool fatal;
+	char message[256];
+};
+
+/* Connects to `address` ("unix:/path", "tcp://host:port"; NULL for
+ * $DNNFAULT_ADDRESS or the daemon's default) and performs the handshake.
+ * `token` may be NULL. On failure returns NULL and, when err is not NULL,
+ * writes a message there. -ECONNREFUSED/-ENOENT style failures mean the
+ * daemon is unreachable: *errnum tells, when not NULL. */
+dnnfault_conn *dnnfault_connect(const char *address, enum dnnfault_role role,
+				const char *token, int timeout_ms,
+				char *err, size_t err_len, int *errnum);
+
+void dnnfault_close(dnnfault_conn *c);
+
+/* Message for the last failure on this connection. */
+const char *dnnfault_conn_error(const dnnfault_conn *c);
+
+/* Opens a stream: picks a random stream id and sends RunStart with seq 1. */
+int dnnfault_run_start(dnnfault_conn *c, const struct dnnfault_run_info *info,
+		       struct dnnfault_stream *s);
+
+/* Send one message of the stream; return the sequence number used (>0). */
+int64_t dnnfault_send_step(dnnfault_conn *c, struct dnnfault_stream *s,
+			   const struct dnnfault_step *step);
+int64_t dnnfault_send_epoch(dnnfault_conn *c, struct dnnfault_stream *s,
+			    const struct dnnfault_epoch *epoch);
+int64_t dnnfault_send_run_end(dnnfault_conn *c, struct dnnfault_stream *s,
+			      const struct dnnfault_run_end *end);
+
+/* Reads what the daemon sent within timeout_ms (0: only what is there now,
+ * -1: wait for at least one frame): acknowledgements advance acked_seq of
+ * the matching stream in `streams`; an error reply is copied to *last_error
+ * (when not NULL). Returns the number of frames handled, or a negative
+ * errno (-EPIPE when the daemon closed the connection). */
+int dnnfault_poll(dnnfault_conn *c, struct dnnfault_stream *const *streams,
+		  size_t n_streams, int timeout_ms,
+		  struct dnnfault_reply_error *last_error);
+
+/* Waits until every message sent on `s` is acknowledged. Returns 0, or
+ * -ETIMEDOUT, or another negative errno. */
+int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms);
+
+const char *dnnfault_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,280 @@
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "log.h"
+
+enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_OCTAL, CONFIG_ENUM };
+
+struct config_key {
+	const char *name;
+	enum config_type type;
+	size_t offset;
+	const char *def;		/* default, as text */
+	int64_t min, max;		/* bounds of integers */
+	const char *const *names;	/* CONFIG_ENUM: names, NULL-terminated */
+	const int64_t *values;		/* CONFIG_ENUM: value of each name */
+	const char *help;
+};
+
+static const char *const sync_names[] = {"normal", "full", NULL};
+static const int64_t sync_values[] = {1, 2};
+static const char *const level_names[] = {"error", "warning", "info", "debug", NULL};
+static const int64_t level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO,
+				       LOG_LEVEL_DEBUG};
+
+#define STR(field, def, help) {#field, CONFIG_STRING, offsetof(struct config, field), def, 0, 0, NULL, NULL, help}
+#define INT(field, def, lo, hi, help) {#field, CONFIG_INT, offsetof(struct config, field), def, lo, hi, NULL, NULL, help}
+
+static const struct config_key keys[] = {
+	STR(socket, "", "Unix socket path (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/dnnfault or /tmp/dnnfault-UID, + /dnnfaultd.sock)"),
+	STR(listen, "", "TCP listener HOST:PORT; off when empty; a non-loopback host requires token"),
+	STR(token, "", "shared secret TCP clients must present"),
+	STR(db, "", "SQLite database (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnnfault or ~/.local/state/dnnfault, + /dnnfault.db)"),
+	STR(model, "", "model bundle to load (diagnosis; optional)"),
+	{"socket_mode", CONFIG_OCTAL, offsetof(struct config, socket_mode), "0660", 0, 0777, NULL, NULL,
+	 "permissions of the Unix socket (octal)"},
+	INT(max_frame_bytes, "4194304", 1024, 268435456, "largest frame payload accepted"),
+	INT(max_connections, "4096", 1, 1000000, "open connections at once; more are refused"),
+	INT(max_runs, "100000", 1, 100000000, "runs kept; a new run beyond it is refused"),
+	INT(max_layers, "4096", 1, 65536, "layers per run and per step message"),
+	INT(max_name_bytes, "256", 16, 65536, "longest run, layer, tag or host name"),
+	INT(max_tags, "64", 0, 65536, "tags and optimizer parameters per run"),
+	INT(max_world_size, "65536", 1, 16777216, "largest world size (ranks) of a run"),
+	INT(max_inflight_per_conn, "8192", 1, 10000000, "unacknowledged messages per connection before reading pauses"),
+	INT(max_pending_messages, "65536", 1, 100000000, "messages waiting for commit before all reading pauses"),
+	INT(max_output_bytes, "4194304", 1024, 1073741824, "unsent reply bytes per connection before it is dropped"),
+	INT(handshake_timeout_ms, "10000", 10, 3600000, "time a new connection has to send Hello"),
+	INT(stale_after_s, "300", 1, 31536000, "a running run with no data for this long is shown as stale"),
+	INT(chunk_steps, "64", 1, 4096, "steps of one rank packed into one stored row"),
+	INT(retention_days, "0", 0, 36500, "delete runs that ended this many days ago; 0 keeps all"),
+	{"synchronous", CONFIG_ENUM, offsetof(struct config, synchronous), "normal", 0, 0, sync_names,
+	 sync_values, "SQLite durability: normal survives a daemon crash, full also a power loss"},
+	{"log_level", CONFIG_ENUM, offsetof(struct config, log_level), "info", 0, 0, level_names,
+	 level_values, "error, warning, info or debug"},
+};
+
+#define N_KEYS (sizeof keys / sizeof keys[0])
+
+static const struct config_key *find_key(const char *name)
+{
+	char norm[64];
+	size_t n = strlen(name);
+	if (n >= sizeof norm)
+		return NULL;
+	for (size_t i = 0; i <= n; i++)
+		norm[i] = name[i] == '-' ? '_' : name[i];
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(keys[i].name, norm) == 0)
+			return &keys[i];
+	return NULL;
+}
+
+static int set_key(struct config *c, const struct config_key *k, const char *value,
+		   char *err, size_t err_len)
+{
+	char *field = (char *)c + k->offset;
+	int64_t v;
+	char *end;
+
+	switch (k->type) {
+	case CONFIG_STRING:
+		if (strlen(value) >= CONFIG_STR_MAX) {
+			snprintf(err, err_len, "%s: value longer than %d bytes", k->name, CONFIG_STR_MAX - 1);
+			return -ERANGE;
+		}
+		strcpy(field, value);
+		return 0;
+	case CONFIG_ENUM:
+		for (size_t i = 0; k->names[i] != NULL; i++) {
+			if (strcmp(k->names[i], value) == 0) {
+				*(int64_t *)(void *)field = k->values[i];
+				return 0;
+			}
+		}
+		snprintf(err, err_len, "%s: '%s' is not one of the allowed values", k->name, value);
+		return -EINVAL;
+	case CONFIG_INT:
+	case CONFIG_OCTAL:
+		errno = 0;
+		v = strtoll(value, &end, k->type == CONFIG_OCTAL ? 8 : 10);
+		if (errno != 0 || end == value || *end != '\0') {
+			snprintf(err, err_len, "%s: '%s' is not a%s integer", k->name, value,
+				 k->type == CONFIG_OCTAL ? "n octal" : "n");
+			return -EINVAL;
+		}
+		if (v < k->min || v > k->max) {
+			snprintf(err, err_len, "%s: %" PRId64 " is outside [%" PRId64 ", %" PRId64 "]",
+				 k->name, v, k->min, k->max);
+			return -ERANGE;
+		}
+		*(int64_t *)(void *)field = v;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+void config__defaults(struct config *c)
+{
+	memset(c, 0, sizeof *c);
+	char err[256];
+	for (size_t i = 0; i < N_KEYS; i++) {
+		int rv = set_key(c, &keys[i], keys[i].def, err, sizeof err);
+		(void)rv;
+	}
+}
+
+int config__set(struct config *c, const char *key, const char *value, char *err, size_t err_len)
+{
+	const struct config_key *k = find_key(key);
+	if (k == NULL) {
+		snprintf(err, err_len, "unknown setting '%s'", key);
+		return -ENOENT;
+	}
+	return set_key(c, k, value, err, err_len);
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int config__load_file(struct config *c, const char *path, char *err, size_t err_len)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		int rv = -errno;
+		snprintf(err, err_len, "%s: %s", path, strerror(errno));
+		return rv;
+	}
+	char line[CONFIG_STR_MAX + 128];
+	char why[256];
+	int lineno = 0;
+	int rv = 0;
+	while (fgets(line, sizeof line, f) != NULL) {
+		lineno++;
+		char *hash = strchr(line, '#');
+		if (hash != NULL)
+			*hash = '\0';
+		char *s = trim(line);
+		if (*s == '\0')
+			continue;
+		char *eq = strchr(s, '=');
+		if (eq == NULL) {
+			snprintf(err, err_len, "%s:%d: expected 'key = value'", path, lineno);
+			rv = -EINVAL;
+			break;
+		}
+		*eq = '\0';
+		rv = config__set(c, trim(s), trim(eq + 1), why, sizeof why);
+		if (rv != 0) {
+			snprintf(err, err_len, "%s:%d: %s", path, lineno, why);
+			break;
+		}
+	}
+	fclose(f);
+	return rv;
+}
+
+static int state_dir(char *buf, size_t len)
+{
+	const char *sd = getenv("STATE_DIRECTORY");
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	int n;
+	if (sd != NULL && *sd != '\0' && strchr(sd, ':') == NULL)
+		n = snprintf(buf, len, "%s", sd);
+	else if (xdg != NULL && xdg[0] == '/')
+		n = snprintf(buf, len, "%s/dnnfault", xdg);
+	else if (home != NULL && home[0] == '/')
+		n = snprintf(buf, len, "%s/.local/state/dnnfault", home);
+	else
+		return -ENOENT;
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int config__resolve_paths(struct config *c, char *err, size_t err_len)
+{
+	int rv;
+	if (c->socket[0] == '\0') {
+		rv = address__default_socket(c->socket, sizeof c->socket);
+		if (rv != 0) {
+			snprintf(err, err_len, "default socket path too long; set socket");
+			return rv;
+		}
+	}
+	if (c->db[0] == '\0') {
+		char dir[CONFIG_STR_MAX - 32];
+		rv = state_dir(dir, sizeof dir);
+		if (rv != 0) {
+			snprintf(err, err_len, "no state directory (HOME unset?); set db");
+			return rv;
+		}
+		snprintf(c->db, sizeof c->db, "%s/dnnfault.db", dir);
+	}
+	return 0;
+}
+
+static void format_value(const struct config *c, const struct config_key *k, char *buf, size_t len)
+{
+	const char *field = (const char *)c + k->offset;
+	int64_t v = k->type == CONFIG_STRING ? 0 : *(const int64_t *)(const void *)field;
+	switch (k->type) {
+	case CONFIG_STRING:
+		snprintf(buf, len, "%s", field);
+		break;
+	case CONFIG_OCTAL:
+		snprintf(buf, len, "0%03" PRIo64, v);
+		break;
+	case CONFIG_INT:
+		snprintf(buf, len, "%" PRId64, v);
+		break;
+	case CONFIG_ENUM:
+		snprintf(buf, len, "?");
+		for (size_t i = 0; k->names[i] != NULL; i++)
+			if (k->values[i] == v)
+				snprintf(buf, len, "%s", k->names[i]);
+		break;
+	}
+}
+
+void config__print(const struct config *c, FILE *out)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		char value[CONFIG_STR_MAX];
+		/* Never echo the secret. */
+		if (strcmp(keys[i].name, "token") == 0 && c->token[0] != '\0')
+			snprintf(value, sizeof value, "(set)");
+		else
+			format_value(c, &keys[i], value, sizeof value);
+		fprintf(out, "%s = %s\n", keys[i].name, value);
+	}
+}
+
+void config__print_help(FILE *out)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct config_key *k = &keys[i];
+		char dashed[64];
+		size_t n = strlen(k->name);
+		for (size_t j = 0; j <= n && j < sizeof dashed; j++)
+			dashed[j] = k->name[j] == '_' ? '-' : k->name[j];
+		if (k->type == CONFIG_INT)
+			fprintf(out, "  --%-24s %s [default %s, %" PRId64 "..%" PRId64 "]\n", dashed,
+				k->help, k->def, k->min, k->max);
+		else
+			fprintf(out, "  --%-24s %s%s%s%s\n", dashed, k->help,
+				*k->def ? " [default " : "", k->def, *k->def ? "]" : "");
+	}
+}

@@ -1,0 +1,272 @@
+#include "control.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "conn.h"
+#include "dnnfault_config.h"
+#include "frame.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+#include "store.h"
+#include "store_read.h"
+
+/* Export pages of about this many stored bytes go into one response. */
+#define EXPORT_PAGE_BYTES (512 * 1024)
+
+struct job {
+	uv_work_t work;
+	struct conn *c;
+	Dnnfault__Envelope *req;	/* owned */
+	struct store_read_opts opts;
+	struct store_cursor cursor;	/* export */
+	bool detail_sent;		/* export */
+	/* Result, packed on the worker: one framed ControlResponse. */
+	uint8_t *frame;
+	size_t frame_len;
+	bool more;
+};
+
+static uint64_t request_id(const struct job *j)
+{
+	return j->req->request->id;
+}
+
+/* Packs a response into j->frame. `set` fills the oneof. */
+static void pack_response(struct job *j, Dnnfault__ControlResponse *resp)
+{
+	resp->id = request_id(j);
+	resp->has_more = 1;
+	resp->more = j->more;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RESPONSE;
+	env.response = resp;
+	if (frame__encode(&env, FRAME_MAX_LIMIT, &j->frame, &j->frame_len) != 0)
+		j->frame = NULL;
+}
+
+static void pack_error(struct job *j, int code, const char *message)
+{
+	Dnnfault__Error err = DNNFAULT__ERROR__INIT;
+	err.code = code;
+	err.message = (char *)message;
+	Dnnfault__ControlResponse resp = DNNFAULT__CONTROL_RESPONSE__INIT;
+	resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_ERROR;
+	resp.error = &err;
+	j->more = false;
+	pack_response(j, &resp);
+}
+
+/* Answers one request (or one export page) from a fresh read connection. */
+static void work_cb(uv_work_t *req)
+{
+	struct job *j = req->data;
+	const Dnnfault__ControlRequest *r = j->req->request;
+	const char *db = j->c->srv->cfg->db;
+	char err[512] = "";
+	struct store_reader *reader;
+	Dnnfault__ControlResponse resp = DNNFAULT__CONTROL_RESPONSE__INIT;
+	ProtobufCMessage *result = NULL;
+	int code;
+
+	if (store_read__open(db, &reader, err, sizeof err) != 0) {
+		pack_error(j, DNNFAULT__ERROR_CODE__ERR_INTERNAL, err);
+		return;
+	}
+	j->more = false;
+	switch (r->verb_case) {
+	case DNNFAULT__CONTROL_REQUEST__VERB_STATUS:
+	case DNNFAULT__CONTROL_REQUEST__VERB_RUNS: {
+		bool status = r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_STATUS;
+		Dnnfault__StatusResponse *s = NULL;
+		code = store_read__status(reader, status ? r->status->runs : NULL,
+					  status ? r->status->n_runs : 0,
+					  status ? 0 : r->runs->limit, &j->opts, &s, err, sizeof err);
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS;
+		resp.status = s;
+		result = s ? &s->base : NULL;
+		break;
+	}
+	case DNNFAULT__CONTROL_REQUEST__VERB_SHOW: {
+		int64_t id;
+		Dnnfault__RunDetail *d = NULL;
+		code = store_read__resolve(reader, r->show->run, &id, err, sizeof err);
+		if (code == 0)
+			code = store_read__detail(reader, id, &j->opts, &d, err, sizeof err);
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_SHOW;
+		resp.show = d;
+		result = d ? &d->base : NULL;
+		break;
+	}
+	case DNNFAULT__CONTROL_REQUEST__VERB_EXPORT: {
+		Dnnfault__ExportChunk *x = NULL;
+		code = 0;
+		if (!j->detail_sent) {
+			Dnnfault__RunDetail *d = NULL;
+			code = store_read__resolve(reader, r->export->run, &j->cursor.run, err, sizeof err);
+			if (code == 0)
+				code = store_read__detail(reader, j->cursor.run, &j->opts, &d, err, sizeof err);
+			if (code == 0 && (x = malloc(sizeof *x)) != NULL) {
+				dnnfault__export_chunk__init(x);
+				x->detail = d;
+				j->cursor.rank = j->cursor.first_step = j->cursor.rowid = -1;
+				j->more = true;
+			} else if (d != NULL) {
+				protobuf_c_message_free_unpacked(&d->base, NULL);
+			}
+		} else {
+			size_t page = (size_t)j->c->srv->cfg->max_output_bytes / 4;
+			code = store_read__export_page(reader, &j->cursor,
+						       page < EXPORT_PAGE_BYTES ? page : EXPORT_PAGE_BYTES,
+						       &x, err, sizeof err);
+			j->more = code == 0 && !j->cursor.done;
+		}
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_EXPORT;
+		resp.export = x;
+		result = x ? &x->base : NULL;
+		break;
+	}
+	default:
+		code = DNNFAULT__ERROR_CODE__ERR_UNKNOWN_MESSAGE;
+		snprintf(err, sizeof err, "unknown control request");
+		break;
+	}
+	store_read__close(reader);
+	if (code != 0 || result == NULL)
+		pack_error(j, code ? code : DNNFAULT__ERROR_CODE__ERR_INTERNAL, err[0] ? err : "out of memory");
+	else
+		pack_response(j, &resp);
+	if (result != NULL)
+		protobuf_c_message_free_unpacked(result, NULL);
+}
+
+static void finish(struct job *j)
+{
+	struct conn *c = j->c;
+	frame__free(j->req);
+	free(j);
+	conn__control_done(c);
+	conn__unref(c);
+}
+
+static void after_work_cb(uv_work_t *req, int status);
+
+static void queue(struct job *j);
+
+static void queue_cb(void *arg)
+{
+	struct job *j = arg;
+	if (j->c->state == CONN_CLOSING)
+		finish(j);
+	else
+		queue(j);
+}
+
+static void queue(struct job *j)
+{
+	j->work.data = j;
+	j->opts.now = server__now();
+	j->opts.stale_after = (double)j->c->srv->cfg->stale_after_s;
+	if (uv_queue_work(j->c->srv->loop, &j->work, work_cb, after_work_cb) != 0) {
+		conn__send_error(j->c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0,
+				 "cannot queue the request");
+		finish(j);
+	}
+}
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct job *j = req->data;
+	struct conn *c = j->c;
+	if (status != 0 || j->frame == NULL) {
+		free(j->frame);
+		conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0,
+				 "request %llu failed", (unsigned long long)request_id(j));
+		finish(j);
+		return;
+	}
+	conn__send_frame(c, j->frame, j->frame_len);
+	j->frame = NULL;
+	if (j->more && c->state != CONN_CLOSING) {
+		/* Export pages are produced as the client consumes them. */
+		j->detail_sent = true;
+		conn__on_drain(c, queue_cb, j);
+		return;
+	}
+	finish(j);
+}
+
+static void answer_now(struct conn *c, uint64_t id, Dnnfault__ControlResponse *resp)
+{
+	resp->id = id;
+	resp->has_more = 1;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RESPONSE;
+	env.response = resp;
+	conn__send(c, &env);
+}
+
+struct counters {
+	Dnnfault__Counter items[64];
+	Dnnfault__Counter *ptrs[64];
+	size_t n;
+};
+
+static void add_counter(const char *name, uint64_t value, void *arg)
+{
+	struct counters *k = arg;
+	if (k->n == sizeof k->items / sizeof k->items[0])
+		return;
+	Dnnfault__Counter *x = &k->items[k->n];
+	dnnfault__counter__init(x);
+	x->name = (char *)name;
+	x->value = value;
+	k->ptrs[k->n++] = x;
+}
+
+void control__handle(struct conn *c, Dnnfault__Envelope *env)
+{
+	const Dnnfault__ControlRequest *r = env->request;
+	Dnnfault__ControlResponse resp = DNNFAULT__CONTROL_RESPONSE__INIT;
+	metrics.control_requests++;
+
+	if (r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_VERSION) {
+		Dnnfault__VersionResponse v = DNNFAULT__VERSION_RESPONSE__INIT;
+		v.server_version = DNNFAULT_VERSION;
+		v.protocol_version = PROTOCOL_VERSION;
+		v.has_schema_version = 1;
+		v.schema_version = (uint32_t)store__schema_version();
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_VERSION;
+		resp.version = &v;
+		answer_now(c, r->id, &resp);
+		frame__free(env);
+		return;
+	}
+	if (r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_STATS) {
+		struct counters k = {.n = 0};
+		metrics__each(add_counter, &k);
+		Dnnfault__StatsResponse s = DNNFAULT__STATS_RESPONSE__INIT;
+		s.n_counters = k.n;
+		s.counters = k.ptrs;
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_STATS;
+		resp.stats = &s;
+		answer_now(c, r->id, &resp);
+		frame__free(env);
+		return;
+	}
+	struct job *j = calloc(1, sizeof *j);
+	if (j == NULL) {
+		frame__free(env);
+		conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0, "out of memory");
+		return;
+	}
+	j->c = c;
+	j->req = env;
+	c->busy = true;
+	conn__ref(c);
+	queue(j);
+}

@@ -1,0 +1,406 @@
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "conn.h"
+#include "dnnfault_config.h"
+#include "frame.h"
+#include "ingest.h"
+#include "log.h"
+#include "metrics.h"
+#include "store.h"
+
+#if DNNFAULT_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#define RETENTION_PERIOD_MS (3600 * 1000)
+
+double server__now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void notify(const char *state)
+{
+#if DNNFAULT_HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
+void server__forget(struct server *s, struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	s->n_conns--;
+}
+
+/* Refuses a connection over max_connections with an error it can read. */
+static void refuse(struct conn *c)
+{
+	metrics.connections_rejected++;
+	conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_LIMIT, true, 0, 0,
+			 "too many connections (max_connections %lld)",
+			 (long long)c->srv->cfg->max_connections);
+}
+
+static void connection_cb(uv_stream_t *listener, int status)
+{
+	struct server *s = listener->data;
+	if (status < 0) {
+		log_warning("accept: %s", uv_strerror(status));
+		return;
+	}
+	struct conn *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		log_error("accept: out of memory");
+		return;
+	}
+	c->srv = s;
+	c->id = ++s->next_conn_id;
+	c->is_tcp = listener == (uv_stream_t *)&s->tcp_listener;
+	int rv = c->is_tcp ? uv_tcp_init(s->loop, &c->handle.tcp) : uv_pipe_init(s->loop, &c->handle.pipe, 0);
+	if (rv == 0)
+		rv = uv_timer_init(s->loop, &c->handshake_timer);
+	c->handle.stream.data = c;
+	c->handshake_timer.data = c;
+	c->open_handles = 2;
+	c->next = s->conns;
+	if (s->conns != NULL)
+		s->conns->prev = c;
+	s->conns = c;
+	s->n_conns++;
+	metrics.connections_open++;
+	if (rv != 0 || uv_accept(listener, &c->handle.stream) != 0) {
+		log_warning("accept failed");
+		conn__close(c, "accept failed");
+		return;
+	}
+	metrics.connections_accepted++;
+	snprintf(c->peer, sizeof c->peer, "unix");
+	if (c->is_tcp) {
+		struct sockaddr_storage ss;
+		int len = sizeof ss;
+		if (uv_tcp_getpeername(&c->handle.tcp, (struct sockaddr *)&ss, &len) == 0) {
+			if (ss.ss_family == AF_INET)
+				uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+			else
+				uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+		}
+		uv_tcp_nodelay(&c->handle.tcp, 1);
+	}
+	conn__start(c);
+	if (s->n_conns > (size_t)s->cfg->max_connections)
+		refuse(c);
+}
+
+/* Creates the socket's directory (private to the user when it is ours). */
+static int make_socket_dir(const char *path)
+{
+	char dir[ADDRESS_PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return 0;
+}
+
+/* A socket file that nobody answers on is left over from a crash. */
+static int clear_stale_socket(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		log_error("%s exists and is not a socket", path);
+		return -EEXIST;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	int alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (fd >= 0)
+		close(fd);
+	if (alive) {
+		log_error("another dnnfaultd is listening on %s", path);
+		return -EADDRINUSE;
+	}
+	unlink(path);
+	return 0;
+}
+
+static int listen_unix(struct server *s)
+{
+	const char *path = s->cfg->socket;
+	int rv;
+	if (strlen(path) >= ADDRESS_PATH_MAX) {
+		log_error("socket path longer than %d bytes: %s", ADDRESS_PATH_MAX - 1, path);
+		return -ENAMETOOLONG;
+	}
+	if ((rv = make_socket_dir(path)) != 0) {
+		log_error("socket directory of %s: %s", path, strerror(-rv));
+		return rv;
+	}
+	if ((rv = clear_stale_socket(path)) != 0)
+		return rv;
+	uv_pipe_init(s->loop, &s->unix_listener, 0);
+	s->unix_listener.data = s;
+	s->has_unix = true;
+	/* Create the socket file without group/other access, then open it up
+	 * to exactly socket_mode: no window where others can connect. */
+	mode_t old = umask(0177);
+	rv = uv_pipe_bind(&s->unix_listener, path);
+	umask(old);
+	if (rv == 0 && chmod(path, (mode_t)s->cfg->socket_mode) != 0)
+		rv = -errno;
+	if (rv == 0)
+		rv = uv_listen((uv_stream_t *)&s->unix_listener, 1024, connection_cb);
+	if (rv != 0) {
+		log_error("listen on %s: %s", path, uv_strerror(rv));
+		return rv;
+	}
+	log_info("listening on unix:%s", path);
+	return 0;
+}
+
+static int listen_tcp(struct server *s)
+{
+	struct address a;
+	if (address__parse(s->cfg->listen, &a) != 0 || a.kind != ADDRESS_TCP) {
+		log_error("listen: '%s' is not HOST:PORT", s->cfg->listen);
+		return -EINVAL;
+	}
+	bool loopback = address__is_loopback_host(a.host);
+	if (!loopback && s->cfg->token[0] == '\0') {
+		log_error("listen: %s is not a loopback address; set token to accept remote clients", a.host);
+		return -EPERM;
+	}
+	const char *host = strcmp(a.host, "localhost") == 0 ? "127.0.0.1" : a.host;
+	struct sockaddr_storage ss;
+	int rv = strchr(host, ':') != NULL ? uv_ip6_addr(host, a.port, (struct sockaddr_in6 *)&ss)
+					   : uv_ip4_addr(host, a.port, (struct sockaddr_in *)&ss);
+	if (rv != 0) {
+		log_error("listen: '%s' is not an IP address", a.host);
+		return rv;
+	}
+	uv_tcp_init(s->loop, &s->tcp_listener);
+	s->tcp_listener.data = s;
+	s->has_tcp = true;
+	if ((rv = uv_tcp_bind(&s->tcp_listener, (struct sockaddr *)&ss, 0)) != 0 ||
+	    (rv = uv_listen((uv_stream_t *)&s->tcp_listener, 1024, connection_cb)) != 0) {
+		log_error("listen on %s: %s", s->cfg->listen, uv_strerror(rv));
+		return rv;
+	}
+	log_info("listening on tcp://%s%s", s->cfg->listen,
+		 s->cfg->token[0] ? " (token required)" : " (loopback only)");
+	return 0;
+}
+
+static int make_state_dir(const char *db)
+{
+	char dir[CONFIG_STR_MAX];
+	snprintf(dir, sizeof dir, "%s", db);
+	char *slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	/* mkdir -p, private to the daemon's user. */
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* One daemon per database: a second one would fight over the writer lock. */
+static int lock_db(const char *db)
+{
+	char path[CONFIG_STR_MAX + 8];
+	snprintf(path, sizeof path, "%s.lock", db);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rv = -errno;
+		close(fd);
+		return rv == -EWOULDBLOCK ? -EBUSY : rv;
+	}
+	return 0;	/* fd stays open for the life of the process */
+}
+
+/* 1,000 clients need more descriptors than the usual soft limit of 1024. */
+static void raise_fd_limit(size_t want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want + 64)
+		return;
+	rl.rlim_cur = rl.rlim_max < want + 64 ? rl.rlim_max : want + 64;
+	setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static void watchdog_cb(uv_timer_t *t)
+{
+	(void)t;
+	notify("WATCHDOG=1");
+}
+
+static void retention_cb(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	ingest__prune(s->ingest, server__now() - (double)s->cfg->retention_days * 86400.0);
+}
+
+static void close_listeners(struct server *s)
+{
+	if (s->has_unix) {
+		uv_close((uv_handle_t *)&s->unix_listener, NULL);
+		unlink(s->cfg->socket);
+		s->has_unix = false;
+	}
+	if (s->has_tcp) {
+		uv_close((uv_handle_t *)&s->tcp_listener, NULL);
+		s->has_tcp = false;
+	}
+}
+
+/* Last step of the drain: everything received is committed and its acks
+ * are queued; hang up on every client once its replies are written. */
+static void drained_cb(void *arg)
+{
+	struct server *s = arg;
+	ingest__on_idle(s->ingest, NULL, NULL);
+	for (struct conn *c = s->conns, *next; c != NULL; c = next) {
+		next = c->next;
+		if (c->state != CONN_CLOSING)
+			conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_SHUTTING_DOWN, true, 0, 0,
+					 "dnnfaultd is shutting down");
+	}
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	if (s->watchdog_on)
+		uv_close((uv_handle_t *)&s->watchdog, NULL);
+	uv_close((uv_handle_t *)&s->retention, NULL);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+	struct server *s = h->data;
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	log_info("signal %d: stopping; committing what was received", signum);
+	notify("STOPPING=1");
+	close_listeners(s);
+	for (struct conn *c = s->conns; c != NULL; c = c->next)
+		conn__pause(c);
+	ingest__kick(s->ingest);
+	if (ingest__idle(s->ingest))
+		drained_cb(s);
+	else
+		ingest__on_idle(s->ingest, drained_cb, s);
+}
+
+int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
+{
+	char err[512];
+	int rv;
+	memset(s, 0, sizeof *s);
+	s->loop = loop;
+	s->cfg = cfg;
+	s->started = server__now();
+	s->limits = (struct validate_limits){
+		.max_layers = (uint32_t)cfg->max_layers,
+		.max_name_bytes = (uint32_t)cfg->max_name_bytes,
+		.max_tags = (uint32_t)cfg->max_tags,
+		.max_world_size = (uint32_t)cfg->max_world_size,
+	};
+	raise_fd_limit((size_t)cfg->max_connections);
+
+	if ((rv = make_state_dir(cfg->db)) != 0) {
+		log_error("state directory of %s: %s", cfg->db, strerror(-rv));
+		return rv;
+	}
+	if ((rv = lock_db(cfg->db)) != 0) {
+		log_error("%s: %s", cfg->db, rv == -EBUSY ? "in use by another dnnfaultd" : strerror(-rv));
+		return rv;
+	}
+	if ((rv = store__open(cfg->db, (int)cfg->synchronous, &s->store, err, sizeof err)) != 0) {
+		log_error("store: %s", err);
+		return rv;
+	}
+	if ((rv = ingest__init(&s->ingest, s)) != 0) {
+		log_error("loading runs from the store: %s", strerror(-rv));
+		return rv;
+	}
+	log_info("store %s (schema %d)", cfg->db, store__schema_version());
+	if ((rv = listen_unix(s)) != 0)
+		return rv;
+	if (cfg->listen[0] != '\0' && (rv = listen_tcp(s)) != 0)
+		return rv;
+
+	uv_signal_init(loop, &s->sigterm);
+	uv_signal_init(loop, &s->sigint);
+	s->sigterm.data = s->sigint.data = s;
+	uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+	uv_signal_start(&s->sigint, signal_cb, SIGINT);
+
+	uv_timer_init(loop, &s->retention);
+	s->retention.data = s;
+	if (cfg->retention_days > 0)
+		uv_timer_start(&s->retention, retention_cb, 0, RETENTION_PERIOD_MS);
+#if DNNFAULT_HAVE_SYSTEMD
+	uint64_t usec;
+	if (sd_watchdog_enabled(0, &usec) > 0) {
+		uv_timer_init(loop, &s->watchdog);
+		uv_timer_start(&s->watchdog, watchdog_cb, usec / 2000, usec / 2000);
+		s->watchdog_on = true;
+	}
+#endif
+	(void)watchdog_cb;
+	return 0;
+}
+
+int server__run(struct server *s)
+{
+	notify("READY=1");
+	log_info("dnnfaultd " DNNFAULT_VERSION " ready");
+	uv_run(s->loop, UV_RUN_DEFAULT);
+	close_listeners(s);
+	ingest__free(s->ingest);
+	store__close(s->store);
+	log_info("stopped");
+	return 0;
+}

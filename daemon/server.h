@@ -1,0 +1,52 @@
+/* The daemon as a whole: event loop, listeners, connection registry,
+ * signals and orderly shutdown. */
+#ifndef DNNFAULT_SERVER_H
+#define DNNFAULT_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "validate.h"
+
+struct conn;
+struct ingest;
+struct store;
+
+struct server {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	struct validate_limits limits;
+	struct store *store;
+	struct ingest *ingest;
+
+	uv_pipe_t unix_listener;
+	uv_tcp_t tcp_listener;
+	bool has_unix, has_tcp, tcp_needs_token;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t watchdog, retention;
+	bool watchdog_on, stopping;
+
+	struct conn *conns;	/* all open connections */
+	size_t n_conns;
+	uint64_t next_conn_id;
+	double started;
+};
+
+/* Opens the store, binds the listeners and gets ready to run. Returns 0, or
+ * a negative errno after logging why. */
+int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg);
+
+/* Runs until SIGTERM/SIGINT, then drains: stops accepting, commits what was
+ * received, acknowledges it and closes. Returns the exit status. */
+int server__run(struct server *s);
+
+/* Called by conn when its handles are closed and nothing refers to it. */
+void server__forget(struct server *s, struct conn *c);
+
+/* Current wall-clock time in unix seconds. */
+double server__now(void);
+
+#endif

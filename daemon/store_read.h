@@ -1,0 +1,49 @@
+/* Read side of the store, for control requests. Runs on worker threads, each
+ * with its own read-only connection (WAL lets readers run beside the writer).
+ * Results are protobuf messages built with malloc; release them with
+ * protobuf_c_message_free_unpacked(msg, NULL). */
+#ifndef DNNFAULT_STORE_READ_H
+#define DNNFAULT_STORE_READ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dnnfault.pb-c.h"
+
+struct store_reader;
+
+struct store_read_opts {
+	double now;
+	double stale_after;
+};
+
+int store_read__open(const char *path, struct store_reader **out, char *err, size_t err_len);
+void store_read__close(struct store_reader *r);
+
+/* Finds a run by id, else by name. Returns 0, ERR_NO_SUCH_RUN or
+ * ERR_AMBIGUOUS_RUN (a name shared by several runs; `err` lists their ids). */
+int store_read__resolve(struct store_reader *r, const char *run, int64_t *id,
+			char *err, size_t err_len);
+
+/* Summaries of the given runs (all when n == 0, newest first, at most
+ * `limit` when not 0). Returns 0 or an ErrorCode with `err` set. */
+int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint32_t limit,
+		       const struct store_read_opts *o, Dnnfault__StatusResponse **out,
+		       char *err, size_t err_len);
+
+int store_read__detail(struct store_reader *r, int64_t id, const struct store_read_opts *o,
+		       Dnnfault__RunDetail **out, char *err, size_t err_len);
+
+/* Export position: chunks come in (rank, first_step, rowid) order. */
+struct store_cursor {
+	int64_t run;
+	int64_t rank, first_step, rowid;
+	int done;
+};
+
+/* Fills `out` with the steps of the next chunks, about `max_bytes` of them.
+ * Sets cursor->done after the last. */
+int store_read__export_page(struct store_reader *r, struct store_cursor *cur, size_t max_bytes,
+			    Dnnfault__ExportChunk **out, char *err, size_t err_len);
+
+#endif
