@@ -69,9 +69,14 @@ static double sim__loss(const struct sim *s, unsigned long t)
 	loss *= 1 + 0.05 * gaussian();
 	if (!s->opt->lr_high || t < s->fault_step)
 		return loss;
-	double growth = 0.9 * (double)(t - s->fault_step);
-	if (growth > 700)	/* exp() overflows past here */
-		return t - s->fault_step > 800 ? NAN : INFINITY;
+	/* Reaches the double range's end (e^700) steps/5 steps after the fault
+	 * starts; Inf - Inf turns it into NaN three steps later. */
+	unsigned long span = s->opt->steps / 5 > 5 ? s->opt->steps / 5 : 5;
+	double growth = 700.0 / (double)span * (double)(t - s->fault_step);
+	if (t - s->fault_step > span + 3)
+		return NAN;
+	if (growth > 700)
+		return INFINITY;
 	return loss * exp(growth);
 }
 
@@ -102,8 +107,9 @@ static void sim__layer_stats(const struct sim *s, unsigned long t, double loss, 
 		x[DNNFAULT_ACT_STD] = (float)(0.6 + 0.02 * gaussian());
 		x[DNNFAULT_ACT_NONPOS_FRAC] = relu ? (float)(0.45 + 0.02 * gaussian()) : 0.5f;
 		x[DNNFAULT_ACT_SATURATED_FRAC] = 0.0f;
+		/* float32 gradients overflow long before the double loss does. */
 		x[DNNFAULT_NAN_COUNT] = isnan(gnorm) ? (float)params : 0.0f;
-		x[DNNFAULT_INF_COUNT] = isinf(gnorm) ? (float)params : 0.0f;
+		x[DNNFAULT_INF_COUNT] = isinf((float)gnorm) ? (float)params : 0.0f;
 		if (!isfinite(gnorm))
 			for (int k = DNNFAULT_WEIGHT_NORM; k <= DNNFAULT_ACT_STD; k++)
 				x[k] = (float)gnorm;

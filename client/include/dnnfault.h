@@ -140,9 +140,13 @@ struct dnnfault_reply_error {
 
 /* Connects to `address` ("unix:/path", "tcp://host:port"; NULL for
  * $DNNFAULT_ADDRESS or the daemon's default) and performs the handshake.
- * `token` may be NULL. On failure returns NULL and, when err is not NULL,
- * writes a message there. -ECONNREFUSED/-ENOENT style failures mean the
- * daemon is unreachable: *errnum tells, when not NULL. */
+ * `token` may be NULL for $DNNFAULT_TOKEN (or none). timeout_ms bounds the
+ * connect and the wait for the daemon's answer (-1: no bound). On failure
+ * returns NULL, writes a message to err when it is not NULL, and stores a
+ * negative errno in *errnum when it is not NULL: -EINVAL for a bad address;
+ * -EACCES (token refused), -EPROTONOSUPPORT (protocol version) or -EPROTO
+ * (any other refusal) when the daemon answered; anything else (-ENOENT,
+ * -ECONNREFUSED, -ETIMEDOUT, -EPIPE, ...) means it is unreachable. */
 dnnfault_conn *dnnfault_connect(const char *address, enum dnnfault_role role,
 				const char *token, int timeout_ms,
 				char *err, size_t err_len, int *errnum);

@@ -1,0 +1,257 @@
+/* dnnfaultctl: command-line client of dnnfaultd. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "dnnfault_config.h"
+
+static const char usage_text[] =
+	"usage: dnnfaultctl [--address ADDR] [--json] [--timeout MS] VERB [ARGS]\n"
+	"\n"
+	"verbs:\n"
+	"  status [RUN...]                  health, symptoms and likely causes\n"
+	"  runs [--limit N]                 list the runs the daemon knows\n"
+	"  show RUN                         description, layers, ranks, epochs of a run\n"
+	"  export RUN [--format csv|jsonl]  every stored step of a run, to stdout\n"
+	"  version                          client and daemon versions\n"
+	"  stats                            the daemon's counters\n"
+	"  help                             this text\n"
+	"\n"
+	"options:\n"
+	"  --address ADDR  unix:/path or tcp://host:port (default: $DNNFAULT_ADDRESS,\n"
+	"                  else the daemon's default socket)\n"
+	"  --json          machine-readable output (export: jsonl)\n"
+	"  --timeout MS    bound on connecting and on each wait for an answer\n"
+	"                  (default 5000; 0 waits forever)\n"
+	"  --version       print the client version and exit\n"
+	"  -h, --help      print this text and exit\n"
+	"\n"
+	"exit status: 0 ok, 1 error, 2 usage, 3 daemon unreachable, 4 no such run\n";
+
+struct verb {
+	const char *name;
+	int (*run)(struct ctl *ctl);
+	int min_args, max_args;		/* max -1: any number */
+};
+
+static const struct verb verbs[] = {
+	{"status", verb__status, 0, -1},
+	{"runs", verb__runs, 0, 0},
+	{"show", verb__show, 1, 1},
+	{"export", verb__export, 1, 1},
+	{"version", verb__version, 0, 0},
+	{"stats", verb__stats, 0, 0},
+	{"help", NULL, 0, 0},
+};
+
+/* Prints a usage error and the usage text to stderr; returns CTL_USAGE. */
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("dnnfaultctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs("\n\n", stderr);
+	va_end(ap);
+	fputs(usage_text, stderr);
+	return CTL_USAGE;
+}
+
+/* Parses a decimal in [min, max]; returns false for anything else. */
+static bool parse_uint(const char *s, unsigned long min, unsigned long max,
+		       unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+struct parsed {
+	const char *verb;
+	const char *address;
+	bool version, help, has_limit, has_format;
+};
+
+/* Applies one flag (`value` is its argument when it takes one). Returns
+ * CTL_OK or CTL_USAGE. */
+static int apply_flag(struct ctl *ctl, struct parsed *p, const char *name,
+		      const char *value)
+{
+	unsigned long v;
+	if (strcmp(name, "--address") == 0) {
+		p->address = value;
+	} else if (strcmp(name, "--timeout") == 0) {
+		if (!parse_uint(value, 0, 24ul * 3600 * 1000, &v))
+			return usage_error("--timeout wants milliseconds, not \"%s\"", value);
+		ctl->timeout_ms = v == 0 ? -1 : (int)v;
+	} else if (strcmp(name, "--limit") == 0) {
+		if (!parse_uint(value, 0, UINT32_MAX, &v))
+			return usage_error("--limit wants a number, not \"%s\"", value);
+		ctl->limit = (uint32_t)v;
+		p->has_limit = true;
+	} else if (strcmp(name, "--format") == 0) {
+		if (strcmp(value, "csv") == 0)
+			ctl->format = CTL_FORMAT_CSV;
+		else if (strcmp(value, "jsonl") == 0)
+			ctl->format = CTL_FORMAT_JSONL;
+		else
+			return usage_error("--format is csv or jsonl, not \"%s\"", value);
+		p->has_format = true;
+	}
+	return CTL_OK;
+}
+
+static bool flag_takes_value(const char *name)
+{
+	return strcmp(name, "--address") == 0 || strcmp(name, "--timeout") == 0 ||
+	       strcmp(name, "--limit") == 0 || strcmp(name, "--format") == 0;
+}
+
+/* Global flags may come before or after the verb; "--" ends flags. The
+ * operands are collected in ctl->args, which points into argv: an operand
+ * only ever moves to a slot that has already been read. */
+static int parse_args(int argc, char **argv, struct ctl *ctl, struct parsed *p)
+{
+	bool flags_done = false;
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i];
+		if (flags_done || a[0] != '-' || a[1] == '\0') {
+			if (p->verb == NULL)
+				p->verb = a;
+			else
+				ctl->args[ctl->n_args++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			flags_done = true;
+		} else if (strcmp(a, "--json") == 0) {
+			ctl->json = true;
+		} else if (strcmp(a, "--version") == 0) {
+			p->version = true;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			p->help = true;
+		} else {
+			char *eq = strchr(a, '=');
+			if (eq != NULL)
+				*eq = '\0';
+			if (!flag_takes_value(a))
+				return usage_error("unknown option %s", a);
+			const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+			if (value == NULL)
+				return usage_error("%s needs a value", a);
+			int rv = apply_flag(ctl, p, a, value);
+			if (rv != CTL_OK)
+				return rv;
+		}
+	}
+	return CTL_OK;
+}
+
+/* Resolves the address from --address or the environment. */
+static int resolve_address(struct ctl *ctl, const char *text)
+{
+	if (text != NULL) {
+		if (address__parse(text, &ctl->addr) != 0)
+			return usage_error("invalid address \"%s\" (want unix:/path or "
+					   "tcp://host:port)", text);
+	} else if (address__client_default(&ctl->addr) != 0) {
+		fprintf(stderr, "dnnfaultctl: invalid %s \"%s\"\n", ADDRESS_ENV,
+			getenv(ADDRESS_ENV) ? getenv(ADDRESS_ENV) : "");
+		return CTL_ERROR;
+	}
+	address__format(&ctl->addr, ctl->addr_text, sizeof ctl->addr_text);
+	return CTL_OK;
+}
+
+/* Returns the verb named `name` with its operands checked, or NULL after
+ * printing a usage error. */
+static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *p)
+{
+	const struct verb *v = NULL;
+	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+		if (strcmp(verbs[i].name, p->verb) == 0)
+			v = &verbs[i];
+	if (v == NULL) {
+		usage_error("unknown verb \"%s\"", p->verb);
+		return NULL;
+	}
+	if (ctl->n_args < v->min_args) {
+		usage_error("%s needs a RUN (name or id)", v->name);
+		return NULL;
+	}
+	if (v->max_args >= 0 && ctl->n_args > v->max_args) {
+		usage_error("too many arguments for %s", v->name);
+		return NULL;
+	}
+	if (p->has_limit && strcmp(v->name, "runs") != 0) {
+		usage_error("--limit only applies to runs");
+		return NULL;
+	}
+	if (p->has_format && strcmp(v->name, "export") != 0) {
+		usage_error("--format only applies to export");
+		return NULL;
+	}
+	return v;
+}
+
+/* Whatever stdout could not take: a closed pipe ends quietly, other
+ * failures (a full disk) are worth a message. */
+static int finish_stdout(int rv)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rv;
+	/* A failed verb has said what went wrong already. */
+	if (rv == CTL_OK && errno != EPIPE)
+		fprintf(stderr, "dnnfaultctl: writing output: %s\n", strerror(errno));
+	return rv == CTL_OK ? CTL_ERROR : rv;
+}
+
+int main(int argc, char **argv)
+{
+	/* A reader that goes away (dnnfaultctl export | head) shows up as
+	 * EPIPE on write, which ends the output quietly. */
+	signal(SIGPIPE, SIG_IGN);
+
+	struct ctl ctl = {
+		.timeout_ms = CTL_DEFAULT_TIMEOUT_MS,
+		.token = getenv("DNNFAULT_TOKEN"),
+		.args = argv + 1,
+		.next_id = 1,
+	};
+	struct parsed p = {0};
+	int rv = parse_args(argc, argv, &ctl, &p);
+	if (rv != CTL_OK)
+		return rv;
+	if (p.help) {
+		fputs(usage_text, stdout);
+		return finish_stdout(CTL_OK);
+	}
+	if (p.version) {
+		printf("dnnfaultctl %s\n", DNNFAULT_VERSION);
+		return finish_stdout(CTL_OK);
+	}
+	if (p.verb == NULL)
+		return usage_error("no verb given");
+	const struct verb *v = find_verb(&ctl, &p);
+	if (v == NULL)
+		return CTL_USAGE;
+	if (v->run == NULL) {
+		fputs(usage_text, stdout);
+		return finish_stdout(CTL_OK);
+	}
+	rv = resolve_address(&ctl, p.address);
+	if (rv != CTL_OK)
+		return rv;
+	rv = v->run(&ctl);
+	rpc__close(&ctl);
+	return finish_stdout(rv);
+}

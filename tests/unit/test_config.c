@@ -1,0 +1,137 @@
+/* Config: defaults, bounds, file parsing and precedence. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+
+static void defaults(void **state)
+{
+	(void)state;
+	struct config c;
+	config__defaults(&c);
+	assert_int_equal(c.max_frame_bytes, 4194304);
+	assert_int_equal(c.socket_mode, 0660);
+	assert_int_equal(c.synchronous, 1);
+	assert_int_equal(c.log_level, LOG_LEVEL_INFO);
+	assert_string_equal(c.listen, "");
+}
+
+static void set_and_bounds(void **state)
+{
+	(void)state;
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	assert_int_equal(config__set(&c, "max-frame-bytes", "2048", err, sizeof err), 0);
+	assert_int_equal(c.max_frame_bytes, 2048);
+	assert_int_equal(config__set(&c, "max_frame_bytes", "12", err, sizeof err), -ERANGE);
+	assert_non_null(strstr(err, "outside"));
+	assert_int_equal(c.max_frame_bytes, 2048);
+	assert_int_equal(config__set(&c, "max_frame_bytes", "12k", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "max_frame_bytes", "", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "no_such_key", "1", err, sizeof err), -ENOENT);
+	assert_int_equal(config__set(&c, "socket_mode", "0600", err, sizeof err), 0);
+	assert_int_equal(c.socket_mode, 0600);
+	assert_int_equal(config__set(&c, "socket_mode", "0999", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "synchronous", "full", err, sizeof err), 0);
+	assert_int_equal(c.synchronous, 2);
+	assert_int_equal(config__set(&c, "synchronous", "extra", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "log-level", "debug", err, sizeof err), 0);
+	assert_int_equal(c.log_level, LOG_LEVEL_DEBUG);
+}
+
+static void file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/dnnfault-config-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	const char *text = "# comment\n\n  socket = /tmp/a.sock  # trailing\nmax_layers=10\n";
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	assert_int_equal(config__load_file(&c, path, err, sizeof err), 0);
+	assert_string_equal(c.socket, "/tmp/a.sock");
+	assert_int_equal(c.max_layers, 10);
+
+	FILE *f = fopen(path, "w");
+	fputs("max_layers = 10\nthis line is wrong\n", f);
+	fclose(f);
+	assert_int_equal(config__load_file(&c, path, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, ":2:"));
+	f = fopen(path, "w");
+	fputs("max_layers = 0\n", f);
+	fclose(f);
+	assert_int_equal(config__load_file(&c, path, err, sizeof err), -ERANGE);
+	unlink(path);
+	assert_true(config__load_file(&c, path, err, sizeof err) < 0);
+	assert_non_null(strstr(err, path));
+}
+
+static void resolve_paths(void **state)
+{
+	(void)state;
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	unsetenv("STATE_DIRECTORY");
+	unsetenv("RUNTIME_DIRECTORY");
+	setenv("XDG_STATE_HOME", "/var/tmp/xdg-state", 1);
+	setenv("XDG_RUNTIME_DIR", "/run/user/77", 1);
+	assert_int_equal(config__resolve_paths(&c, err, sizeof err), 0);
+	assert_string_equal(c.db, "/var/tmp/xdg-state/dnnfault/dnnfault.db");
+	assert_string_equal(c.socket, "/run/user/77/dnnfault/dnnfaultd.sock");
+
+	config__defaults(&c);
+	setenv("STATE_DIRECTORY", "/var/lib/dnnfault", 1);
+	assert_int_equal(config__resolve_paths(&c, err, sizeof err), 0);
+	assert_string_equal(c.db, "/var/lib/dnnfault/dnnfault.db");
+
+	/* Explicit settings are kept. */
+	config__defaults(&c);
+	strcpy(c.db, "/x/y.db");
+	assert_int_equal(config__resolve_paths(&c, err, sizeof err), 0);
+	assert_string_equal(c.db, "/x/y.db");
+}
+
+static void print_hides_token(void **state)
+{
+	(void)state;
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	assert_int_equal(config__set(&c, "token", "s3cret", err, sizeof err), 0);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	config__print(&c, f);
+	fclose(f);
+	assert_null(strstr(buf, "s3cret"));
+	assert_non_null(strstr(buf, "token = (set)"));
+	assert_non_null(strstr(buf, "socket_mode = 0660"));
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(defaults),
+		cmocka_unit_test(set_and_bounds),
+		cmocka_unit_test(file),
+		cmocka_unit_test(resolve_paths),
+		cmocka_unit_test(print_hides_token),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,296 @@
+/* Store: migrations, batch commit, restart load, reads and export decoding,
+ * and all-or-nothing commits. Uses a real SQLite file in a temp directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "chunk.h"
+#include "store.h"
+#include "store_read.h"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/dnnfault-store-XXXXXX");
+	if (mkdtemp(f->dir) == NULL)
+		return -1;
+	snprintf(f->path, sizeof f->path, "%s/t.db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(f);
+	return 0;
+}
+
+static struct store *open_store(const char *path)
+{
+	struct store *s = NULL;
+	char err[256];
+	int rv = store__open(path, 1, &s, err, sizeof err);
+	if (rv != 0)
+		fail_msg("open: %s", err);
+	return s;
+}
+
+/* One run, one stream, `n` steps with 2 layers, an epoch and an end. */
+static void fill_batch(struct store_batch *b, int64_t run, uint64_t stream, int n)
+{
+	struct store_run *r = STORE_BATCH_PUSH(b, runs);
+	r->id = run;
+	r->is_new = true;
+	r->uid = strdup("uid-1");
+	r->name = strdup("mnist");
+	r->world_size = 1;
+	r->time = 1000.0;
+	r->labels = strdup("lr_high,init");
+	struct store_stream *s = STORE_BATCH_PUSH(b, streams);
+	s->id = stream;
+	s->run = run;
+	s->n_layers = 2;
+	s->host = strdup("node1");
+	s->time = 1000.0;
+
+	struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
+	c->run = run;
+	c->stream = stream;
+	c->n_layers = 2;
+	c->first_step = 0;
+	c->last_step = (uint64_t)(n - 1) * 10;
+	c->cap = chunk__record_size(2) * (size_t)n;
+	c->data = malloc(c->cap);
+	for (int i = 0; i < n; i++) {
+		float stats[32];
+		for (int k = 0; k < 32; k++)
+			stats[k] = (float)(i * 100 + k);
+		stats[5] = NAN;
+		Dnnfault__Step st = DNNFAULT__STEP__INIT;
+		st.step = (uint64_t)i * 10;
+		st.has_loss = 1;
+		st.loss = i == 1 ? INFINITY : 2.5 - i;
+		st.has_lr = 1;
+		st.lr = 0.1;
+		st.n_layer_stats = 32;
+		st.layer_stats = stats;
+		c->len += chunk__write_record(&st, c->data + c->len);
+		c->n_steps++;
+	}
+	struct store_run_update *ru = STORE_BATCH_PUSH(b, run_updates);
+	ru->run = run;
+	ru->updated = 1010.0;
+	ru->has_step = true;
+	ru->last_step = c->last_step;
+	ru->n_steps = (uint64_t)n;
+	struct store_stream_update *su = STORE_BATCH_PUSH(b, stream_updates);
+	su->stream = stream;
+	su->last_seq = (uint64_t)n + 1;
+	su->updated = 1010.0;
+}
+
+static int count_run(int64_t id, const char *uid, uint32_t ws, void *arg)
+{
+	(void)id;
+	(void)ws;
+	assert_string_equal(uid, "uid-1");
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int check_stream(const struct store_stream_state *x, void *arg)
+{
+	assert_int_equal(x->id, 0xfedcba9876543210ULL);
+	assert_int_equal(x->last_seq, 6);
+	assert_int_equal(x->n_layers, 2);
+	(*(int *)arg) += 100;
+	return 0;
+}
+
+static void commit_load_read(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	const uint64_t stream = 0xfedcba9876543210ULL;	/* above INT64_MAX on purpose */
+	fill_batch(&b, 1, stream, 5);
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(s);
+
+	/* After a restart the daemon finds the run and the stream's watermark. */
+	s = open_store(f->path);
+	int seen = 0;
+	int64_t max_id;
+	assert_int_equal(store__load(s, count_run, check_stream, &seen, &max_id), 0);
+	assert_int_equal(seen, 101);
+	assert_int_equal(max_id, 1);
+	store__close(s);
+
+	struct store_reader *r;
+	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
+	struct store_read_opts o = {.now = 1020.0, .stale_after = 300};
+	Dnnfault__StatusResponse *st;
+	assert_int_equal(store_read__status(r, NULL, 0, 0, &o, &st, err, sizeof err), 0);
+	assert_int_equal(st->n_runs, 1);
+	assert_string_equal(st->runs[0]->id, "uid-1");
+	assert_string_equal(st->runs[0]->name, "mnist");
+	assert_string_equal(st->runs[0]->state, "running");
+	assert_string_equal(st->runs[0]->health, "unknown");
+	assert_int_equal(st->runs[0]->n_causes, 0);
+	assert_int_equal(st->runs[0]->step, 40);
+	assert_int_equal(st->runs[0]->steps_stored, 5);
+	assert_int_equal(st->runs[0]->n_labels, 2);
+	assert_string_equal(st->runs[0]->labels[1], "init");
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+
+	/* Stale once nothing arrived for stale_after seconds. */
+	o.now = 5000.0;
+	assert_int_equal(store_read__status(r, NULL, 0, 0, &o, &st, err, sizeof err), 0);
+	assert_string_equal(st->runs[0]->state, "stale");
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+
+	int64_t id;
+	assert_int_equal(store_read__resolve(r, "mnist", &id, err, sizeof err), 0);
+	assert_int_equal(id, 1);
+	assert_int_equal(store_read__resolve(r, "nope", &id, err, sizeof err),
+			 DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN);
+
+	struct store_cursor cur = {.run = 1, .rank = -1, .first_step = -1, .rowid = -1};
+	Dnnfault__ExportChunk *x;
+	assert_int_equal(store_read__export_page(r, &cur, 1 << 20, &x, err, sizeof err), 0);
+	assert_true(cur.done);
+	assert_int_equal(x->n_steps, 5);
+	assert_int_equal(x->steps[0]->stream, stream);
+	assert_int_equal(x->steps[3]->step, 30);
+	assert_true(isinf(x->steps[1]->loss));
+	assert_true(x->steps[2]->loss == 0.5);
+	assert_false(x->steps[2]->has_accuracy);
+	assert_int_equal(x->steps[4]->n_layer_stats, 32);
+	assert_true(isnan(x->steps[4]->layer_stats[5]));
+	assert_true(x->steps[4]->layer_stats[31] == 431.0f);
+	protobuf_c_message_free_unpacked(&x->base, NULL);
+	store_read__close(r);
+}
+
+static void failed_commit_stores_nothing(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	fill_batch(&b, 1, 42, 3);
+	/* A chunk of a run that does not exist violates the foreign key. */
+	struct store_chunk *bad = STORE_BATCH_PUSH(&b, chunks);
+	bad->run = 999;
+	bad->stream = 42;
+	bad->data = malloc(1);
+	bad->len = 1;
+	assert_int_equal(store__commit(s, &b, err, sizeof err), -EIO);
+	assert_true(strlen(err) > 0);
+	store_batch__free(&b);
+	/* The writer is usable afterwards. */
+	fill_batch(&b, 1, 42, 2);
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(s);
+
+	sqlite3 *db;
+	sqlite3_open(f->path, &db);
+	sqlite3_stmt *st;
+	sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM runs), (SELECT sum(n_steps) FROM step_chunks)",
+			   -1, &st, NULL);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 1);
+	assert_int_equal(sqlite3_column_int(st, 1), 2);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+static void run_end_and_prune(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	fill_batch(&b, 1, 42, 2);
+	struct store_event *e = STORE_BATCH_PUSH(&b, ends);
+	e->run = 1;
+	e->stream = 42;
+	e->number = DNNFAULT__END_STATUS__END_CRASHED;
+	e->time = 2000.0;
+	e->message = malloc(1);
+	e->message_len = 0;
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	store_batch__reset(&b);
+
+	struct store_reader *r;
+	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
+	struct store_read_opts o = {.now = 9999.0, .stale_after = 300};
+	Dnnfault__StatusResponse *st;
+	assert_int_equal(store_read__status(r, NULL, 0, 0, &o, &st, err, sizeof err), 0);
+	assert_string_equal(st->runs[0]->state, "crashed");
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+
+	/* Retention: runs that ended before the cut-off go, with their telemetry. */
+	b.prune_before = 1500.0;
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	assert_int_equal(b.n_pruned, 0);
+	b.prune_before = 2500.0;
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	assert_int_equal(b.n_pruned, 1);
+	assert_int_equal(b.pruned[0], 1);
+	assert_int_equal(store_read__status(r, NULL, 0, 0, &o, &st, err, sizeof err), 0);
+	assert_int_equal(st->n_runs, 0);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	store_read__close(r);
+	store_batch__free(&b);
+	store__close(s);
+}
+
+static void newer_schema_refused(void **state)
+{
+	struct fixture *f = *state;
+	sqlite3 *db;
+	sqlite3_open(f->path, &db);
+	sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL);
+	sqlite3_close(db);
+	struct store *s = NULL;
+	char err[256];
+	assert_int_not_equal(store__open(f->path, 1, &s, err, sizeof err), 0);
+	assert_non_null(strstr(err, "newer"));
+	assert_null(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(commit_load_read, setup, teardown),
+		cmocka_unit_test_setup_teardown(failed_commit_stores_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(run_end_and_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
