@@ -106,6 +106,7 @@ int main(int argc, char **argv)
 	int rv = server__init(&srv, &loop, &cfg);
 	if (rv == 0)
 		rv = server__run(&srv);
+	server__close(&srv);
 	uv_loop_close(&loop);
 	return rv == 0 ? 0 : 1;
 }

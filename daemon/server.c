@@ -178,6 +178,7 @@ static int listen_unix(struct server *s)
 	mode_t old = umask(0177);
 	rv = uv_pipe_bind(&s->unix_listener, path);
 	umask(old);
+	s->unix_bound = rv == 0;
 	if (rv == 0 && chmod(path, (mode_t)s->cfg->socket_mode) != 0)
 		rv = -errno;
 	if (rv == 0)
@@ -190,30 +191,34 @@ static int listen_unix(struct server *s)
 	return 0;
 }
 
-static int listen_tcp(struct server *s)
+/* Checks the TCP setting before anything is created: a listener others can
+ * reach must have a token. */
+static int check_tcp(const struct config *cfg, struct sockaddr_storage *ss)
 {
 	struct address a;
-	if (address__parse(s->cfg->listen, &a) != 0 || a.kind != ADDRESS_TCP) {
-		log_error("listen: '%s' is not HOST:PORT", s->cfg->listen);
+	if (address__parse(cfg->listen, &a) != 0 || a.kind != ADDRESS_TCP) {
+		log_error("listen: '%s' is not HOST:PORT", cfg->listen);
 		return -EINVAL;
 	}
-	bool loopback = address__is_loopback_host(a.host);
-	if (!loopback && s->cfg->token[0] == '\0') {
+	if (!address__is_loopback_host(a.host) && cfg->token[0] == '\0') {
 		log_error("listen: %s is not a loopback address; set token to accept remote clients", a.host);
 		return -EPERM;
 	}
 	const char *host = strcmp(a.host, "localhost") == 0 ? "127.0.0.1" : a.host;
-	struct sockaddr_storage ss;
-	int rv = strchr(host, ':') != NULL ? uv_ip6_addr(host, a.port, (struct sockaddr_in6 *)&ss)
-					   : uv_ip4_addr(host, a.port, (struct sockaddr_in *)&ss);
-	if (rv != 0) {
+	int rv = strchr(host, ':') != NULL ? uv_ip6_addr(host, a.port, (struct sockaddr_in6 *)ss)
+					   : uv_ip4_addr(host, a.port, (struct sockaddr_in *)ss);
+	if (rv != 0)
 		log_error("listen: '%s' is not an IP address", a.host);
-		return rv;
-	}
+	return rv;
+}
+
+static int listen_tcp(struct server *s, const struct sockaddr_storage *ss)
+{
+	int rv;
 	uv_tcp_init(s->loop, &s->tcp_listener);
 	s->tcp_listener.data = s;
 	s->has_tcp = true;
-	if ((rv = uv_tcp_bind(&s->tcp_listener, (struct sockaddr *)&ss, 0)) != 0 ||
+	if ((rv = uv_tcp_bind(&s->tcp_listener, (const struct sockaddr *)ss, 0)) != 0 ||
 	    (rv = uv_listen((uv_stream_t *)&s->tcp_listener, 1024, connection_cb)) != 0) {
 		log_error("listen on %s: %s", s->cfg->listen, uv_strerror(rv));
 		return rv;
@@ -246,7 +251,7 @@ static int make_state_dir(const char *db)
 }
 
 /* One daemon per database: a second one would fight over the writer lock. */
-static int lock_db(const char *db)
+static int lock_db(const char *db, int *fd_out)
 {
 	char path[CONFIG_STR_MAX + 8];
 	snprintf(path, sizeof path, "%s.lock", db);
@@ -258,7 +263,8 @@ static int lock_db(const char *db)
 		close(fd);
 		return rv == -EWOULDBLOCK ? -EBUSY : rv;
 	}
-	return 0;	/* fd stays open for the life of the process */
+	*fd_out = fd;	/* held until server__close */
+	return 0;
 }
 
 /* 1,000 clients need more descriptors than the usual soft limit of 1024. */
@@ -287,12 +293,34 @@ static void close_listeners(struct server *s)
 {
 	if (s->has_unix) {
 		uv_close((uv_handle_t *)&s->unix_listener, NULL);
-		unlink(s->cfg->socket);
+		/* Only our own socket file: never one another daemon listens on. */
+		if (s->unix_bound)
+			unlink(s->cfg->socket);
 		s->has_unix = false;
 	}
 	if (s->has_tcp) {
 		uv_close((uv_handle_t *)&s->tcp_listener, NULL);
 		s->has_tcp = false;
+	}
+}
+
+/* Closes the daemon's own handles, so that the loop ends once the
+ * connections are gone too. */
+static void close_handles(struct server *s)
+{
+	close_listeners(s);
+	if (s->has_signals) {
+		uv_close((uv_handle_t *)&s->sigterm, NULL);
+		uv_close((uv_handle_t *)&s->sigint, NULL);
+		s->has_signals = false;
+	}
+	if (s->watchdog_on) {
+		uv_close((uv_handle_t *)&s->watchdog, NULL);
+		s->watchdog_on = false;
+	}
+	if (s->has_retention) {
+		uv_close((uv_handle_t *)&s->retention, NULL);
+		s->has_retention = false;
 	}
 }
 
@@ -308,11 +336,7 @@ static void drained_cb(void *arg)
 			conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_SHUTTING_DOWN, true, 0, 0,
 					 "dnnfaultd is shutting down");
 	}
-	uv_close((uv_handle_t *)&s->sigterm, NULL);
-	uv_close((uv_handle_t *)&s->sigint, NULL);
-	if (s->watchdog_on)
-		uv_close((uv_handle_t *)&s->watchdog, NULL);
-	uv_close((uv_handle_t *)&s->retention, NULL);
+	close_handles(s);
 }
 
 static void signal_cb(uv_signal_t *h, int signum)
@@ -338,6 +362,7 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	char err[512];
 	int rv;
 	memset(s, 0, sizeof *s);
+	s->lock_fd = -1;
 	s->loop = loop;
 	s->cfg = cfg;
 	s->started = server__now();
@@ -349,11 +374,14 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	};
 	raise_fd_limit((size_t)cfg->max_connections);
 
+	struct sockaddr_storage tcp_addr;
+	if (cfg->listen[0] != '\0' && (rv = check_tcp(cfg, &tcp_addr)) != 0)
+		return rv;
 	if ((rv = make_state_dir(cfg->db)) != 0) {
 		log_error("state directory of %s: %s", cfg->db, strerror(-rv));
 		return rv;
 	}
-	if ((rv = lock_db(cfg->db)) != 0) {
+	if ((rv = lock_db(cfg->db, &s->lock_fd)) != 0) {
 		log_error("%s: %s", cfg->db, rv == -EBUSY ? "in use by another dnnfaultd" : strerror(-rv));
 		return rv;
 	}
@@ -368,16 +396,18 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	log_info("store %s (schema %d)", cfg->db, store__schema_version());
 	if ((rv = listen_unix(s)) != 0)
 		return rv;
-	if (cfg->listen[0] != '\0' && (rv = listen_tcp(s)) != 0)
+	if (cfg->listen[0] != '\0' && (rv = listen_tcp(s, &tcp_addr)) != 0)
 		return rv;
 
 	uv_signal_init(loop, &s->sigterm);
 	uv_signal_init(loop, &s->sigint);
+	s->has_signals = true;
 	s->sigterm.data = s->sigint.data = s;
 	uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&s->sigint, signal_cb, SIGINT);
 
 	uv_timer_init(loop, &s->retention);
+	s->has_retention = true;
 	s->retention.data = s;
 	if (cfg->retention_days > 0)
 		uv_timer_start(&s->retention, retention_cb, 0, RETENTION_PERIOD_MS);
@@ -398,9 +428,20 @@ int server__run(struct server *s)
 	notify("READY=1");
 	log_info("dnnfaultd " DNNFAULT_VERSION " ready");
 	uv_run(s->loop, UV_RUN_DEFAULT);
-	close_listeners(s);
-	ingest__free(s->ingest);
-	store__close(s->store);
 	log_info("stopped");
 	return 0;
+}
+
+void server__close(struct server *s)
+{
+	close_handles(s);
+	/* Let the close callbacks run before the loop is closed. */
+	uv_run(s->loop, UV_RUN_DEFAULT);
+	ingest__free(s->ingest);
+	s->ingest = NULL;
+	store__close(s->store);
+	s->store = NULL;
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	s->lock_fd = -1;
 }

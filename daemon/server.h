@@ -24,10 +24,11 @@ struct server {
 
 	uv_pipe_t unix_listener;
 	uv_tcp_t tcp_listener;
-	bool has_unix, has_tcp, tcp_needs_token;
+	bool has_unix, unix_bound, has_tcp;
 	uv_signal_t sigterm, sigint;
 	uv_timer_t watchdog, retention;
-	bool watchdog_on, stopping;
+	bool has_signals, has_retention, watchdog_on, stopping;
+	int lock_fd;
 
 	struct conn *conns;	/* all open connections */
 	size_t n_conns;
@@ -40,8 +41,11 @@ struct server {
 int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg);
 
 /* Runs until SIGTERM/SIGINT, then drains: stops accepting, commits what was
- * received, acknowledges it and closes. Returns the exit status. */
+ * received, acknowledges it and closes. Returns 0. */
 int server__run(struct server *s);
+
+/* Releases what server__init set up, also after a failed init. */
+void server__close(struct server *s);
 
 /* Called by conn when its handles are closed and nothing refers to it. */
 void server__forget(struct server *s, struct conn *c);
