@@ -13,10 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dnnfault_config.h"
 #include "frame.h"
 #include "harness.h"
 
@@ -202,6 +205,41 @@ static void remote_listener_requires_token(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Under systemd: READY=1 once listening, STOPPING=1 on SIGTERM. */
+static void sd_notify_ready_and_stopping(void **state)
+{
+	(void)state;
+	if (!DNNFAULT_HAVE_SYSTEMD)
+		skip();
+	char path[64];
+	snprintf(path, sizeof path, "/tmp/dnnfault-notify-%d.sock", (int)getpid());
+	unlink(path);
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	setenv("NOTIFY_SOCKET", path, 1);
+	harness__start(&d, NULL);
+	unsetenv("NOTIFY_SOCKET");
+	char buf[256] = "";
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "READY=1"));
+	kill(d.pid, SIGTERM);
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	n = recv(fd, buf, sizeof buf - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "STOPPING=1"));
+	assert_int_equal(harness__stop(&d, 0), 0);
+	harness__cleanup(&d);
+	close(fd);
+	unlink(path);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -212,6 +250,7 @@ int main(void)
 		cmocka_unit_test(client_that_never_reads_is_dropped),
 		cmocka_unit_test(tcp_token),
 		cmocka_unit_test(remote_listener_requires_token),
+		cmocka_unit_test(sd_notify_ready_and_stopping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
