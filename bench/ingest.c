@@ -6,7 +6,11 @@
  * the daemon's own store code (no socket, no protocol).
  *
  * usage: bench-ingest [--clients N] [--steps S] [--layers L] [--daemon PATH]
- *                     [--chunk-steps K] [--repeat R] */
+ *                     [--chunk-steps K] [--repeat R] [--rate STEPS_PER_S_PER_CLIENT]
+ *
+ * Without --rate the clients send as fast as they can, which measures
+ * throughput; ack latency is then mostly queueing. With --rate it shows the
+ * latency at that offered load. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -32,6 +36,7 @@ struct opts {
 	int layers;
 	int chunk_steps;
 	int repeat;
+	double rate;		/* steps/s per client; 0: as fast as possible */
 	const char *daemon;
 };
 
@@ -101,7 +106,13 @@ static void *client_main(void *arg)
 		goto out;
 	}
 	uint64_t acked = s.acked_seq;
+	double start = now_s();
 	for (uint64_t i = 0; i < o->steps; i++) {
+		if (o->rate > 0) {
+			double due = start + (double)i / o->rate, wait = due - now_s();
+			if (wait > 0)
+				usleep((useconds_t)(wait * 1e6));
+		}
 		struct dnnfault_step st;
 		fill_step(&st, stats, o->layers, i);
 		uint64_t seq = s.next_seq;
@@ -409,6 +420,8 @@ int main(int argc, char **argv)
 			o.chunk_steps = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--repeat") == 0)
 			o.repeat = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--rate") == 0)
+			o.rate = atof(argv[i + 1]);
 		else if (strcmp(argv[i], "--daemon") == 0)
 			o.daemon = argv[i + 1];
 		else {
@@ -449,8 +462,11 @@ int main(int argc, char **argv)
 	}
 	double d = median(steps, rounds), s = median(sock, rounds), q = median(sql, rounds);
 	double lower = s < q ? s : q;
-	printf("bench-ingest: %d clients x %llu steps, %d layers/step, chunk_steps %d, median of %d\n",
-	       o.clients, (unsigned long long)o.steps, o.layers, o.chunk_steps, rounds);
+	printf("bench-ingest: %d clients x %llu steps, %d layers/step, chunk_steps %d, rate %s, median of %d\n",
+	       o.clients, (unsigned long long)o.steps, o.layers, o.chunk_steps,
+	       o.rate > 0 ? "limited" : "unlimited", rounds);
+	if (o.rate > 0)
+		printf("  offered load                   %.0f steps/s\n", o.rate * o.clients);
 	printf("  frame size                     %zu bytes\n", frame_len);
 	printf("  dnnfaultd stored steps/s       %.0f\n", d);
 	printf("  dnnfaultd MB/s (wire)          %.1f\n", median(mb, rounds));
