@@ -183,6 +183,70 @@ int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout
 
 const char *dnnfault_version(void);
 
+/* ---- Asynchronous client: what a training loop uses ----
+ *
+ * Every call below except flush and close returns at once: messages are
+ * encoded into a bounded in-memory queue that a background I/O thread sends
+ * in batches. The thread connects (and reconnects with capped exponential
+ * back-off), resends everything not yet acknowledged after a reconnect (the
+ * daemon drops duplicates by sequence number), and removes messages from the
+ * queue once acknowledged. When the queue is full the oldest unsent Step
+ * messages are dropped to make room (RunStart, Epoch and RunEnd never are);
+ * the drop count travels to the daemon in later steps and the run end, and
+ * is readable in the stats. Nothing here blocks, raises signals or aborts
+ * the caller. Thread-safe: any thread may call any function. */
+
+typedef struct dnnfault_client dnnfault_client;
+
+struct dnnfault_client_options {
+	const char *address;		/* NULL: $DNNFAULT_ADDRESS or the default */
+	const char *token;		/* NULL: $DNNFAULT_TOKEN or none */
+	size_t queue_bytes;		/* bound of the queue; 0: 64 MiB */
+	int connect_timeout_ms;		/* 0: 2000 */
+	int backoff_initial_ms;		/* 0: 100 */
+	int backoff_max_ms;		/* 0: 5000 */
+};
+
+struct dnnfault_client_stats {
+	uint64_t queued;		/* messages accepted into the queue */
+	uint64_t sent;			/* messages written (resends count again) */
+	uint64_t acked;			/* messages acknowledged by the daemon */
+	uint64_t dropped;		/* steps dropped because the queue was full */
+	uint64_t rejected;		/* messages the daemon answered with an error */
+	uint64_t reconnects;		/* connections made after the first one */
+	uint64_t queue_bytes;		/* bytes queued now (sent or not, unacknowledged) */
+	uint64_t queue_messages;
+	bool connected;
+	char last_error[256];		/* last connection or daemon error, or "" */
+};
+
+/* Creates the client and starts its I/O thread; the daemon does not need to
+ * be running. Returns NULL only when out of memory or when the address
+ * cannot be parsed (then errno is ENOMEM or EINVAL). */
+dnnfault_client *dnnfault_client_new(const struct dnnfault_client_options *opts);
+
+/* Queues a RunStart for a new stream and returns its id in *stream.
+ * Returns 0, -EINVAL (no run_id, or too large to ever send), or -ENOMEM. */
+int dnnfault_client_run_start(dnnfault_client *c, const struct dnnfault_run_info *info,
+			      uint64_t *stream);
+
+/* Queue one message of a stream opened by dnnfault_client_run_start.
+ * Return 0, -ENOENT (unknown or ended stream), -EINVAL, or -ENOMEM. A full
+ * queue is not an error: old steps are dropped (and counted) instead. */
+int dnnfault_client_step(dnnfault_client *c, uint64_t stream, const struct dnnfault_step *step);
+int dnnfault_client_epoch(dnnfault_client *c, uint64_t stream, const struct dnnfault_epoch *epoch);
+int dnnfault_client_run_end(dnnfault_client *c, uint64_t stream, const struct dnnfault_run_end *end);
+
+/* Waits until everything queued so far is acknowledged. Returns 0, or
+ * -ETIMEDOUT after timeout_ms (-1: no bound). */
+int dnnfault_client_flush(dnnfault_client *c, int timeout_ms);
+
+void dnnfault_client_stats(dnnfault_client *c, struct dnnfault_client_stats *out);
+
+/* Flushes for at most timeout_ms, stops the thread and frees everything;
+ * what was not acknowledged by then is lost (and counted in the log). */
+void dnnfault_client_close(dnnfault_client *c, int timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif
