@@ -9,34 +9,13 @@
 #include "chunk.h"
 #include "conn.h"
 #include "log.h"
-#include "map.h"
+#include "registry.h"
 #include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "validate.h"
 
 #define NONE SIZE_MAX
-
-struct run_state {
-	int64_t id;
-	char *uid;
-	uint32_t world_size;
-	bool committed;			/* its row exists in the store */
-	struct run_state *chain;	/* next run with the same uid hash */
-	uint64_t gen;			/* batch that update_idx refers to */
-	size_t update_idx;
-};
-
-struct stream_state {
-	uint64_t id;
-	struct run_state *run;
-	uint32_t rank, n_layers;
-	uint64_t last_seq;		/* highest seq queued or committed */
-	uint64_t committed_seq;
-	bool committed, ended, committed_ended;
-	uint64_t gen;
-	size_t chunk_idx, update_idx;
-};
 
 /* A message waiting for its commit before it is acknowledged. */
 struct ack_entry {
@@ -55,10 +34,7 @@ struct pending {
 struct ingest {
 	struct server *srv;
 	const struct config *cfg;
-	struct map streams;		/* stream id -> stream_state */
-	struct map runs;		/* uid hash -> run_state chain */
-	size_t n_runs;
-	int64_t next_run_id;
+	struct registry reg;
 
 	struct pending slots[2];
 	struct pending *building, *committing;
@@ -70,100 +46,7 @@ struct ingest {
 
 	void (*idle_cb)(void *arg);
 	void *idle_arg;
-	struct map *loading;		/* run id -> run_state, during init only */
 };
-
-static struct run_state *find_run(const struct ingest *ig, const char *uid)
-{
-	for (struct run_state *r = map__get(&ig->runs, map__hash_str(uid)); r; r = r->chain)
-		if (strcmp(r->uid, uid) == 0)
-			return r;
-	return NULL;
-}
-
-static struct run_state *add_run(struct ingest *ig, int64_t id, const char *uid, uint32_t world_size)
-{
-	struct run_state *r = calloc(1, sizeof *r);
-	if (r == NULL || (r->uid = strdup(uid)) == NULL)
-		goto err;
-	uint64_t h = map__hash_str(uid);
-	r->id = id;
-	r->world_size = world_size;
-	r->chain = map__get(&ig->runs, h);
-	r->gen = UINT64_MAX;
-	if (map__put(&ig->runs, h, r) != 0)
-		goto err;
-	ig->n_runs++;
-	return r;
-err:
-	if (r != NULL)
-		free(r->uid);
-	free(r);
-	return NULL;
-}
-
-static void remove_run(struct ingest *ig, struct run_state *r)
-{
-	uint64_t h = map__hash_str(r->uid);
-	struct run_state *head = map__get(&ig->runs, h);
-	if (head == r) {
-		if (r->chain != NULL)
-			map__put(&ig->runs, h, r->chain);
-		else
-			map__del(&ig->runs, h);
-	} else {
-		for (struct run_state *p = head; p != NULL; p = p->chain)
-			if (p->chain == r)
-				p->chain = r->chain;
-	}
-	ig->n_runs--;
-	free(r->uid);
-	free(r);
-}
-
-static struct stream_state *add_stream(struct ingest *ig, uint64_t id, struct run_state *run,
-				       uint32_t rank, uint32_t n_layers)
-{
-	struct stream_state *st = calloc(1, sizeof *st);
-	if (st == NULL)
-		return NULL;
-	st->id = id;
-	st->run = run;
-	st->rank = rank;
-	st->n_layers = n_layers;
-	st->gen = UINT64_MAX;
-	if (map__put(&ig->streams, id, st) != 0) {
-		free(st);
-		return NULL;
-	}
-	return st;
-}
-
-/* Restart: the runs and streams of the store come back into memory. */
-static int load_run_cb(int64_t id, const char *uid, uint32_t world_size, void *arg)
-{
-	struct ingest *ig = arg;
-	struct run_state *r = add_run(ig, id, uid, world_size);
-	if (r == NULL || map__put(ig->loading, (uint64_t)id, r) != 0)
-		return -ENOMEM;
-	r->committed = true;
-	return 0;
-}
-
-static int load_stream_cb(const struct store_stream_state *x, void *arg)
-{
-	struct ingest *ig = arg;
-	struct run_state *run = map__get(ig->loading, (uint64_t)x->run);
-	if (run == NULL)
-		return 0;
-	struct stream_state *st = add_stream(ig, x->id, run, x->rank, x->n_layers);
-	if (st == NULL)
-		return -ENOMEM;
-	st->last_seq = st->committed_seq = x->last_seq;
-	st->committed = true;
-	st->ended = st->committed_ended = x->ended;
-	return 0;
-}
 
 int ingest__init(struct ingest **out, struct server *srv)
 {
@@ -172,25 +55,15 @@ int ingest__init(struct ingest **out, struct server *srv)
 		return -ENOMEM;
 	ig->srv = srv;
 	ig->cfg = srv->cfg;
-	map__init(&ig->streams);
-	map__init(&ig->runs);
 	ig->building = &ig->slots[0];
 	ig->gen = 1;
 	ig->work.data = ig;
-
-	struct map by_id;
-	map__init(&by_id);
-	ig->loading = &by_id;
-	int64_t max_id = 0;
-	int rv = store__load(srv->store, load_run_cb, load_stream_cb, ig, &max_id);
-	ig->loading = NULL;
-	map__free(&by_id);
+	int rv = registry__load(&ig->reg, srv->store);
 	if (rv != 0) {
 		ingest__free(ig);
 		return rv;
 	}
-	ig->next_run_id = max_id + 1;
-	log_info("store holds %zu runs and %zu streams", ig->n_runs, ig->streams.used);
+	log_info("store holds %zu runs and %zu streams", ig->reg.n_runs, ig->reg.streams.used);
 	*out = ig;
 	return 0;
 }
@@ -199,20 +72,7 @@ void ingest__free(struct ingest *ig)
 {
 	if (ig == NULL)
 		return;
-	size_t pos = 0;
-	for (struct stream_state *st; (st = map__next(&ig->streams, &pos, NULL)) != NULL;)
-		free(st);
-	pos = 0;
-	for (struct run_state *r; (r = map__next(&ig->runs, &pos, NULL)) != NULL;) {
-		while (r != NULL) {
-			struct run_state *next = r->chain;
-			free(r->uid);
-			free(r);
-			r = next;
-		}
-	}
-	map__free(&ig->streams);
-	map__free(&ig->runs);
+	registry__free(&ig->reg);
 	for (int i = 0; i < 2; i++) {
 		for (size_t j = 0; j < ig->slots[i].n_acks; j++)
 			conn__unref(ig->slots[i].acks[j].c);
@@ -351,7 +211,7 @@ static int on_run_start(struct ingest *ig, struct conn *c, const Dnnfault__RunSt
 		reject(ig, c, code, m->stream, m->seq, why);
 		return 0;
 	}
-	struct stream_state *st = map__get(&ig->streams, m->stream);
+	struct stream_state *st = registry__stream(&ig->reg, m->stream);
 	if (st != NULL) {
 		if (m->seq <= st->last_seq) {
 			metrics.messages_duplicate++;
@@ -362,16 +222,16 @@ static int on_run_start(struct ingest *ig, struct conn *c, const Dnnfault__RunSt
 		}
 		return 0;
 	}
-	struct run_state *run = find_run(ig, m->run_id);
+	struct run_state *run = registry__find_run(&ig->reg, m->run_id);
 	bool is_new = run == NULL;
-	if (is_new && ig->n_runs >= (size_t)ig->cfg->max_runs) {
+	if (is_new && ig->reg.n_runs >= (size_t)ig->cfg->max_runs) {
 		reject(ig, c, DNNFAULT__ERROR_CODE__ERR_LIMIT, m->stream, m->seq,
 		       "the daemon holds max_runs runs already");
 		return 0;
 	}
-	if (is_new && (run = add_run(ig, ig->next_run_id++, m->run_id, m->world_size)) == NULL)
+	if (is_new && (run = registry__add_run(&ig->reg, m->run_id, m->world_size)) == NULL)
 		return -ENOMEM;
-	st = add_stream(ig, m->stream, run, m->rank, (uint32_t)m->n_layers);
+	st = registry__add_stream(&ig->reg, m->stream, run, m->rank, (uint32_t)m->n_layers);
 	if (st == NULL)
 		return -ENOMEM;
 
@@ -408,7 +268,7 @@ static int on_run_start(struct ingest *ig, struct conn *c, const Dnnfault__RunSt
  * NULL when the message was answered (error or duplicate). */
 static struct stream_state *stream_for(struct ingest *ig, struct conn *c, uint64_t stream, uint64_t seq)
 {
-	struct stream_state *st = map__get(&ig->streams, stream);
+	struct stream_state *st = registry__stream(&ig->reg, stream);
 	if (st == NULL) {
 		char why[128];
 		snprintf(why, sizeof why, "stream %llu has no RunStart", (unsigned long long)stream);
@@ -651,54 +511,12 @@ static void release(struct pending *p)
 	store_batch__reset(&p->batch);
 }
 
-static bool run_uncommitted(const struct run_state *r, void *arg)
-{
-	(void)arg;
-	return !r->committed;
-}
-
-static bool run_in_map(const struct run_state *r, void *arg)
-{
-	return map__get(arg, (uint64_t)r->id) != NULL;
-}
-
-/* Removes the runs for which pred() holds; collected first, since removal
- * changes the map being walked. */
-static void remove_runs_if(struct ingest *ig, bool (*pred)(const struct run_state *, void *), void *arg)
-{
-	struct run_state **doomed = NULL;
-	size_t n = 0, cap = 0, pos = 0;
-	for (struct run_state *r; (r = map__next(&ig->runs, &pos, NULL)) != NULL;)
-		for (; r != NULL; r = r->chain)
-			if (pred(r, arg)) {
-				struct run_state **slot = store_batch__push((void **)&doomed, &n, &cap, sizeof *slot);
-				if (slot == NULL)
-					break;
-				*slot = r;
-			}
-	for (size_t i = 0; i < n; i++)
-		remove_run(ig, doomed[i]);
-	free(doomed);
-}
-
 /* A failed commit stored nothing: memory goes back to what the store holds,
  * both batches are dropped, and every connection with messages in them is
  * closed so that its client resends after reconnecting. */
 static void roll_back(struct ingest *ig)
 {
-	size_t pos = 0;
-	uint64_t key;
-	for (struct stream_state *st; (st = map__next(&ig->streams, &pos, &key)) != NULL;) {
-		if (!st->committed) {
-			map__del(&ig->streams, key);
-			free(st);
-			continue;
-		}
-		st->last_seq = st->committed_seq;
-		st->ended = st->committed_ended;
-		st->gen = UINT64_MAX;
-	}
-	remove_runs_if(ig, run_uncommitted, NULL);
+	registry__roll_back(&ig->reg);
 	for (int i = 0; i < 2; i++) {
 		struct pending *p = &ig->slots[i];
 		for (size_t j = 0; j < p->n_acks; j++) {
@@ -720,36 +538,10 @@ static void after_commit(struct ingest *ig, struct pending *p)
 	metrics.runs_ended += p->n_ends;
 	metrics.runs_started += p->n_runs;
 	struct store_batch *b = &p->batch;
-	for (size_t i = 0; i < b->n_stream_updates; i++) {
-		struct stream_state *st = map__get(&ig->streams, b->stream_updates[i].stream);
-		if (st == NULL)
-			continue;
-		st->committed = true;
-		st->run->committed = true;
-		if (b->stream_updates[i].last_seq > st->committed_seq)
-			st->committed_seq = b->stream_updates[i].last_seq;
-	}
-	for (size_t i = 0; i < b->n_ends; i++) {
-		struct stream_state *st = map__get(&ig->streams, b->ends[i].stream);
-		if (st != NULL)
-			st->committed_ended = true;
-	}
+	registry__committed(&ig->reg, b);
 	send_acks(p);
 	if (b->n_pruned > 0) {
-		struct map gone;
-		map__init(&gone);
-		for (size_t i = 0; i < b->n_pruned; i++)
-			map__put(&gone, (uint64_t)b->pruned[i], &gone);
-		size_t pos = 0;
-		uint64_t key;
-		for (struct stream_state *st; (st = map__next(&ig->streams, &pos, &key)) != NULL;) {
-			if (map__get(&gone, (uint64_t)st->run->id) != NULL) {
-				map__del(&ig->streams, key);
-				free(st);
-			}
-		}
-		remove_runs_if(ig, run_in_map, &gone);
-		map__free(&gone);
+		registry__forget_runs(&ig->reg, b->pruned, b->n_pruned);
 		log_info("retention: deleted %zu runs", b->n_pruned);
 	}
 }
