@@ -49,6 +49,7 @@ static const struct config_key keys[] = {
 	INT(max_world_size, "65536", 1, 16777216, "largest world size (ranks) of a run"),
 	INT(max_inflight_per_conn, "8192", 1, 10000000, "unacknowledged messages per connection before reading pauses"),
 	INT(max_pending_messages, "65536", 1, 100000000, "messages waiting for commit before all reading pauses"),
+	INT(max_pending_bytes, "268435456", 1048576, 68719476736, "bytes of telemetry waiting for commit before all reading pauses"),
 	INT(max_output_bytes, "4194304", 1024, 1073741824, "unsent reply bytes per connection before it is dropped"),
 	INT(handshake_timeout_ms, "10000", 10, 3600000, "time a new connection has to send Hello"),
 	INT(stale_after_s, "300", 1, 31536000, "a running run with no data for this long is shown as stale"),

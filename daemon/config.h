@@ -26,6 +26,7 @@ struct config {
 	int64_t max_world_size;
 	int64_t max_inflight_per_conn;
 	int64_t max_pending_messages;
+	int64_t max_pending_bytes;
 	int64_t max_output_bytes;
 	int64_t handshake_timeout_ms;
 	int64_t stale_after_s;

@@ -29,6 +29,7 @@ struct pending {
 	struct ack_entry *acks;
 	size_t n_acks, cap_acks;
 	uint64_t n_steps, n_epochs, n_ends, n_runs;
+	size_t bytes;			/* telemetry held by the batch */
 };
 
 struct ingest {
@@ -99,6 +100,13 @@ void ingest__prune(struct ingest *ig, double before)
 	ingest__kick(ig);
 }
 
+/* Reading pauses while the batch under construction is this large. */
+static bool batch_full(const struct ingest *ig)
+{
+	return ig->building->n_acks >= (size_t)ig->cfg->max_pending_messages ||
+	       ig->building->bytes >= (size_t)ig->cfg->max_pending_bytes;
+}
+
 /* Queues the acknowledgement of (stream, seq) behind the current batch. The
  * message counts against the connection's in-flight limit until then. */
 static void queue_ack(struct ingest *ig, struct conn *c, uint64_t stream, uint64_t seq)
@@ -114,8 +122,7 @@ static void queue_ack(struct ingest *ig, struct conn *c, uint64_t stream, uint64
 	a->seq = seq;
 	conn__ref(c);
 	c->inflight++;
-	if (c->inflight >= (size_t)ig->cfg->max_inflight_per_conn ||
-	    p->n_acks >= (size_t)ig->cfg->max_pending_messages)
+	if (c->inflight >= (size_t)ig->cfg->max_inflight_per_conn || batch_full(ig))
 		conn__pause(c);
 }
 
@@ -316,6 +323,7 @@ static int append_step(struct ingest *ig, struct stream_state *st, const Dnnfaul
 		ch->cap = cap;
 	}
 	ch->len += chunk__write_record(m, ch->data + ch->len);
+	ig->building->bytes += rec;
 	ch->n_steps++;
 	if (m->step < ch->first_step)
 		ch->first_step = m->step;
@@ -365,7 +373,9 @@ static int push_event(struct ingest *ig, struct stream_state *st, bool is_end, c
 	e->has_step = has_step;
 	e->step = step;
 	e->time = time;
-	return pack_message(m, &e->message, &e->message_len);
+	int rv = pack_message(m, &e->message, &e->message_len);
+	ig->building->bytes += e->message_len;
+	return rv;
 }
 
 static int on_epoch(struct ingest *ig, struct conn *c, const Dnnfault__Epoch *m, double now)
@@ -508,6 +518,7 @@ static void release(struct pending *p)
 		conn__unref(p->acks[i].c);
 	p->n_acks = 0;
 	p->n_steps = p->n_epochs = p->n_ends = p->n_runs = 0;
+	p->bytes = 0;
 	store_batch__reset(&p->batch);
 }
 
@@ -565,8 +576,7 @@ static void after_work_cb(uv_work_t *req, int status)
 	}
 	/* Connections paused for backpressure may read again. */
 	for (struct conn *c = ig->srv->conns; c != NULL; c = c->next)
-		if (c->paused && c->inflight < (size_t)ig->cfg->max_inflight_per_conn &&
-		    ig->building->n_acks < (size_t)ig->cfg->max_pending_messages)
+		if (c->paused && c->inflight < (size_t)ig->cfg->max_inflight_per_conn && !batch_full(ig))
 			conn__resume(c);
 	ingest__kick(ig);
 	if (ig->idle_cb != NULL && ingest__idle(ig))
