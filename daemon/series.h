@@ -1,0 +1,61 @@
+/* A run's telemetry as columns, the input of the symptom detectors and of
+ * feature extraction (training and serving use the same loader). Steps are
+ * those of the run's lowest rank, in step order. */
+#ifndef DNNFAULT_SERIES_H
+#define DNNFAULT_SERIES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunk.h"
+
+struct store_reader;
+
+enum series_col { SERIES_LOSS, SERIES_ACCURACY, SERIES_LR, SERIES_INPUT_MEAN, SERIES_INPUT_STD,
+		  SERIES_INPUT_MIN, SERIES_INPUT_MAX, SERIES_N_COLS };
+
+enum epoch_col { EPOCH_TRAIN_LOSS, EPOCH_TRAIN_METRIC, EPOCH_VAL_LOSS, EPOCH_VAL_METRIC, EPOCH_N_COLS };
+
+struct series_layer {
+	char *name, *type, *activation;	/* activation "" when unknown */
+	uint64_t param_count;
+};
+
+struct series {
+	size_t n, cap;			/* steps, and room for them */
+	uint64_t *step;
+	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
+	double *col[SERIES_N_COLS];
+	uint8_t *has[SERIES_N_COLS];
+	size_t n_layers;
+	struct series_layer *layers;
+	float *stats;			/* n x n_layers x CHUNK_STATS_PER_LAYER */
+	size_t n_epochs;
+	uint64_t *epoch_step;
+	double *epoch[EPOCH_N_COLS];	/* NaN where absent */
+	/* Static description. */
+	char *loss_fn, *optimizer;
+	int task;			/* TaskKind */
+	uint32_t num_classes, batch_size;
+	uint64_t planned_steps, dataset_size;
+	uint32_t planned_epochs;
+	double initial_lr;		/* optimizer "lr" parameter, NaN if unknown */
+};
+
+static inline float series__stat(const struct series *s, size_t i, size_t layer, int stat)
+{
+	return s->stats[(i * s->n_layers + layer) * CHUNK_STATS_PER_LAYER + (size_t)stat];
+}
+
+/* Appends one step; `layer_stats` holds n_layers x 16 floats or is NULL
+ * (then the step's layer statistics are NaN). Returns 0 or -ENOMEM. */
+int series__append(struct series *s, const Dnnfault__Step *step);
+
+/* Sets the layer description (copies). Must come before the first append. */
+int series__set_layers(struct series *s, const struct series_layer *layers, size_t n);
+
+int series__append_epoch(struct series *s, const Dnnfault__Epoch *e);
+
+void series__free(struct series *s);
+
+#endif

@@ -1,0 +1,254 @@
+#include "symptoms.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dnnfault.pb-c.h"
+
+const struct symptom_thresholds symptom_defaults = {
+	.loss_max = 1e3,
+	.explode_ratio = 70,
+	.vanish_ratio = 1e-3,
+	.vanish_first_norm = 1e-4,
+	.vanish_max_abs = 1e-7,
+	.dead_frac = 0.7,
+	.saturated_frac = 0.5,
+	.loss_window = 10,
+	.unstable_swing = 0.03,
+	.unstable_share = 0.2,
+	.slow_gain = 0.01,
+	.overfit_gap = 0.1,
+	.unchanged_checks = 5,
+	.unchanged_rtol = 1e-5,
+	.update_low = 1e-5,
+	.update_high = 1e-1,
+	.large_weight = 5,
+	.input_range = 1,
+	.input_mean = 0.2,
+	.min_checks = 3,
+};
+
+static const char *const names[] = {
+#define SYMPTOM_NAME(name) #name,
+	SYMPTOMS(SYMPTOM_NAME)
+#undef SYMPTOM_NAME
+};
+
+const char *symptoms__name(enum symptom_id id)
+{
+	return id < SYMPTOM_COUNT ? names[id] : "unknown";
+}
+
+/* Per-symptom state while scanning: first occurrence and count. */
+struct found {
+	bool fired;
+	uint64_t first_step;
+	int layer;
+	uint32_t count;
+};
+
+static void hit(struct found *f, uint64_t step, int layer)
+{
+	if (!f->fired) {
+		f->fired = true;
+		f->first_step = step;
+		f->layer = layer;
+	}
+	f->count++;
+}
+
+#define STAT(s, i, l, name) series__stat(s, i, l, DNNFAULT__LAYER_STAT__##name)
+
+static bool is_act(const struct series_layer *l, const char *a)
+{
+	return strcasecmp(l->activation, a) == 0;
+}
+
+/* First and last layer with a usable gradient norm at sample i. */
+static bool grad_ends(const struct series *s, size_t i, size_t *first, size_t *last)
+{
+	bool any = false;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		if (!isfinite(STAT(s, i, l, GRAD_NORM)))
+			continue;
+		if (!any)
+			*first = l;
+		*last = l;
+		any = true;
+	}
+	return any && *last > *first;
+}
+
+static void gradients(const struct series *s, size_t i, const struct symptom_thresholds *t,
+		      struct found *f)
+{
+	size_t first = 0, last = 0;
+	if (!grad_ends(s, i, &first, &last))
+		return;
+	double g0 = STAT(s, i, first, GRAD_NORM), gl = STAT(s, i, last, GRAD_NORM);
+	if (gl > 0 && g0 / gl > t->explode_ratio)
+		hit(&f[SYMPTOM_exploding_gradient], s->step[i], (int)first);
+	bool all_tiny = true;
+	for (size_t l = 0; l < s->n_layers && all_tiny; l++) {
+		float m = STAT(s, i, l, GRAD_MAX_ABS);
+		all_tiny = !isfinite(m) || m < t->vanish_max_abs;
+	}
+	if ((gl > 0 && g0 / gl < t->vanish_ratio && g0 < t->vanish_first_norm) || all_tiny)
+		hit(&f[SYMPTOM_vanishing_gradient], s->step[i], (int)first);
+}
+
+/* Rules about one layer at one sample. */
+static void layer_rules(const struct series *s, size_t i, size_t l, const struct symptom_thresholds *t,
+			struct found *f)
+{
+	const struct series_layer *layer = &s->layers[l];
+	uint64_t step = s->step[i];
+	if (STAT(s, i, l, NAN_COUNT) > 0 || STAT(s, i, l, INF_COUNT) > 0)
+		hit(&f[SYMPTOM_nan_tensor], step, (int)l);
+	if ((is_act(layer, "relu") || is_act(layer, "relu6")) &&
+	    STAT(s, i, l, ACT_NONPOS_FRAC) >= t->dead_frac)
+		hit(&f[SYMPTOM_dead_relu], step, (int)l);
+	if ((is_act(layer, "sigmoid") || is_act(layer, "tanh")) &&
+	    STAT(s, i, l, ACT_SATURATED_FRAC) > t->saturated_frac)
+		hit(&f[SYMPTOM_saturated_activation], step, (int)l);
+	float ratio = STAT(s, i, l, UPDATE_RATIO);
+	if (isfinite(ratio) && (ratio < t->update_low || ratio > t->update_high))
+		hit(&f[SYMPTOM_update_ratio], step, (int)l);
+	if (STAT(s, i, l, WEIGHT_MAX_ABS) > t->large_weight)
+		hit(&f[SYMPTOM_large_weights], step, (int)l);
+	/* Weights constant over the last unchanged_checks samples. */
+	size_t k = t->unchanged_checks;
+	if (k >= 2 && i + 1 >= k) {
+		float w = STAT(s, i, l, WEIGHT_NORM);
+		bool same = isfinite(w);
+		for (size_t j = i + 1 - k; j < i && same; j++) {
+			float v = STAT(s, j, l, WEIGHT_NORM);
+			same = fabsf(v - w) <= (float)t->unchanged_rtol * fabsf(w);
+		}
+		if (same)
+			hit(&f[SYMPTOM_unchanged_weights], step, (int)l);
+	}
+}
+
+static double window_mean(const struct series *s, size_t from, size_t n)
+{
+	double sum = 0;
+	size_t k = 0;
+	for (size_t j = from; j < from + n; j++)
+		if (isfinite(s->col[SERIES_LOSS][j])) {
+			sum += s->col[SERIES_LOSS][j];
+			k++;
+		}
+	return k ? sum / (double)k : NAN;
+}
+
+static void global_rules(const struct series *s, size_t i, const struct symptom_thresholds *t,
+			 struct found *f)
+{
+	uint64_t step = s->step[i];
+	double loss = s->col[SERIES_LOSS][i];
+	if (s->has[SERIES_LOSS][i] && (!isfinite(loss) || loss >= t->loss_max))
+		hit(&f[SYMPTOM_nan_loss], step, -1);
+	/* SageMaker-style: the last window's mean loss is no lower than the
+	 * window before it. */
+	size_t w = t->loss_window;
+	if (w > 0 && i + 1 >= 2 * w) {
+		double now = window_mean(s, i + 1 - w, w), before = window_mean(s, i + 1 - 2 * w, w);
+		if (isfinite(now) && isfinite(before) && now >= before)
+			hit(&f[SYMPTOM_loss_not_decreasing], step, -1);
+	}
+	if (s->has[SERIES_INPUT_MIN][i] && s->has[SERIES_INPUT_MAX][i]) {
+		double lo = s->col[SERIES_INPUT_MIN][i], hi = s->col[SERIES_INPUT_MAX][i];
+		double mean = s->col[SERIES_INPUT_MEAN][i], sd = s->col[SERIES_INPUT_STD][i];
+		bool outside = lo < -t->input_range || hi > t->input_range;
+		bool unscaled = fabs(mean) > t->input_mean || fabs(sd - 1) > 0.5;
+		if (outside && unscaled)
+			hit(&f[SYMPTOM_abnormal_input], step, -1);
+	}
+}
+
+/* The metric of a check (epoch): validation when given, else training. */
+static double check_metric(const struct series *s, size_t e)
+{
+	double v = s->epoch[EPOCH_VAL_METRIC][e];
+	return isfinite(v) ? v : s->epoch[EPOCH_TRAIN_METRIC][e];
+}
+
+static void epoch_rules(const struct series *s, const struct symptom_thresholds *t, struct found *f)
+{
+	size_t n = s->n_epochs;
+	size_t swings = 0, checks = 0;
+	double best = NAN, best_gain = -INFINITY;
+	for (size_t e = 0; e < n; e++) {
+		uint64_t step = s->epoch_step[e];
+		double m = check_metric(s, e);
+		if (e > 0) {
+			double prev = check_metric(s, e - 1);
+			if (isfinite(m) && isfinite(prev)) {
+				checks++;
+				/* A swing is a fall: rising accuracy is progress. */
+				swings += prev - m >= t->unstable_swing;
+				if (e + 1 >= t->min_checks &&
+				    (double)swings >= t->unstable_share * (double)checks)
+					hit(&f[SYMPTOM_unstable_loss], step, -1);
+			}
+		}
+		if (isfinite(m)) {
+			if (isfinite(best) && m - best > best_gain)
+				best_gain = m - best;
+			if (!isfinite(best) || m > best)
+				best = m;
+			if (e + 1 >= t->min_checks && best_gain < t->slow_gain)
+				hit(&f[SYMPTOM_slow_convergence], step, -1);
+		}
+		double tm = s->epoch[EPOCH_TRAIN_METRIC][e], vm = s->epoch[EPOCH_VAL_METRIC][e];
+		bool gap = isfinite(tm) && isfinite(vm) && tm - vm >= t->overfit_gap;
+		bool diverging = false;
+		if (e >= 2) {
+			const double *vl = s->epoch[EPOCH_VAL_LOSS], *tl = s->epoch[EPOCH_TRAIN_LOSS];
+			diverging = vl[e] > vl[e - 1] && vl[e - 1] > vl[e - 2] && tl[e] < tl[e - 1] &&
+				    tl[e - 1] < tl[e - 2];
+		}
+		if (gap || diverging)
+			hit(&f[SYMPTOM_overfitting], step, -1);
+	}
+}
+
+static int by_first_step(const void *a, const void *b)
+{
+	const struct symptom *x = a, *y = b;
+	if (x->first_step != y->first_step)
+		return x->first_step < y->first_step ? -1 : 1;
+	return (int)x->id - (int)y->id;
+}
+
+size_t symptoms__detect(const struct series *s, const struct symptom_thresholds *t,
+			struct symptom out[SYMPTOM_COUNT])
+{
+	struct found f[SYMPTOM_COUNT];
+	memset(f, 0, sizeof f);
+	for (size_t i = 0; i < s->n; i++) {
+		/* Count a layer symptom once per sample, at its first layer. */
+		uint32_t before[SYMPTOM_COUNT];
+		for (int k = 0; k < SYMPTOM_COUNT; k++)
+			before[k] = f[k].count;
+		global_rules(s, i, t, f);
+		gradients(s, i, t, f);
+		for (size_t l = 0; l < s->n_layers; l++)
+			layer_rules(s, i, l, t, f);
+		for (int k = 0; k < SYMPTOM_COUNT; k++)
+			if (f[k].count > before[k] + 1)
+				f[k].count = before[k] + 1;
+	}
+	epoch_rules(s, t, f);
+	size_t n = 0;
+	for (int k = 0; k < SYMPTOM_COUNT; k++)
+		if (f[k].fired)
+			out[n++] = (struct symptom){.id = (enum symptom_id)k, .first_step = f[k].first_step,
+						    .layer = f[k].layer, .count = f[k].count};
+	qsort(out, n, sizeof *out, by_first_step);
+	return n;
+}

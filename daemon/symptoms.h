@@ -1,0 +1,73 @@
+/* Rule detectors: the published symptoms of design.md with their default
+ * thresholds. They are what a user sees next to the causes, inputs of the
+ * learned model, and the rule-based baseline. Pure functions of a series. */
+#ifndef DNNFAULT_SYMPTOMS_H
+#define DNNFAULT_SYMPTOMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "series.h"
+
+#define SYMPTOMS(X)                 \
+	X(nan_loss)                 \
+	X(nan_tensor)               \
+	X(exploding_gradient)       \
+	X(vanishing_gradient)       \
+	X(dead_relu)                \
+	X(saturated_activation)     \
+	X(loss_not_decreasing)      \
+	X(unstable_loss)            \
+	X(slow_convergence)         \
+	X(overfitting)              \
+	X(unchanged_weights)        \
+	X(update_ratio)             \
+	X(large_weights)            \
+	X(abnormal_input)
+
+enum symptom_id {
+#define SYMPTOM_ENUM(name) SYMPTOM_##name,
+	SYMPTOMS(SYMPTOM_ENUM)
+#undef SYMPTOM_ENUM
+	SYMPTOM_COUNT
+};
+
+struct symptom_thresholds {
+	double loss_max;		/* nan_loss: loss >= this (AutoTrainer 1e3) */
+	double explode_ratio;		/* grad norm first/last layer > this (70) */
+	double vanish_ratio;		/* first/last < this (1e-3) ... */
+	double vanish_first_norm;	/* ... and first-layer grad norm < this (1e-4) */
+	double vanish_max_abs;		/* or every gradient below this (1e-7) */
+	double dead_frac;		/* ReLU outputs <= 0 at least this share (0.7) */
+	double saturated_frac;		/* sigmoid/tanh pre-activations |x|>5 over this share (0.5) */
+	size_t loss_window;		/* samples without a new best loss (10) */
+	double unstable_swing;		/* accuracy change per check at least (0.03) ... */
+	double unstable_share;		/* ... on at least this share of checks (0.2) */
+	double slow_gain;		/* best per-check accuracy gain below (0.01) */
+	double overfit_gap;		/* train - val metric at least (0.1) */
+	size_t unchanged_checks;	/* weights constant over this many samples (5) ... */
+	double unchanged_rtol;		/* ... within this relative tolerance (1e-5) */
+	double update_low, update_high;	/* |dw|/|w| outside [1e-5, 1e-1] */
+	double large_weight;		/* |w| above (5) */
+	double input_range;		/* inputs outside [-r, r] (1) ... */
+	double input_mean;		/* ... with |mean| above this (0.2) or std far from 1 */
+	size_t min_checks;		/* epoch-based rules need this many epochs (3) */
+};
+
+extern const struct symptom_thresholds symptom_defaults;
+
+struct symptom {
+	enum symptom_id id;
+	uint64_t first_step;	/* step where it first held */
+	int layer;		/* layer index, or -1 when not about a layer */
+	uint32_t count;		/* samples (or checks) where it held */
+};
+
+/* Runs every detector over the series; writes one entry per symptom that
+ * fired (at most SYMPTOM_COUNT), ordered by first step. Returns how many. */
+size_t symptoms__detect(const struct series *s, const struct symptom_thresholds *t,
+			struct symptom out[SYMPTOM_COUNT]);
+
+const char *symptoms__name(enum symptom_id id);
+
+#endif
