@@ -116,6 +116,9 @@ void conn__send_frame(struct conn *c, uint8_t *frame, size_t len)
 		return;
 	}
 	w->frame = frame;
+	/* Judged on what was still unsent before this frame, so that one large
+	 * reply (an export page, a long status) to a reading peer is fine. */
+	size_t unsent = conn__pending_output(c);
 	uv_buf_t buf = uv_buf_init((char *)frame, (unsigned)len);
 	int rv = uv_write(&w->req, &c->handle.stream, &buf, 1, write_cb);
 	if (rv != 0) {
@@ -126,9 +129,9 @@ void conn__send_frame(struct conn *c, uint8_t *frame, size_t len)
 	}
 	/* Redis-style output limit: a peer that does not read its replies must
 	 * not make the daemon buffer without bound. */
-	if (conn__pending_output(c) > (size_t)c->srv->cfg->max_output_bytes) {
+	if (unsent > (size_t)c->srv->cfg->max_output_bytes) {
 		log_warning("conn %llu (%s): dropped: %zu reply bytes unread (max_output_bytes %lld)",
-			    (unsigned long long)c->id, c->peer, conn__pending_output(c),
+			    (unsigned long long)c->id, c->peer, unsent,
 			    (long long)c->srv->cfg->max_output_bytes);
 		metrics.connections_slow_reader++;
 		metrics__count_error(DNNFAULT__ERROR_CODE__ERR_SLOW_READER);

@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include "analyze.h"
 #include "chunk.h"
 #include "conn.h"
 #include "log.h"
@@ -83,9 +84,32 @@ void ingest__free(struct ingest *ig)
 	free(ig);
 }
 
+/* Whether the batch under construction holds anything to commit. */
+static bool has_work(const struct ingest *ig)
+{
+	return ig->building->n_acks > 0 || ig->building->batch.n_diagnoses > 0 || ig->prune_before > 0;
+}
+
 bool ingest__idle(const struct ingest *ig)
 {
-	return ig->committing == NULL && ig->building->n_acks == 0;
+	return ig->committing == NULL && !has_work(ig);
+}
+
+void ingest__add_diagnosis(struct ingest *ig, int64_t run, uint64_t step, const char *health,
+			   uint8_t *message, size_t len)
+{
+	struct store_diagnosis *d = STORE_BATCH_PUSH(&ig->building->batch, diagnoses);
+	if (d == NULL) {
+		free(message);
+		return;
+	}
+	d->run = run;
+	d->step = step;
+	d->time = server__now();
+	snprintf(d->health, sizeof d->health, "%s", health);
+	d->message = message;
+	d->message_len = len;
+	ingest__kick(ig);
 }
 
 void ingest__on_idle(struct ingest *ig, void (*cb)(void *arg), void *arg)
@@ -126,12 +150,14 @@ static void queue_ack(struct ingest *ig, struct conn *c, uint64_t stream, uint64
 		conn__pause(c);
 }
 
+/* Answers a rejected message. Later cumulative acks of its stream cover it,
+ * except for streams that do not exist or cannot (reserved ids). */
 static void reject(struct ingest *ig, struct conn *c, int code, uint64_t stream, uint64_t seq,
 		   const char *why)
 {
 	metrics.messages_rejected++;
 	conn__send_error(c, code, false, stream, seq, "%s", why);
-	if (code != DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM)
+	if (code != DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM && stream != 0 && stream != UINT64_MAX)
 		queue_ack(ig, c, stream, seq);
 }
 
@@ -533,7 +559,7 @@ static void roll_back(struct ingest *ig)
 		for (size_t j = 0; j < p->n_acks; j++) {
 			struct conn *c = p->acks[j].c;
 			c->inflight--;
-			if (c->state != CONN_CLOSING)
+			if (c->state != CONN_CLOSING && !c->shutting_down)
 				conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0,
 						 "store failure; nothing unacknowledged was stored, resend it");
 		}
@@ -551,6 +577,11 @@ static void after_commit(struct ingest *ig, struct pending *p)
 	struct store_batch *b = &p->batch;
 	registry__committed(&ig->reg, b);
 	send_acks(p);
+	for (size_t i = 0; i < b->n_run_updates; i++)
+		if (b->run_updates[i].n_steps > 0)
+			analyze__note(ig->srv->analyze, b->run_updates[i].run, b->run_updates[i].n_steps, false);
+	for (size_t i = 0; i < b->n_ends; i++)
+		analyze__note(ig->srv->analyze, b->ends[i].run, 0, true);
 	if (b->n_pruned > 0) {
 		registry__forget_runs(&ig->reg, b->pruned, b->n_pruned);
 		log_info("retention: deleted %zu runs", b->n_pruned);
@@ -574,8 +605,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		ig->committing = NULL;
 		ig->gen++;
 	}
-	/* Connections paused for backpressure may read again. */
-	for (struct conn *c = ig->srv->conns; c != NULL; c = c->next)
+	/* Connections paused for backpressure may read again, unless the
+	 * daemon is draining for shutdown: then nothing new is read. */
+	for (struct conn *c = ig->srv->conns; c != NULL && !ig->srv->stopping; c = c->next)
 		if (c->paused && c->inflight < (size_t)ig->cfg->max_inflight_per_conn && !batch_full(ig))
 			conn__resume(c);
 	ingest__kick(ig);
@@ -588,7 +620,7 @@ void ingest__kick(struct ingest *ig)
 	if (ig->committing != NULL)
 		return;
 	struct pending *p = ig->building;
-	if (p->n_acks == 0 && ig->prune_before <= 0)
+	if (!has_work(ig))
 		return;
 	p->batch.prune_before = ig->prune_before;
 	ig->prune_before = 0;

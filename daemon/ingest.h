@@ -22,6 +22,10 @@ void ingest__free(struct ingest *ig);
  * answers with an Error when it is rejected. Does not keep `env`. */
 void ingest__message(struct ingest *ig, struct conn *c, const Dnnfault__Envelope *env);
 
+/* Stores an analysis result with the next commit; takes `message`. */
+void ingest__add_diagnosis(struct ingest *ig, int64_t run, uint64_t step, const char *health,
+			   uint8_t *message, size_t len);
+
 /* Starts a commit if none is running and something waits. */
 void ingest__kick(struct ingest *ig);
 

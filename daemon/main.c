@@ -75,12 +75,12 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		const char *value = flag_value(argc, argv, &i, key, sizeof key);
-		if (strcmp(key, "config") == 0)
-			continue;
 		if (value == NULL) {
 			fprintf(stderr, "dnnfaultd: --%s needs a value\n", key);
 			return 2;
 		}
+		if (strcmp(key, "config") == 0)
+			continue;	/* read before the flags */
 		if (config__set(&cfg, key, value, err, sizeof err) != 0) {
 			fprintf(stderr, "dnnfaultd: %s\n", err);
 			return 2;

@@ -24,6 +24,8 @@
 	X(commit_failures)             \
 	X(reads_paused)                \
 	X(control_requests)            \
+	X(analyses)                    \
+	X(analysis_failures)           \
 	X(errors_bad_frame)            \
 	X(errors_frame_too_large)      \
 	X(errors_bad_message)          \

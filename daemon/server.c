@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "address.h"
+#include "analyze.h"
 #include "conn.h"
 #include "dnnfault_config.h"
 #include "frame.h"
@@ -125,10 +126,19 @@ static int make_socket_dir(const char *path)
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return -errno;
 	struct stat st;
-	if (stat(dir, &st) != 0)
+	if (lstat(dir, &st) != 0)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
+	/* The default directory may live in /tmp, where another user could
+	 * have made it first to sit between clients and us: it must be ours
+	 * and closed to others. A directory named explicitly is the user's call. */
+	char def[ADDRESS_PATH_MAX];
+	if (address__runtime_dir(def, sizeof def) == 0 && strcmp(def, dir) == 0 &&
+	    (st.st_uid != geteuid() || (st.st_mode & 022) != 0)) {
+		log_error("%s is not owned by this user or is writable by others; remove it", dir);
+		return -EPERM;
+	}
 	return 0;
 }
 
@@ -312,6 +322,7 @@ static void close_handles(struct server *s)
 	if (s->has_signals) {
 		uv_close((uv_handle_t *)&s->sigterm, NULL);
 		uv_close((uv_handle_t *)&s->sigint, NULL);
+		uv_close((uv_handle_t *)&s->sighup, NULL);
 		s->has_signals = false;
 	}
 	if (s->watchdog_on) {
@@ -389,6 +400,8 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 		log_error("store: %s", err);
 		return rv;
 	}
+	if ((rv = analyze__init(&s->analyze, s)) != 0)
+		return rv;
 	if ((rv = ingest__init(&s->ingest, s)) != 0) {
 		log_error("loading runs from the store: %s", strerror(-rv));
 		return rv;
@@ -399,12 +412,15 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	if (cfg->listen[0] != '\0' && (rv = listen_tcp(s, &tcp_addr)) != 0)
 		return rv;
 
+	/* SIGHUP too: a daemon started by hand stops cleanly with its terminal. */
 	uv_signal_init(loop, &s->sigterm);
 	uv_signal_init(loop, &s->sigint);
+	uv_signal_init(loop, &s->sighup);
 	s->has_signals = true;
-	s->sigterm.data = s->sigint.data = s;
+	s->sigterm.data = s->sigint.data = s->sighup.data = s;
 	uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
 	uv_signal_start(&s->sigint, signal_cb, SIGINT);
+	uv_signal_start(&s->sighup, signal_cb, SIGHUP);
 
 	uv_timer_init(loop, &s->retention);
 	s->has_retention = true;
@@ -439,6 +455,8 @@ void server__close(struct server *s)
 	uv_run(s->loop, UV_RUN_DEFAULT);
 	ingest__free(s->ingest);
 	s->ingest = NULL;
+	analyze__free(s->analyze);
+	s->analyze = NULL;
 	store__close(s->store);
 	s->store = NULL;
 	if (s->lock_fd >= 0)

@@ -12,6 +12,7 @@
 #include "validate.h"
 
 struct conn;
+struct analyze;
 struct ingest;
 struct store;
 
@@ -21,11 +22,12 @@ struct server {
 	struct validate_limits limits;
 	struct store *store;
 	struct ingest *ingest;
+	struct analyze *analyze;
 
 	uv_pipe_t unix_listener;
 	uv_tcp_t tcp_listener;
 	bool has_unix, unix_bound, has_tcp;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t watchdog, retention;
 	bool has_signals, has_retention, watchdog_on, stopping;
 	int lock_fd;

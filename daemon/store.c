@@ -20,6 +20,7 @@ enum stmt_id {
 	STMT_RUN_END,
 	STMT_RUN_UPDATE,
 	STMT_STREAM_UPDATE,
+	STMT_DIAGNOSIS_INSERT,
 	STMT_PRUNE_SELECT,
 	STMT_PRUNE_RUN,
 	STMT_PRUNE_STREAMS,
@@ -61,7 +62,13 @@ static const char *const stmt_sql[N_STMTS] = {
 		" steps_stored = steps_stored + ?4, dropped = max(dropped, ?5) WHERE id = ?1",
 	[STMT_STREAM_UPDATE] =
 		"UPDATE streams SET last_seq = max(last_seq, ?2), updated = max(updated, ?3) WHERE id = ?1",
-	[STMT_PRUNE_SELECT] = "SELECT id FROM runs WHERE ended IS NOT NULL AND ended < ?1",
+	/* A run may have been deleted by retention while it was analysed. */
+	[STMT_DIAGNOSIS_INSERT] =
+		"INSERT INTO diagnoses(run, step, time, health, message)"
+		" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+	/* By the daemon's clock of the last message: also catches runs whose
+	 * client died without a RunEnd. */
+	[STMT_PRUNE_SELECT] = "SELECT id FROM runs WHERE updated < ?1",
 	[STMT_PRUNE_RUN] = "DELETE FROM runs WHERE id = ?1",
 	[STMT_PRUNE_STREAMS] = "DELETE FROM streams WHERE run = ?1",
 	[STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -105,8 +112,10 @@ void store_batch__reset(struct store_batch *b)
 		free(b->epochs[i].message);
 	for (size_t i = 0; i < b->n_ends; i++)
 		free(b->ends[i].message);
+	for (size_t i = 0; i < b->n_diagnoses; i++)
+		free(b->diagnoses[i].message);
 	b->n_runs = b->n_streams = b->n_chunks = b->n_epochs = b->n_ends = 0;
-	b->n_run_updates = b->n_stream_updates = b->n_pruned = 0;
+	b->n_run_updates = b->n_stream_updates = b->n_pruned = b->n_diagnoses = 0;
 	b->prune_before = 0;
 }
 
@@ -120,6 +129,7 @@ void store_batch__free(struct store_batch *b)
 	free(b->ends);
 	free(b->run_updates);
 	free(b->stream_updates);
+	free(b->diagnoses);
 	free(b->pruned);
 	memset(b, 0, sizeof *b);
 }
@@ -296,6 +306,17 @@ static int write_telemetry(struct store *s, const struct store_batch *b)
 		sqlite3_bind_int64(st, 5, c->n_steps);
 		sqlite3_bind_int64(st, 6, c->n_layers);
 		sqlite3_bind_blob64(st, 7, c->data, c->len, SQLITE_STATIC);
+		if (run(s, st) != 0)
+			return -EIO;
+	}
+	st = s->stmt[STMT_DIAGNOSIS_INSERT];
+	for (size_t i = 0; i < b->n_diagnoses; i++) {
+		const struct store_diagnosis *x = &b->diagnoses[i];
+		sqlite3_bind_int64(st, 1, x->run);
+		sqlite3_bind_int64(st, 2, (int64_t)x->step);
+		sqlite3_bind_double(st, 3, x->time);
+		sqlite3_bind_text(st, 4, x->health, -1, SQLITE_STATIC);
+		sqlite3_bind_blob64(st, 5, x->message, x->message_len, SQLITE_STATIC);
 		if (run(s, st) != 0)
 			return -EIO;
 	}

@@ -52,6 +52,16 @@ struct store_event {
 	size_t message_len;
 };
 
+/* One analysis result: the packed Diagnosis message. */
+struct store_diagnosis {
+	int64_t run;
+	uint64_t step;
+	double time;
+	char health[16];
+	uint8_t *message;
+	size_t message_len;
+};
+
 /* What one batch changes about a run or a stream besides inserted rows. */
 struct store_run_update {
 	int64_t run;
@@ -80,6 +90,7 @@ struct store_batch {
 	STORE_ARRAY(struct store_event, ends);
 	STORE_ARRAY(struct store_run_update, run_updates);
 	STORE_ARRAY(struct store_stream_update, stream_updates);
+	STORE_ARRAY(struct store_diagnosis, diagnoses);
 	double prune_before;		/* > 0: delete runs that ended before */
 	STORE_ARRAY(int64_t, pruned);	/* out: the runs that pruning deleted */
 };

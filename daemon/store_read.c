@@ -1,6 +1,7 @@
 #include "store_read.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include <sqlite3.h>
 
 #include "chunk.h"
+#include "series.h"
 
 #define NO_SUCH_RUN DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN
 #define INTERNAL DNNFAULT__ERROR_CODE__ERR_INTERNAL
@@ -122,7 +124,31 @@ static char **split_labels(const char *s, size_t *n)
 
 #define SUMMARY_COLUMNS                                                              \
 	"id, uid, name, world_size, started, updated, last_step, steps_stored, dropped," \
-	" end_status, labels, (SELECT count(*) FROM streams WHERE run = runs.id)"
+	" end_status, labels, (SELECT count(*) FROM streams WHERE run = runs.id),"      \
+	" (SELECT message FROM diagnoses WHERE run = runs.id ORDER BY id DESC LIMIT 1)"
+#define SUMMARY_N_COLUMNS 13
+
+/* Fills health, symptoms and causes from the newest stored diagnosis; a run
+ * not analysed yet is "unknown", not guessed. */
+static void take_diagnosis(Dnnfault__RunSummary *s, sqlite3_stmt *st, int col)
+{
+	Dnnfault__Diagnosis *d = NULL;
+	if (sqlite3_column_type(st, col) == SQLITE_BLOB)
+		d = dnnfault__diagnosis__unpack(NULL, (size_t)sqlite3_column_bytes(st, col),
+						sqlite3_column_blob(st, col));
+	s->health = strdup(d != NULL && d->health != NULL ? d->health : "unknown");
+	if (d == NULL)
+		return;
+	/* The summary takes over the diagnosis' arrays. */
+	s->n_symptoms = d->n_symptoms;
+	s->symptoms = d->symptoms;
+	s->n_causes = d->n_causes;
+	s->causes = d->causes;
+	d->n_symptoms = d->n_causes = 0;
+	d->symptoms = NULL;
+	d->causes = NULL;
+	protobuf_c_message_free_unpacked(&d->base, NULL);
+}
 
 /* Builds a summary from a row of SUMMARY_COLUMNS. */
 static Dnnfault__RunSummary *summary_from_row(sqlite3_stmt *st, const struct store_read_opts *o)
@@ -146,8 +172,7 @@ static Dnnfault__RunSummary *summary_from_row(sqlite3_stmt *st, const struct sto
 	s->steps_stored = (uint64_t)sqlite3_column_int64(st, 7);
 	s->dropped = (uint64_t)sqlite3_column_int64(st, 8);
 	s->state = strdup(state_name(st, 9, updated, o));
-	/* No diagnosis model yet: health is unknown, not guessed. */
-	s->health = strdup("unknown");
+	take_diagnosis(s, st, 12);
 	s->has_labels_known = 1;
 	s->labels_known = sqlite3_column_type(st, 10) != SQLITE_NULL;
 	s->labels = split_labels((const char *)sqlite3_column_text(st, 10), &s->n_labels);
@@ -277,7 +302,9 @@ static int detail_epochs(sqlite3 *db, int64_t id, Dnnfault__RunDetail *d)
 		d->epochs[d->n_epochs++] = e;
 	}
 	sqlite3_finalize(st);
-	if (sqlite3_prepare_v2(db, "SELECT message FROM run_ends WHERE run = ?1 ORDER BY status DESC LIMIT 1",
+	if (sqlite3_prepare_v2(db, "SELECT message FROM run_ends WHERE run = ?1"
+			       /* the same precedence as the run's state: crashed, interrupted, completed */
+			       " ORDER BY CASE status WHEN 2 THEN 3 WHEN 3 THEN 2 ELSE 1 END DESC LIMIT 1",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, id);
@@ -307,8 +334,8 @@ int store_read__detail(struct store_reader *r, int64_t id, const struct store_re
 	}
 	dnnfault__run_detail__init(d);
 	d->summary = summary_from_row(st, o);
-	if (sqlite3_column_type(st, 12) == SQLITE_BLOB)
-		d->description = unpack_col(&dnnfault__run_start__descriptor, st, 12);
+	if (sqlite3_column_type(st, SUMMARY_N_COLUMNS) == SQLITE_BLOB)
+		d->description = unpack_col(&dnnfault__run_start__descriptor, st, SUMMARY_N_COLUMNS);
 	sqlite3_finalize(st);
 	if (d->summary == NULL || detail_streams(r->db, id, d) != 0 || detail_epochs(r->db, id, d) != 0) {
 		protobuf_c_message_free_unpacked(&d->base, NULL);
@@ -403,5 +430,136 @@ int store_read__export_page(struct store_reader *r, struct store_cursor *cur, si
 	}
 	sqlite3_finalize(st);
 	*out = c;
+	return 0;
+}
+
+/* The static part of a series: layers and configuration from the RunStart. */
+static int series_description(sqlite3 *db, int64_t run, struct series *out)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "SELECT description FROM runs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, run);
+	Dnnfault__RunStart *m = NULL;
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB)
+		m = unpack_col(&dnnfault__run_start__descriptor, st, 0);
+	sqlite3_finalize(st);
+	if (m == NULL)
+		return -ENOENT;
+	struct series_layer *layers = calloc(m->n_layers ? m->n_layers : 1, sizeof *layers);
+	int rv = layers ? 0 : -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < m->n_layers; i++)
+		layers[i] = (struct series_layer){.name = m->layers[i]->name, .type = m->layers[i]->type,
+						  .activation = m->layers[i]->activation,
+						  .param_count = m->layers[i]->param_count};
+	if (rv == 0)
+		rv = series__set_layers(out, layers, m->n_layers);
+	free(layers);
+	out->loss_fn = m->loss_fn ? strdup(m->loss_fn) : NULL;
+	out->optimizer = m->optimizer ? strdup(m->optimizer) : NULL;
+	out->task = m->task;
+	out->num_classes = m->num_classes;
+	out->batch_size = m->batch_size;
+	out->planned_epochs = m->planned_epochs;
+	out->planned_steps = m->planned_steps;
+	out->dataset_size = m->dataset_size;
+	out->initial_lr = NAN;
+	for (size_t i = 0; i < m->n_optimizer_params; i++)
+		if (strcmp(m->optimizer_params[i]->key, "lr") == 0 && m->optimizer_params[i]->has_number)
+			out->initial_lr = m->optimizer_params[i]->number;
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+	return rv;
+}
+
+/* Steps of one stream, decoded from its chunks in step order. */
+static int series_steps(sqlite3 *db, int64_t run, int64_t stream, struct series *out)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data FROM step_chunks"
+			       " WHERE run = ?1 AND stream = ?2 ORDER BY first_step, rowid",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, run);
+	sqlite3_bind_int64(st, 2, stream);
+	float *stats = NULL;
+	size_t stats_layers = 0;
+	int rv = 0, rc;
+	while (rv == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		size_t layers = (size_t)sqlite3_column_int64(st, 1);
+		if (layers > stats_layers || stats == NULL) {
+			free(stats);
+			stats = malloc((layers + 1) * CHUNK_STATS_PER_LAYER * sizeof *stats);
+			stats_layers = layers;
+			if (stats == NULL) {
+				rv = -ENOMEM;
+				break;
+			}
+		}
+		const uint8_t *p = sqlite3_column_blob(st, 2);
+		size_t len = (size_t)sqlite3_column_bytes(st, 2);
+		for (int i = 0; rv == 0 && i < sqlite3_column_int(st, 0); i++) {
+			Dnnfault__Step m = DNNFAULT__STEP__INIT;
+			size_t used = chunk__read_record(p, len, &m, stats, stats_layers);
+			if (used == 0) {
+				rv = -EIO;
+				break;
+			}
+			rv = series__append(out, &m);
+			p += used;
+			len -= used;
+		}
+	}
+	free(stats);
+	sqlite3_finalize(st);
+	return rv;
+}
+
+static int series_epochs(sqlite3 *db, int64_t run, int64_t stream, struct series *out)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "SELECT message FROM epochs WHERE run = ?1 AND stream = ?2"
+			       " ORDER BY epoch, rowid", -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, run);
+	sqlite3_bind_int64(st, 2, stream);
+	int rv = 0;
+	while (rv == 0 && sqlite3_step(st) == SQLITE_ROW) {
+		Dnnfault__Epoch *e = unpack_col(&dnnfault__epoch__descriptor, st, 0);
+		if (e == NULL)
+			continue;
+		rv = series__append_epoch(out, e);
+		protobuf_c_message_free_unpacked(&e->base, NULL);
+	}
+	sqlite3_finalize(st);
+	return rv;
+}
+
+int store_read__series(struct store_reader *r, int64_t run, struct series *out, char *err, size_t len)
+{
+	sqlite3_stmt *st;
+	int64_t stream = 0;
+	if (sqlite3_prepare_v2(r->db, "SELECT id FROM streams WHERE run = ?1 ORDER BY rank, started LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return fail(r->db, err, len);
+	sqlite3_bind_int64(st, 1, run);
+	int found = sqlite3_step(st) == SQLITE_ROW;
+	if (found)
+		stream = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (!found) {
+		snprintf(err, len, "run %lld has no stream", (long long)run);
+		return NO_SUCH_RUN;
+	}
+	int rv = series_description(r->db, run, out);
+	if (rv == 0)
+		rv = series_steps(r->db, run, stream, out);
+	if (rv == 0)
+		rv = series_epochs(r->db, run, stream, out);
+	if (rv != 0) {
+		snprintf(err, len, "loading run %lld: %s", (long long)run,
+			 rv == -EIO ? sqlite3_errmsg(r->db) : strerror(-rv));
+		series__free(out);
+		return rv == -ENOENT ? NO_SUCH_RUN : INTERNAL;
+	}
 	return 0;
 }

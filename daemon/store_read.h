@@ -46,4 +46,10 @@ struct store_cursor {
 int store_read__export_page(struct store_reader *r, struct store_cursor *cur, size_t max_bytes,
 			    Dnnfault__ExportChunk **out, char *err, size_t err_len);
 
+/* Loads the telemetry of a run's lowest rank into `out` (zeroed by the
+ * caller). Returns 0 or an ErrorCode with `err` set; `out` is then empty. */
+struct series;
+int store_read__series(struct store_reader *r, int64_t run, struct series *out,
+		       char *err, size_t err_len);
+
 #endif

@@ -1,0 +1,208 @@
+#include "analyze.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "dnnfault.pb-c.h"
+#include "ingest.h"
+#include "log.h"
+#include "map.h"
+#include "metrics.h"
+#include "series.h"
+#include "server.h"
+#include "store_read.h"
+#include "symptoms.h"
+
+struct run_progress {
+	uint64_t new_steps;	/* committed since the last analysis started */
+	bool queued, ended;
+};
+
+struct analyze {
+	struct server *srv;
+	struct map runs;	/* run id -> run_progress */
+	int64_t *queue;		/* FIFO of runs to analyse */
+	size_t head, n, cap;
+	bool busy;
+	uv_work_t work;
+	/* The job in flight. */
+	int64_t run;
+	int rv;
+	char err[256];
+	uint64_t step;
+	char health[16];
+	uint8_t *message;
+	size_t message_len;
+};
+
+int analyze__init(struct analyze **out, struct server *srv)
+{
+	struct analyze *a = calloc(1, sizeof *a);
+	if (a == NULL)
+		return -ENOMEM;
+	a->srv = srv;
+	a->work.data = a;
+	map__init(&a->runs);
+	*out = a;
+	return 0;
+}
+
+void analyze__free(struct analyze *a)
+{
+	if (a == NULL)
+		return;
+	size_t pos = 0;
+	for (struct run_progress *p; (p = map__next(&a->runs, &pos, NULL)) != NULL;)
+		free(p);
+	map__free(&a->runs);
+	free(a->queue);
+	free(a->message);
+	free(a);
+}
+
+static int push(struct analyze *a, int64_t run)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		int64_t *q = malloc(cap * sizeof *q);
+		if (q == NULL)
+			return -ENOMEM;
+		for (size_t i = 0; i < a->n; i++)
+			q[i] = a->queue[(a->head + i) % a->cap];
+		free(a->queue);
+		a->queue = q;
+		a->head = 0;
+		a->cap = cap;
+	}
+	a->queue[(a->head + a->n++) % a->cap] = run;
+	return 0;
+}
+
+static Dnnfault__Symptom *make_symptom(const struct symptom *x, const struct series *s)
+{
+	Dnnfault__Symptom *m = malloc(sizeof *m);
+	if (m == NULL)
+		return NULL;
+	dnnfault__symptom__init(m);
+	m->id = strdup(symptoms__name(x->id));
+	m->has_first_step = 1;
+	m->first_step = x->first_step;
+	if (x->layer >= 0 && (size_t)x->layer < s->n_layers)
+		m->layer = strdup(s->layers[x->layer].name);
+	return m;
+}
+
+/* Worker thread: load the run, run the detectors, pack a Diagnosis. */
+static void work_cb(uv_work_t *req)
+{
+	struct analyze *a = req->data;
+	struct store_reader *r;
+	struct series s;
+	memset(&s, 0, sizeof s);
+	a->rv = store_read__open(a->srv->cfg->db, &r, a->err, sizeof a->err);
+	if (a->rv != 0)
+		return;
+	a->rv = store_read__series(r, a->run, &s, a->err, sizeof a->err);
+	store_read__close(r);
+	if (a->rv != 0)
+		return;
+
+	struct symptom found[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&s, &symptom_defaults, found);
+	Dnnfault__Diagnosis d = DNNFAULT__DIAGNOSIS__INIT;
+	Dnnfault__Symptom *items[SYMPTOM_COUNT];
+	for (size_t i = 0; i < n; i++)
+		if ((items[d.n_symptoms] = make_symptom(&found[i], &s)) != NULL)
+			d.n_symptoms++;
+	d.symptoms = items;
+	a->step = s.n ? s.step[s.n - 1] : 0;
+	d.has_step = d.has_time = d.has_steps_analysed = 1;
+	d.step = a->step;
+	d.time = server__now();
+	d.steps_analysed = s.n;
+	/* No diagnosis model is loaded: health stays unknown, not guessed. */
+	snprintf(a->health, sizeof a->health, "unknown");
+	d.health = a->health;
+	a->message_len = dnnfault__diagnosis__get_packed_size(&d);
+	a->message = malloc(a->message_len ? a->message_len : 1);
+	if (a->message == NULL)
+		a->rv = -ENOMEM;
+	else
+		dnnfault__diagnosis__pack(&d, a->message);
+	for (size_t i = 0; i < d.n_symptoms; i++)
+		protobuf_c_message_free_unpacked(&items[i]->base, NULL);
+	series__free(&s);
+}
+
+static void start_next(struct analyze *a);
+
+static void after_work_cb(uv_work_t *req, int status)
+{
+	struct analyze *a = req->data;
+	a->busy = false;
+	if (status == 0 && a->rv == 0) {
+		metrics.analyses++;
+		ingest__add_diagnosis(a->srv->ingest, a->run, a->step, a->health, a->message,
+				      a->message_len);
+		a->message = NULL;
+	} else {
+		metrics.analysis_failures++;
+		log_warning("analysis of run %lld failed: %s", (long long)a->run,
+			    status != 0 ? uv_strerror(status) : a->err);
+		free(a->message);
+		a->message = NULL;
+	}
+	start_next(a);
+}
+
+static void start_next(struct analyze *a)
+{
+	if (a->busy || a->n == 0 || a->srv->stopping)
+		return;
+	a->run = a->queue[a->head];
+	a->head = (a->head + 1) % a->cap;
+	a->n--;
+	struct run_progress *p = map__get(&a->runs, (uint64_t)a->run);
+	if (p != NULL && p->ended) {
+		/* The last analysis of a finished run. */
+		map__del(&a->runs, (uint64_t)a->run);
+		free(p);
+	} else if (p != NULL) {
+		p->queued = false;
+		p->new_steps = 0;
+	}
+	a->rv = 0;
+	a->err[0] = '\0';
+	if (uv_queue_work(a->srv->loop, &a->work, work_cb, after_work_cb) == 0)
+		a->busy = true;
+}
+
+void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ended)
+{
+	int64_t every = a->srv->cfg->analyze_every_steps;
+	if (every <= 0)
+		return;
+	struct run_progress *p = map__get(&a->runs, (uint64_t)run);
+	if (p == NULL) {
+		if ((p = calloc(1, sizeof *p)) == NULL || map__put(&a->runs, (uint64_t)run, p) != 0) {
+			free(p);
+			return;
+		}
+	}
+	p->new_steps += new_steps;
+	p->ended |= ended;
+	if (!p->queued && (p->new_steps >= (uint64_t)every || (ended && p->new_steps > 0))) {
+		if (push(a, run) == 0)
+			p->queued = true;
+	}
+	if (p->ended && !p->queued) {
+		/* Nothing left to analyse for a finished run: forget it. */
+		map__del(&a->runs, (uint64_t)run);
+		free(p);
+	}
+	start_next(a);
+}

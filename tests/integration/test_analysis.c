@@ -1,0 +1,138 @@
+/* Live analysis against a real daemon: a run whose loss turns NaN shows the
+ * nan_loss symptom (with its first step) and the layer symptoms with their
+ * layer; a clean run shows none; health stays unknown without a model. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "frame.h"
+#include "harness.h"
+
+static struct daemon d;
+
+static void stream_run(uint64_t stream, const char *run, int n_steps, int nan_from)
+{
+	int fd = harness__connect(&d);
+	assert_true(fd >= 0);
+	harness__handshake(fd, DNNFAULT__ROLE__ROLE_TRAINER);
+	Dnnfault__RunStart rs;
+	harness__run_start(&rs, stream, run, 2);
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+	env.run_start = &rs;
+	harness__send(fd, &env);
+	float stats[32];
+	uint64_t seq = 2;
+	for (int i = 0; i < n_steps; i++, seq++) {
+		for (int k = 0; k < 32; k++)
+			stats[k] = 0.0f;
+		for (int l = 0; l < 2; l++) {
+			stats[l * 16 + DNNFAULT__LAYER_STAT__WEIGHT_NORM] = 1.0f + 0.01f * (float)i;
+			stats[l * 16 + DNNFAULT__LAYER_STAT__GRAD_NORM] = 0.1f;
+			stats[l * 16 + DNNFAULT__LAYER_STAT__GRAD_MAX_ABS] = 0.01f;
+			stats[l * 16 + DNNFAULT__LAYER_STAT__UPDATE_RATIO] = 1e-3f;
+		}
+		if (nan_from >= 0 && i >= nan_from)
+			stats[1 * 16 + DNNFAULT__LAYER_STAT__NAN_COUNT] = 4;
+		Dnnfault__Step s;
+		harness__step(&s, stream, seq, (uint64_t)i, stats, 2);
+		s.loss = nan_from >= 0 && i >= nan_from ? NAN : 2.0 / (1.0 + i);
+		env.body_case = DNNFAULT__ENVELOPE__BODY_STEP;
+		env.step = &s;
+		harness__send(fd, &env);
+	}
+	Dnnfault__RunEnd end = DNNFAULT__RUN_END__INIT;
+	end.seq = seq;
+	end.stream = stream;
+	end.status = DNNFAULT__END_STATUS__END_COMPLETED;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_END;
+	env.run_end = &end;
+	harness__send(fd, &env);
+	for (;;) {
+		Dnnfault__Envelope *e = harness__recv(fd, 5000);
+		assert_non_null(e);
+		bool done = e->body_case == DNNFAULT__ENVELOPE__BODY_ACK && e->ack->streams[0]->seq == seq;
+		frame__free(e);
+		if (done)
+			break;
+	}
+	close(fd);
+}
+
+/* Polls `dnnfaultctl --json status RUN` until `needle` shows up (5 s). */
+static void wait_for(const char *run, const char *needle, char *out, size_t len)
+{
+	char args[128];
+	snprintf(args, sizeof args, "--json status %s", run);
+	for (int i = 0; i < 250; i++) {
+		assert_int_equal(harness__ctl(&d, out, len, args), 0);
+		if (strstr(out, needle) != NULL)
+			return;
+		usleep(20000);
+	}
+	fail_msg("%s never showed %s; last: %s", run, needle, out);
+}
+
+/* Waits until no analysis has finished for 300 ms. */
+static void analyses_settled(void)
+{
+	uint64_t last = harness__counter(&d, "analyses");
+	for (int quiet = 0; quiet < 3;) {
+		usleep(100000);
+		uint64_t now = harness__counter(&d, "analyses");
+		quiet = now == last ? quiet + 1 : 0;
+		last = now;
+	}
+}
+
+static void nan_run_shows_its_symptoms(void **state)
+{
+	(void)state;
+	const char *args[] = {"--analyze-every-steps", "20", NULL};
+	harness__start(&d, args);
+	stream_run(0x5150, "nan-run", 120, 70);
+	stream_run(0x5151, "clean-run", 120, -1);
+	char out[8192];
+	wait_for("nan-run", "{\"id\":\"nan_loss\",\"first_step\":70,\"layer\":null}", out, sizeof out);
+	assert_non_null(strstr(out, "{\"id\":\"nan_tensor\",\"first_step\":70,\"layer\":\"fc2\"}"));
+	assert_non_null(strstr(out, "\"health\":\"unknown\""));
+	assert_non_null(strstr(out, "\"causes\":[]"));
+	analyses_settled();
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status clean-run"), 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_non_null(strstr(out, "\"symptoms\":[]"));
+	/* ... because it was analysed and found clean, not because it was skipped. */
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), max(step) FROM diagnoses"
+					    " JOIN runs ON runs.id = diagnoses.run WHERE runs.name = 'clean-run'",
+					    -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_true(sqlite3_column_int(st, 0) >= 1);
+	assert_int_equal(sqlite3_column_int(st, 1), 119);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_true(harness__counter(&d, "analysis_failures") == 0);
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__cleanup(&d);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(nan_run_shows_its_symptoms),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
