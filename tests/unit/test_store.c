@@ -254,11 +254,12 @@ static void run_end_and_prune(void **state)
 	assert_string_equal(st->runs[0]->state, "crashed");
 	protobuf_c_message_free_unpacked(&st->base, NULL);
 
-	/* Retention: runs that ended before the cut-off go, with their telemetry. */
-	b.prune_before = 1500.0;
+	/* Retention: runs whose last message arrived before the cut-off go,
+	 * with their telemetry (this one's last update was at 1010). */
+	b.prune_before = 1005.0;
 	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
 	assert_int_equal(b.n_pruned, 0);
-	b.prune_before = 2500.0;
+	b.prune_before = 1015.0;
 	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
 	assert_int_equal(b.n_pruned, 1);
 	assert_int_equal(b.pruned[0], 1);
