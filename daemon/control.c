@@ -9,11 +9,13 @@
 #include "conn.h"
 #include "dnnfault_config.h"
 #include "frame.h"
+#include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "store_read.h"
+#include "validate.h"
 
 /* Export pages of about this many stored bytes go into one response. */
 #define EXPORT_PAGE_BYTES (512 * 1024)
@@ -25,6 +27,9 @@ struct job {
 	struct store_read_opts opts;
 	struct store_cursor cursor;	/* export */
 	bool detail_sent;		/* export */
+	int64_t label_run;		/* label: resolved run, 0 until then */
+	char *labels;			/* label: to store, then owned by ingest */
+	bool labels_stored;
 	/* Result, packed on the worker: one framed ControlResponse. */
 	uint8_t *frame;
 	size_t frame_len;
@@ -61,6 +66,33 @@ static void pack_error(struct job *j, int code, const char *message)
 	pack_response(j, &resp);
 }
 
+/* Resolves the run of a label request and joins its causes. */
+static int check_label(struct job *j, struct store_reader *reader, char *err, size_t len)
+{
+	const Dnnfault__LabelRequest *r = j->req->request->label;
+	size_t n = 1;
+	for (size_t i = 0; i < r->n_causes; i++) {
+		if (!validate__is_cause(r->causes[i])) {
+			snprintf(err, len, "unknown cause '%.64s'", r->causes[i]);
+			return DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD;
+		}
+		n += strlen(r->causes[i]) + 1;
+	}
+	int code = store_read__resolve(reader, r->run, &j->label_run, err, len);
+	if (code != 0)
+		return code;
+	if ((j->labels = calloc(1, n)) == NULL) {
+		snprintf(err, len, "out of memory");
+		return DNNFAULT__ERROR_CODE__ERR_INTERNAL;
+	}
+	for (size_t i = 0; i < r->n_causes; i++) {
+		if (i > 0)
+			strcat(j->labels, ",");
+		strcat(j->labels, r->causes[i]);
+	}
+	return 0;
+}
+
 /* Answers one request (or one export page) from a fresh read connection. */
 static void work_cb(uv_work_t *req)
 {
@@ -86,6 +118,23 @@ static void work_cb(uv_work_t *req)
 		code = store_read__status(reader, status ? r->status->runs : NULL,
 					  status ? r->status->n_runs : 0,
 					  status ? 0 : r->runs->limit, &j->opts, &s, err, sizeof err);
+		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS;
+		resp.status = s;
+		result = s ? &s->base : NULL;
+		break;
+	}
+	case DNNFAULT__CONTROL_REQUEST__VERB_LABEL: {
+		/* First pass: resolve and check. Second pass, after the commit:
+		 * answer with the run's summary. */
+		Dnnfault__StatusResponse *s = NULL;
+		if (!j->labels_stored)
+			code = check_label(j, reader, err, sizeof err);
+		else
+			code = store_read__status_of(reader, j->label_run, &j->opts, &s, err, sizeof err);
+		if (code == 0 && !j->labels_stored) {
+			store_read__close(reader);
+			return;		/* nothing to send yet */
+		}
 		resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS;
 		resp.status = s;
 		result = s ? &s->base : NULL;
@@ -147,6 +196,7 @@ static void work_cb(uv_work_t *req)
 static void finish(struct job *j)
 {
 	struct conn *c = j->c;
+	free(j->labels);
 	frame__free(j->req);
 	free(j);
 	conn__control_done(c);
@@ -178,10 +228,30 @@ static void queue(struct job *j)
 	}
 }
 
+static void labels_stored_cb(void *arg, int rv)
+{
+	struct job *j = arg;
+	if (rv != 0) {
+		conn__send_error(j->c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, false, 0, 0,
+				 "labels of request %llu were not stored", (unsigned long long)request_id(j));
+		finish(j);
+		return;
+	}
+	j->labels_stored = true;
+	queue(j);
+}
+
 static void after_work_cb(uv_work_t *req, int status)
 {
 	struct job *j = req->data;
 	struct conn *c = j->c;
+	if (status == 0 && j->labels != NULL && !j->labels_stored) {
+		/* Labels change the store: they go through the one writer. */
+		char *labels = j->labels;
+		j->labels = NULL;
+		ingest__set_labels(c->srv->ingest, j->label_run, labels, labels_stored_cb, j);
+		return;
+	}
 	if (status != 0 || j->frame == NULL) {
 		free(j->frame);
 		conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0,

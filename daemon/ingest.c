@@ -24,11 +24,19 @@ struct ack_entry {
 	uint64_t stream, seq;
 };
 
+/* Someone (a label request) waiting for a commit. */
+struct waiter {
+	void (*done)(void *arg, int rv);
+	void *arg;
+};
+
 /* A batch being built or committed, with the acks it releases. */
 struct pending {
 	struct store_batch batch;
 	struct ack_entry *acks;
 	size_t n_acks, cap_acks;
+	struct waiter *waiters;
+	size_t n_waiters, cap_waiters;
 	uint64_t n_steps, n_epochs, n_ends, n_runs;
 	size_t bytes;			/* telemetry held by the batch */
 };
@@ -80,6 +88,7 @@ void ingest__free(struct ingest *ig)
 			conn__unref(ig->slots[i].acks[j].c);
 		store_batch__free(&ig->slots[i].batch);
 		free(ig->slots[i].acks);
+		free(ig->slots[i].waiters);
 	}
 	free(ig);
 }
@@ -87,7 +96,8 @@ void ingest__free(struct ingest *ig)
 /* Whether the batch under construction holds anything to commit. */
 static bool has_work(const struct ingest *ig)
 {
-	return ig->building->n_acks > 0 || ig->building->batch.n_diagnoses > 0 || ig->prune_before > 0;
+	return ig->building->n_acks > 0 || ig->building->batch.n_diagnoses > 0 ||
+	       ig->building->n_waiters > 0 || ig->prune_before > 0;
 }
 
 bool ingest__idle(const struct ingest *ig)
@@ -129,6 +139,27 @@ static bool batch_full(const struct ingest *ig)
 {
 	return ig->building->n_acks >= (size_t)ig->cfg->max_pending_messages ||
 	       ig->building->bytes >= (size_t)ig->cfg->max_pending_bytes;
+}
+
+void ingest__set_labels(struct ingest *ig, int64_t run, char *labels,
+			void (*done)(void *arg, int rv), void *arg)
+{
+	struct pending *p = ig->building;
+	struct store_label *l = STORE_BATCH_PUSH(&p->batch, labels);
+	struct waiter *w = l ? store_batch__push((void **)&p->waiters, &p->n_waiters, &p->cap_waiters,
+						sizeof *w) : NULL;
+	if (w == NULL) {
+		if (l != NULL)
+			p->batch.n_labels--;
+		free(labels);
+		done(arg, -ENOMEM);
+		return;
+	}
+	l->run = run;
+	l->labels = labels;
+	w->done = done;
+	w->arg = arg;
+	ingest__kick(ig);
 }
 
 /* Queues the acknowledgement of (stream, seq) behind the current batch. The
@@ -538,8 +569,13 @@ static void send_acks(struct pending *p)
 	}
 }
 
-static void release(struct pending *p)
+/* Releases a committed or failed batch: its connections, and those who
+ * wait for it (told whether it was stored). */
+static void release(struct pending *p, int rv)
 {
+	for (size_t i = 0; i < p->n_waiters; i++)
+		p->waiters[i].done(p->waiters[i].arg, rv);
+	p->n_waiters = 0;
 	for (size_t i = 0; i < p->n_acks; i++)
 		conn__unref(p->acks[i].c);
 	p->n_acks = 0;
@@ -563,7 +599,7 @@ static void roll_back(struct ingest *ig)
 				conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0,
 						 "store failure; nothing unacknowledged was stored, resend it");
 		}
-		release(p);
+		release(p, -EIO);
 	}
 }
 
@@ -595,7 +631,7 @@ static void after_work_cb(uv_work_t *req, int status)
 	ig->committing = NULL;
 	if (status == 0 && ig->commit_rv == 0) {
 		after_commit(ig, p);
-		release(p);
+		release(p, 0);
 	} else {
 		metrics.commit_failures++;
 		log_error("commit of %zu messages failed: %s", p->n_acks,

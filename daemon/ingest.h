@@ -26,6 +26,11 @@ void ingest__message(struct ingest *ig, struct conn *c, const Dnnfault__Envelope
 void ingest__add_diagnosis(struct ingest *ig, int64_t run, uint64_t step, const char *health,
 			   uint8_t *message, size_t len);
 
+/* Stores new labels of a run with the next commit, then calls done(arg, rv)
+ * with 0 or -EIO. Takes `labels` (malloc'd comma list, "" for healthy). */
+void ingest__set_labels(struct ingest *ig, int64_t run, char *labels,
+			void (*done)(void *arg, int rv), void *arg);
+
 /* Starts a commit if none is running and something waits. */
 void ingest__kick(struct ingest *ig);
 

@@ -21,6 +21,7 @@ enum stmt_id {
 	STMT_RUN_UPDATE,
 	STMT_STREAM_UPDATE,
 	STMT_DIAGNOSIS_INSERT,
+	STMT_LABEL_UPDATE,
 	STMT_PRUNE_SELECT,
 	STMT_PRUNE_RUN,
 	STMT_PRUNE_STREAMS,
@@ -68,6 +69,7 @@ static const char *const stmt_sql[N_STMTS] = {
 		" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
 	/* By the daemon's clock of the last message: also catches runs whose
 	 * client died without a RunEnd. */
+	[STMT_LABEL_UPDATE] = "UPDATE runs SET labels = ?2 WHERE id = ?1",
 	[STMT_PRUNE_SELECT] = "SELECT id FROM runs WHERE updated < ?1",
 	[STMT_PRUNE_RUN] = "DELETE FROM runs WHERE id = ?1",
 	[STMT_PRUNE_STREAMS] = "DELETE FROM streams WHERE run = ?1",
@@ -114,8 +116,11 @@ void store_batch__reset(struct store_batch *b)
 		free(b->ends[i].message);
 	for (size_t i = 0; i < b->n_diagnoses; i++)
 		free(b->diagnoses[i].message);
+	for (size_t i = 0; i < b->n_labels; i++)
+		free(b->labels[i].labels);
 	b->n_runs = b->n_streams = b->n_chunks = b->n_epochs = b->n_ends = 0;
 	b->n_run_updates = b->n_stream_updates = b->n_pruned = b->n_diagnoses = 0;
+	b->n_labels = 0;
 	b->prune_before = 0;
 }
 
@@ -130,6 +135,7 @@ void store_batch__free(struct store_batch *b)
 	free(b->run_updates);
 	free(b->stream_updates);
 	free(b->diagnoses);
+	free(b->labels);
 	free(b->pruned);
 	memset(b, 0, sizeof *b);
 }
@@ -356,6 +362,13 @@ static int write_updates(struct store *s, const struct store_batch *b)
 		sqlite3_bind_int64(st, 1, (int64_t)u->stream);
 		sqlite3_bind_int64(st, 2, (int64_t)u->last_seq);
 		sqlite3_bind_double(st, 3, u->updated);
+		if (run(s, st) != 0)
+			return -EIO;
+	}
+	for (size_t i = 0; i < b->n_labels; i++) {
+		sqlite3_stmt *st = s->stmt[STMT_LABEL_UPDATE];
+		sqlite3_bind_int64(st, 1, b->labels[i].run);
+		sqlite3_bind_text(st, 2, b->labels[i].labels, -1, SQLITE_STATIC);
 		if (run(s, st) != 0)
 			return -EIO;
 	}

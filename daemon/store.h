@@ -62,6 +62,12 @@ struct store_diagnosis {
 	size_t message_len;
 };
 
+/* New ground-truth labels of a run: a comma list, "" for healthy. */
+struct store_label {
+	int64_t run;
+	char *labels;
+};
+
 /* What one batch changes about a run or a stream besides inserted rows. */
 struct store_run_update {
 	int64_t run;
@@ -91,6 +97,7 @@ struct store_batch {
 	STORE_ARRAY(struct store_run_update, run_updates);
 	STORE_ARRAY(struct store_stream_update, stream_updates);
 	STORE_ARRAY(struct store_diagnosis, diagnoses);
+	STORE_ARRAY(struct store_label, labels);
 	double prune_before;		/* > 0: delete runs that ended before */
 	STORE_ARRAY(int64_t, pruned);	/* out: the runs that pruning deleted */
 };

@@ -563,3 +563,22 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 	}
 	return 0;
 }
+
+int store_read__status_of(struct store_reader *r, int64_t id, const struct store_read_opts *o,
+			  Dnnfault__StatusResponse **out, char *err, size_t len)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(r->db, "SELECT uid FROM runs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+		return fail(r->db, err, len);
+	sqlite3_bind_int64(st, 1, id);
+	char *uid = sqlite3_step(st) == SQLITE_ROW ? dup_col(st, 0) : NULL;
+	sqlite3_finalize(st);
+	if (uid == NULL) {
+		snprintf(err, len, "run %lld is gone", (long long)id);
+		return NO_SUCH_RUN;
+	}
+	char *runs[] = {uid};
+	int rv = store_read__status(r, runs, 1, 0, o, out, err, len);
+	free(uid);
+	return rv;
+}

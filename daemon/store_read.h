@@ -31,6 +31,10 @@ int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint
 		       const struct store_read_opts *o, Dnnfault__StatusResponse **out,
 		       char *err, size_t err_len);
 
+/* The summary of one run by its store id. */
+int store_read__status_of(struct store_reader *r, int64_t id, const struct store_read_opts *o,
+			  Dnnfault__StatusResponse **out, char *err, size_t err_len);
+
 int store_read__detail(struct store_reader *r, int64_t id, const struct store_read_opts *o,
 		       Dnnfault__RunDetail **out, char *err, size_t err_len);
 

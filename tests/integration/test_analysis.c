@@ -128,11 +128,83 @@ static void nan_run_shows_its_symptoms(void **state)
 	harness__cleanup(&d);
 }
 
+/* Sends a LabelRequest and returns the response (free with frame__free). */
+static Dnnfault__ControlResponse *label(int fd, const char *run, char **causes, size_t n,
+					Dnnfault__Envelope **env_out)
+{
+	static uint64_t id = 100;
+	Dnnfault__LabelRequest l = DNNFAULT__LABEL_REQUEST__INIT;
+	l.run = (char *)run;
+	l.causes = causes;
+	l.n_causes = n;
+	Dnnfault__ControlRequest req = DNNFAULT__CONTROL_REQUEST__INIT;
+	req.id = ++id;
+	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_LABEL;
+	req.label = &l;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_REQUEST;
+	env.request = &req;
+	harness__send(fd, &env);
+	Dnnfault__Envelope *e = harness__recv(fd, 5000);
+	assert_non_null(e);
+	assert_int_equal(e->body_case, DNNFAULT__ENVELOPE__BODY_RESPONSE);
+	assert_int_equal(e->response->id, id);
+	*env_out = e;
+	return e->response;
+}
+
+static void labels_are_set_through_the_writer(void **state)
+{
+	(void)state;
+	harness__start(&d, NULL);
+	stream_run(0x6160, "to-label", 10, -1);
+	int fd = harness__connect(&d);
+	harness__handshake(fd, DNNFAULT__ROLE__ROLE_CONTROL);
+	Dnnfault__Envelope *e;
+
+	char *two[] = {"lr_high", "init"};
+	Dnnfault__ControlResponse *r = label(fd, "to-label", two, 2, &e);
+	assert_int_equal(r->result_case, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS);
+	assert_int_equal(r->status->n_runs, 1);
+	assert_true(r->status->runs[0]->labels_known);
+	assert_int_equal(r->status->runs[0]->n_labels, 2);
+	assert_string_equal(r->status->runs[0]->labels[0], "lr_high");
+	assert_string_equal(r->status->runs[0]->labels[1], "init");
+	frame__free(e);
+
+	/* No causes: healthy. */
+	r = label(fd, "to-label", NULL, 0, &e);
+	assert_true(r->status->runs[0]->labels_known);
+	assert_int_equal(r->status->runs[0]->n_labels, 0);
+	frame__free(e);
+
+	char *bad[] = {"lr_high", "gremlins"};
+	r = label(fd, "to-label", bad, 2, &e);
+	assert_int_equal(r->result_case, DNNFAULT__CONTROL_RESPONSE__RESULT_ERROR);
+	assert_int_equal(r->error->code, DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD);
+	frame__free(e);
+	r = label(fd, "no-such-run", two, 2, &e);
+	assert_int_equal(r->result_case, DNNFAULT__CONTROL_RESPONSE__RESULT_ERROR);
+	assert_int_equal(r->error->code, DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN);
+	frame__free(e);
+	close(fd);
+
+	/* Stored: still there after a restart. */
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__start(&d, NULL);
+	char out[4096];
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status to-label"), 0);
+	assert_non_null(strstr(out, "\"labels\":[]"));
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__cleanup(&d);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(nan_run_shows_its_symptoms),
+		cmocka_unit_test(labels_are_set_through_the_writer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
