@@ -29,6 +29,7 @@ const struct symptom_thresholds symptom_defaults = {
 	.input_range = 1,
 	.input_mean = 0.2,
 	.min_checks = 3,
+	.persist = 3,
 };
 
 static const char *const names[] = {
@@ -42,14 +43,19 @@ const char *symptoms__name(enum symptom_id id)
 	return id < SYMPTOM_COUNT ? names[id] : "unknown";
 }
 
-/* Per-symptom state while scanning: first occurrence and count. */
+/* Per-symptom state while scanning: first occurrence, count, and the
+ * current streak of consecutive samples where the rule held. */
 struct found {
 	bool fired;
 	uint64_t first_step;
 	int layer;
 	uint32_t count;
+	size_t streak;
+	uint64_t streak_step;
+	int streak_layer;
 };
 
+/* For checks (epochs): no persistence, the rules look at trends already. */
 static void hit(struct found *f, uint64_t step, int layer)
 {
 	if (!f->fired) {
@@ -58,6 +64,20 @@ static void hit(struct found *f, uint64_t step, int layer)
 		f->layer = layer;
 	}
 	f->count++;
+}
+
+/* What held at one sample: per symptom, whether and at which layer first. */
+struct sample {
+	bool hold[SYMPTOM_COUNT];
+	int layer[SYMPTOM_COUNT];
+};
+
+static void holds(struct sample *x, enum symptom_id id, int layer)
+{
+	if (!x->hold[id]) {
+		x->hold[id] = true;
+		x->layer[id] = layer;
+	}
 }
 
 #define STAT(s, i, l, name) series__stat(s, i, l, DNNFAULT__LAYER_STAT__##name)
@@ -83,54 +103,50 @@ static bool grad_ends(const struct series *s, size_t i, size_t *first, size_t *l
 }
 
 static void gradients(const struct series *s, size_t i, const struct symptom_thresholds *t,
-		      struct found *f)
+		      struct sample *x)
 {
 	size_t first = 0, last = 0;
 	if (!grad_ends(s, i, &first, &last))
 		return;
 	double g0 = STAT(s, i, first, GRAD_NORM), gl = STAT(s, i, last, GRAD_NORM);
 	if (gl > 0 && g0 / gl > t->explode_ratio)
-		hit(&f[SYMPTOM_exploding_gradient], s->step[i], (int)first);
+		holds(x, SYMPTOM_exploding_gradient, (int)first);
 	bool all_tiny = true;
 	for (size_t l = 0; l < s->n_layers && all_tiny; l++) {
 		float m = STAT(s, i, l, GRAD_MAX_ABS);
 		all_tiny = !isfinite(m) || m < t->vanish_max_abs;
 	}
 	if ((gl > 0 && g0 / gl < t->vanish_ratio && g0 < t->vanish_first_norm) || all_tiny)
-		hit(&f[SYMPTOM_vanishing_gradient], s->step[i], (int)first);
+		holds(x, SYMPTOM_vanishing_gradient, (int)first);
 }
 
 /* Rules about one layer at one sample. */
 static void layer_rules(const struct series *s, size_t i, size_t l, const struct symptom_thresholds *t,
-			struct found *f)
+			struct sample *x)
 {
 	const struct series_layer *layer = &s->layers[l];
-	uint64_t step = s->step[i];
 	if (STAT(s, i, l, NAN_COUNT) > 0 || STAT(s, i, l, INF_COUNT) > 0)
-		hit(&f[SYMPTOM_nan_tensor], step, (int)l);
+		holds(x, SYMPTOM_nan_tensor, (int)l);
 	if ((is_act(layer, "relu") || is_act(layer, "relu6")) &&
 	    STAT(s, i, l, ACT_NONPOS_FRAC) >= t->dead_frac)
-		hit(&f[SYMPTOM_dead_relu], step, (int)l);
+		holds(x, SYMPTOM_dead_relu, (int)l);
 	if ((is_act(layer, "sigmoid") || is_act(layer, "tanh")) &&
 	    STAT(s, i, l, ACT_SATURATED_FRAC) > t->saturated_frac)
-		hit(&f[SYMPTOM_saturated_activation], step, (int)l);
+		holds(x, SYMPTOM_saturated_activation, (int)l);
 	float ratio = STAT(s, i, l, UPDATE_RATIO);
 	if (isfinite(ratio) && (ratio < t->update_low || ratio > t->update_high))
-		hit(&f[SYMPTOM_update_ratio], step, (int)l);
+		holds(x, SYMPTOM_update_ratio, (int)l);
 	if (STAT(s, i, l, WEIGHT_MAX_ABS) > t->large_weight)
-		hit(&f[SYMPTOM_large_weights], step, (int)l);
-	/* Weights constant over the last unchanged_checks samples. */
-	size_t k = t->unchanged_checks;
-	if (k >= 2 && i + 1 >= k) {
-		float w = STAT(s, i, l, WEIGHT_NORM);
-		bool same = isfinite(w);
-		for (size_t j = i + 1 - k; j < i && same; j++) {
-			float v = STAT(s, j, l, WEIGHT_NORM);
-			same = fabsf(v - w) <= (float)t->unchanged_rtol * fabsf(w);
-		}
-		if (same)
-			hit(&f[SYMPTOM_unchanged_weights], step, (int)l);
+		holds(x, SYMPTOM_large_weights, (int)l);
+	/* Unchanged: the relative update is below rtol; without update ratios
+	 * (a client that does not send them), the norm did not move. */
+	bool unchanged = isfinite(ratio) && ratio < t->unchanged_rtol;
+	if (!isfinite(ratio) && i > 0) {
+		float w = STAT(s, i, l, WEIGHT_NORM), v = STAT(s, i - 1, l, WEIGHT_NORM);
+		unchanged = isfinite(w) && fabsf(v - w) <= (float)t->unchanged_rtol * fabsf(w);
 	}
+	if (unchanged)
+		holds(x, SYMPTOM_unchanged_weights, (int)l);
 }
 
 static double window_mean(const struct series *s, size_t from, size_t n)
@@ -145,28 +161,78 @@ static double window_mean(const struct series *s, size_t from, size_t n)
 	return k ? sum / (double)k : NAN;
 }
 
+/* Running input statistics: one batch's mean and std are noisy, so the
+ * input rule looks at their averages over the samples so far. */
+struct inputs {
+	double mean, std, lo, hi;
+	size_t n;
+};
+
 static void global_rules(const struct series *s, size_t i, const struct symptom_thresholds *t,
-			 struct found *f)
+			 struct inputs *in, struct sample *x)
 {
-	uint64_t step = s->step[i];
 	double loss = s->col[SERIES_LOSS][i];
 	if (s->has[SERIES_LOSS][i] && (!isfinite(loss) || loss >= t->loss_max))
-		hit(&f[SYMPTOM_nan_loss], step, -1);
+		holds(x, SYMPTOM_nan_loss, -1);
 	/* SageMaker-style: the last window's mean loss is no lower than the
 	 * window before it. */
 	size_t w = t->loss_window;
 	if (w > 0 && i + 1 >= 2 * w) {
 		double now = window_mean(s, i + 1 - w, w), before = window_mean(s, i + 1 - 2 * w, w);
 		if (isfinite(now) && isfinite(before) && now >= before)
-			hit(&f[SYMPTOM_loss_not_decreasing], step, -1);
+			holds(x, SYMPTOM_loss_not_decreasing, -1);
 	}
-	if (s->has[SERIES_INPUT_MIN][i] && s->has[SERIES_INPUT_MAX][i]) {
-		double lo = s->col[SERIES_INPUT_MIN][i], hi = s->col[SERIES_INPUT_MAX][i];
-		double mean = s->col[SERIES_INPUT_MEAN][i], sd = s->col[SERIES_INPUT_STD][i];
-		bool outside = lo < -t->input_range || hi > t->input_range;
-		bool unscaled = fabs(mean) > t->input_mean || fabs(sd - 1) > 0.5;
+	if (s->has[SERIES_INPUT_MEAN][i] && s->has[SERIES_INPUT_STD][i] &&
+	    isfinite(s->col[SERIES_INPUT_MEAN][i]) && isfinite(s->col[SERIES_INPUT_STD][i])) {
+		in->n++;
+		in->mean += (s->col[SERIES_INPUT_MEAN][i] - in->mean) / (double)in->n;
+		in->std += (s->col[SERIES_INPUT_STD][i] - in->std) / (double)in->n;
+		in->lo = in->n == 1 ? s->col[SERIES_INPUT_MIN][i] : fmin(in->lo, s->col[SERIES_INPUT_MIN][i]);
+		in->hi = in->n == 1 ? s->col[SERIES_INPUT_MAX][i] : fmax(in->hi, s->col[SERIES_INPUT_MAX][i]);
+		bool outside = in->lo < -t->input_range || in->hi > t->input_range;
+		bool unscaled = fabs(in->mean) > t->input_mean || fabs(in->std - 1) > 0.5;
 		if (outside && unscaled)
-			hit(&f[SYMPTOM_abnormal_input], step, -1);
+			holds(x, SYMPTOM_abnormal_input, -1);
+	}
+}
+
+/* How many consecutive samples a rule must hold before it counts: NaNs
+ * count at once; rules that single noisy batches can trip need a streak. */
+static size_t needed(enum symptom_id id, const struct symptom_thresholds *t)
+{
+	switch (id) {
+	case SYMPTOM_nan_loss:
+	case SYMPTOM_nan_tensor:
+	case SYMPTOM_loss_not_decreasing:	/* windowed already */
+		return 1;
+	case SYMPTOM_unchanged_weights:
+		return t->unchanged_checks;
+	default:
+		return t->persist;
+	}
+}
+
+static void track(struct found *f, const struct sample *x, uint64_t step,
+		  const struct symptom_thresholds *t)
+{
+	for (int k = 0; k < SYMPTOM_COUNT; k++) {
+		struct found *g = &f[k];
+		if (!x->hold[k]) {
+			g->streak = 0;
+			continue;
+		}
+		if (g->streak++ == 0) {
+			g->streak_step = step;
+			g->streak_layer = x->layer[k];
+		}
+		if (g->streak >= needed((enum symptom_id)k, t)) {
+			if (!g->fired) {
+				g->fired = true;
+				g->first_step = g->streak_step;
+				g->layer = g->streak_layer;
+			}
+			g->count++;
+		}
 	}
 }
 
@@ -229,19 +295,16 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 			struct symptom out[SYMPTOM_COUNT])
 {
 	struct found f[SYMPTOM_COUNT];
+	struct inputs in = {0};
 	memset(f, 0, sizeof f);
 	for (size_t i = 0; i < s->n; i++) {
-		/* Count a layer symptom once per sample, at its first layer. */
-		uint32_t before[SYMPTOM_COUNT];
-		for (int k = 0; k < SYMPTOM_COUNT; k++)
-			before[k] = f[k].count;
-		global_rules(s, i, t, f);
-		gradients(s, i, t, f);
+		struct sample x;
+		memset(&x, 0, sizeof x);
+		global_rules(s, i, t, &in, &x);
+		gradients(s, i, t, &x);
 		for (size_t l = 0; l < s->n_layers; l++)
-			layer_rules(s, i, l, t, f);
-		for (int k = 0; k < SYMPTOM_COUNT; k++)
-			if (f[k].count > before[k] + 1)
-				f[k].count = before[k] + 1;
+			layer_rules(s, i, l, t, &x);
+		track(f, &x, s->step[i], t);
 	}
 	epoch_rules(s, t, f);
 	size_t n = 0;

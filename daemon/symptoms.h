@@ -45,13 +45,14 @@ struct symptom_thresholds {
 	double unstable_share;		/* ... on at least this share of checks (0.2) */
 	double slow_gain;		/* best per-check accuracy gain below (0.01) */
 	double overfit_gap;		/* train - val metric at least (0.1) */
-	size_t unchanged_checks;	/* weights constant over this many samples (5) ... */
-	double unchanged_rtol;		/* ... within this relative tolerance (1e-5) */
+	size_t unchanged_checks;	/* weights unchanged over this many samples (5): */
+	double unchanged_rtol;		/* |dw|/|w| below this (1e-5) */
 	double update_low, update_high;	/* |dw|/|w| outside [1e-5, 1e-1] */
 	double large_weight;		/* |w| above (5) */
 	double input_range;		/* inputs outside [-r, r] (1) ... */
 	double input_mean;		/* ... with |mean| above this (0.2) or std far from 1 */
 	size_t min_checks;		/* epoch-based rules need this many epochs (3) */
+	size_t persist;			/* noisy per-sample rules must hold this many samples in a row (3) */
 };
 
 extern const struct symptom_thresholds symptom_defaults;
