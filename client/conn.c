@@ -180,8 +180,7 @@ bool conn__refused(int rv)
 	return rv == -EACCES || rv == -EPROTONOSUPPORT || rv == -EPROTO;
 }
 
-int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
-		    int timeout_ms)
+int conn__send_hello(struct dnnfault_conn *c, int role, const char *token)
 {
 	struct encode_frame f;
 	int rv = encode__hello(role, "dnnfault-c/" DNNFAULT_VERSION, token, &f);
@@ -189,6 +188,28 @@ int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
 		return conn__fail(c, rv, "cannot encode hello: %s", strerror(-rv));
 	rv = conn__send(c, f.buf, f.len);
 	encode__free(&f);
+	return rv;
+}
+
+int conn__welcome(struct dnnfault_conn *c, const Dnnfault__Envelope *env)
+{
+	if (env->body_case == DNNFAULT__ENVELOPE__BODY_ERROR)
+		return conn__refusal(c, env->error);
+	if (env->body_case != DNNFAULT__ENVELOPE__BODY_WELCOME)
+		return conn__fail(c, -EPROTO, "dnnfaultd at %s answered hello with %s",
+				  c->address, frame__body_name(env));
+	const Dnnfault__Welcome *w = env->welcome;
+	snprintf(c->server, sizeof c->server, "%s", w->server ? w->server : "");
+	if (w->has_max_frame_bytes && w->max_frame_bytes < c->max_send)
+		c->max_send = w->max_frame_bytes;
+	c->max_layers = w->has_max_layers ? w->max_layers : 0;
+	return 0;
+}
+
+int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
+		    int timeout_ms)
+{
+	int rv = conn__send_hello(c, role, token);
 	if (rv < 0)
 		return rv;
 
@@ -201,19 +222,7 @@ int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
 		return conn__fail(c, rv, "connection closed during the handshake");
 	if (rv < 0)
 		return rv;
-	if (env->body_case == DNNFAULT__ENVELOPE__BODY_WELCOME) {
-		const Dnnfault__Welcome *w = env->welcome;
-		rv = 0;
-		snprintf(c->server, sizeof c->server, "%s", w->server ? w->server : "");
-		if (w->has_max_frame_bytes && w->max_frame_bytes < c->max_send)
-			c->max_send = w->max_frame_bytes;
-		c->max_layers = w->has_max_layers ? w->max_layers : 0;
-	} else if (env->body_case == DNNFAULT__ENVELOPE__BODY_ERROR) {
-		rv = conn__refusal(c, env->error);
-	} else {
-		rv = conn__fail(c, -EPROTO, "dnnfaultd at %s answered hello with %s",
-				c->address, frame__body_name(env));
-	}
+	rv = conn__welcome(c, env);
 	frame__free(env);
 	return rv;
 }

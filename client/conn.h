@@ -42,6 +42,13 @@ int conn__open(const struct address *a, int timeout_ms, struct dnnfault_conn **o
 int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
 		    int timeout_ms);
 
+/* The two halves of conn__handshake(), for callers that wait for the
+ * answer themselves (the asynchronous client, which must stay stoppable):
+ * send Hello; apply the daemon's first frame (Welcome: 0, Error: the
+ * refusal codes above, anything else: -EPROTO). */
+int conn__send_hello(struct dnnfault_conn *c, int role, const char *token);
+int conn__welcome(struct dnnfault_conn *c, const Dnnfault__Envelope *env);
+
 /* Whether a conn__handshake() result means the daemon answered "no". */
 bool conn__refused(int rv);
 

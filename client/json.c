@@ -189,6 +189,24 @@ void json__kdouble(struct json *j, const char *key, double v)
 	json__double(j, v);
 }
 
+void json__kopt_uint(struct json *j, const char *key, bool has, uint64_t v)
+{
+	json__key(j, key);
+	if (has)
+		json__uint(j, v);
+	else
+		json__null(j);
+}
+
+void json__kopt_double(struct json *j, const char *key, bool has, double v)
+{
+	json__key(j, key);
+	if (has)
+		json__double(j, v);
+	else
+		json__null(j);
+}
+
 bool json__ok(const struct json *j)
 {
 	return !j->broken && j->depth == 0 && !j->after_key && !ferror(j->out);

@@ -54,6 +54,10 @@ void json__kstring(struct json *j, const char *key, const char *s);
 void json__kuint(struct json *j, const char *key, uint64_t v);
 void json__kdouble(struct json *j, const char *key, double v);
 
+/* Optional protobuf fields: the value, or null when !has. */
+void json__kopt_uint(struct json *j, const char *key, bool has, uint64_t v);
+void json__kopt_double(struct json *j, const char *key, bool has, double v);
+
 /* True when every begin had its end and the stream reports no error. */
 bool json__ok(const struct json *j);
 

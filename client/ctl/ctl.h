@@ -94,7 +94,6 @@ void render__show(const Dnnfault__RunDetail *d, FILE *out);
 bool render__rank_of(const Dnnfault__RunDetail *d, uint64_t stream, uint32_t *rank);
 
 /* render_json.c */
-void render_json__summary(struct json *j, const Dnnfault__RunSummary *s);
 void render_json__status(const Dnnfault__StatusResponse *r, FILE *out);
 void render_json__show(const Dnnfault__RunDetail *d, FILE *out);
 void render_json__stats(const Dnnfault__StatsResponse *r, FILE *out);

@@ -247,6 +247,19 @@ void dnnfault_client_stats(dnnfault_client *c, struct dnnfault_client_stats *out
  * what was not acknowledged by then is lost (and counted in the log). */
 void dnnfault_client_close(dnnfault_client *c, int timeout_ms);
 
+/* Asks the daemon at `address` (NULL: as dnnfault_connect) for the status
+ * of one run, by name or id, over a control connection. On success returns
+ * 0 and stores in *json_out the run's JSON object exactly as `dnnfaultctl
+ * --json status RUN` prints it in its "runs" array (malloc'd; free() it).
+ * Otherwise *json_out is NULL and the return is -ENOENT (no such run),
+ * -EINVAL (bad address, NULL run), -ENOMEM, -EACCES / -EPROTONOSUPPORT
+ * (the daemon refused the connection), -EPROTO (any other answer by the
+ * daemon, e.g. an ambiguous run name), or, when the daemon is unreachable,
+ * -ECONNREFUSED (also for a missing socket), -ETIMEDOUT, -EPIPE,
+ * -EHOSTUNREACH or another errno of connect(). */
+int dnnfault_query_status(const char *address, const char *token, const char *run,
+			  int timeout_ms, char **json_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,17 +26,22 @@ static const char *env_or(const char *name, const char *def)
 	return v && *v ? v : def;
 }
 
+void harness__prepare(struct daemon *d)
+{
+	if (d->dir[0] != '\0')
+		return;
+	snprintf(d->dir, sizeof d->dir, "/tmp/dnnfault-it-XXXXXX");
+	if (mkdtemp(d->dir) == NULL)
+		fail_msg("mkdtemp: %s", strerror(errno));
+	snprintf(d->socket, sizeof d->socket, "%s/d.sock", d->dir);
+	snprintf(d->db, sizeof d->db, "%s/state/dnnfault.db", d->dir);
+	snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
+	snprintf(d->address, sizeof d->address, "unix:%s", d->socket);
+}
+
 void harness__start(struct daemon *d, const char *const *args)
 {
-	if (d->dir[0] == '\0') {
-		snprintf(d->dir, sizeof d->dir, "/tmp/dnnfault-it-XXXXXX");
-		if (mkdtemp(d->dir) == NULL)
-			fail_msg("mkdtemp: %s", strerror(errno));
-		snprintf(d->socket, sizeof d->socket, "%s/d.sock", d->dir);
-		snprintf(d->db, sizeof d->db, "%s/state/dnnfault.db", d->dir);
-		snprintf(d->log, sizeof d->log, "%s/daemon.log", d->dir);
-		snprintf(d->address, sizeof d->address, "unix:%s", d->socket);
-	}
+	harness__prepare(d);
 	const char *argv[64] = {env_or("DNNFAULTD", "dnnfaultd"), "--socket", d->socket, "--db", d->db};
 	int n = 5;
 	for (; args != NULL && *args != NULL && n < 62; args++)

@@ -20,6 +20,10 @@ struct daemon {
 	char address[160];
 };
 
+/* Makes the temp directory and fills in the paths and the address, without
+ * starting anything (first call only; harness__start calls it). */
+void harness__prepare(struct daemon *d);
+
 /* Makes a temp directory (first call only) and starts dnnfaultd there with
  * `args` (NULL-terminated, may be NULL) added; waits until it answers. */
 void harness__start(struct daemon *d, const char *const *args);

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""What monitoring costs a training loop: step time with dnnfault.watch()
+over step time without, for three models on digits, at the default
+sampling interval and at every step.
+
+    PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
+        /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
+
+Runs with and without monitoring alternate within each repeat (same seeds,
+same batches); the ratio printed is the median over repeats of
+(monitored time / plain time). It starts its own dnnfaultd on a temporary
+socket.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+import dnnfault
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                         nn.Linear(64, 10))
+
+
+def cnn():
+    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+
+
+def wide():
+    return nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                         nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                         nn.Linear(1024, 10))
+
+
+MODELS = {"mlp": (mlp, 500), "cnn": (cnn, 250), "wide-mlp": (wide, 50)}
+
+
+def run(make, steps, x, y, batch, every, address, seed):
+    torch.manual_seed(seed)
+    model = make()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(x), (steps + 5, batch), generator=g)
+    mon = dnnfault.watch(model, opt, lf, every=every, address=address, run="bench-%d" % seed) \
+        if every else None
+    t0 = 0.0
+    for t in range(steps + 5):
+        if t == 5:  # warm-up steps are not timed
+            t0 = time.perf_counter()
+        xb, yb = x[idx[t]], y[idx[t]]
+        opt.zero_grad()
+        out = model(xb)
+        loss = lf(out, yb)
+        loss.backward()
+        opt.step()
+        if mon is not None:
+            mon.step(loss, output=out, target=yb, inputs=xb)
+    elapsed = time.perf_counter() - t0
+    if mon is not None:
+        mon.close(timeout=10)
+    return elapsed / steps
+
+
+def main():
+    ap = argparse.ArgumentParser(description="dnnfault monitoring overhead")
+    ap.add_argument("--daemon", default=os.environ.get("DNNFAULTD", "build/daemon/dnnfaultd"))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    y = torch.tensor(d.target)
+
+    tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")
+    sock = os.path.join(tmp, "d.sock")
+    daemon = subprocess.Popen([args.daemon, "--socket", sock, "--db", os.path.join(tmp, "db"),
+                               "--log-level", "warning"])
+    try:
+        for _ in range(500):
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(sock)
+                break
+            except OSError:
+                time.sleep(0.01)
+            finally:
+                s.close()
+        address = "unix:" + sock
+        print("torch %s, %d threads, batch %d, %d repeats, device cpu"
+              % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats))
+        print("%-9s %7s %12s %12s %7s" % ("model", "every", "plain ms", "watched ms", "ratio"))
+        for name in args.models.split(","):
+            make, steps = MODELS[name]
+            for every in (dnnfault.DEFAULT_EVERY, 1):
+                ratios, plain, watched = [], [], []
+                for r in range(args.repeats):
+                    seed = 100 + r
+                    order = (0, every) if r % 2 == 0 else (every, 0)
+                    times = {e: run(make, steps, x, y, args.batch, e, address, seed)
+                             for e in order}
+                    plain.append(times[0])
+                    watched.append(times[every])
+                    ratios.append(times[every] / times[0])
+                print("%-9s %7d %12.3f %12.3f %6.3fx" % (
+                    name, every, statistics.median(plain) * 1e3,
+                    statistics.median(watched) * 1e3, statistics.median(ratios)))
+                sys.stdout.flush()
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""The watch object: hooks, sampling, and the hand-over to the C client."""
+
+import atexit
+import logging
+import os
+import sys
+import time
+import uuid
+import weakref
+
+import torch
+
+from . import _describe, _lib
+from ._stats import Layer, Stats
+
+log = logging.getLogger("dnnfault")
+
+DEFAULT_EVERY = 50
+CLOSE_TIMEOUT = 2.0
+_EXTRA = {"epochs", "steps", "batch_size", "labels", "queue_bytes", "dataset_size", "task",
+          "num_classes", "run_id", "close_timeout"}
+_TASKS = {"classification": _lib.TASK_CLASSIFICATION, "regression": _lib.TASK_REGRESSION,
+          "unknown": _lib.TASK_UNKNOWN}
+_END = {"completed": _lib.END_COMPLETED, "crashed": _lib.END_CRASHED,
+        "interrupted": _lib.END_INTERRUPTED}
+_warned_library = False
+
+
+def _as_float(v):
+    """A metric as a float; a tensor costs one sync, which is why callers
+    should pass numbers."""
+    if v is None:
+        return None
+    if isinstance(v, torch.Tensor):
+        v = v.detach().float().cpu().reshape(-1)[0]
+    return float(v)
+
+
+class Monitor:
+    """Created by dnnfault.watch(); see its docstring and docs/python.md."""
+
+    def __init__(self, model, optimizer, loss_fn=None, run=None, every=DEFAULT_EVERY,
+                 address=None, tags=None, **extra):
+        self._closed = False
+        self._client = None
+        self._hooks = []
+        self._errors = 0
+        self._step = 0
+        self._sampled = 0
+        self._started = False
+        self._stream = 0
+        self._epoch = 0
+        self._last_epoch = {}
+        self._final_stats = None
+        self.address = address
+        self.every = DEFAULT_EVERY
+        self.run_id = None
+        self.run = run
+        try:
+            self._setup(model, optimizer, loss_fn, run, every, address, tags, extra)
+        except Exception as e:
+            self._error("cannot set up monitoring, training goes on unmonitored", e)
+            self._disable()
+
+    def _setup(self, model, optimizer, loss_fn, run, every, address, tags, extra):
+        global _warned_library
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            log.warning("dnnfault: every=%r is not a positive int; using %d", every, DEFAULT_EVERY)
+            every = DEFAULT_EVERY
+        self.every = every
+        unknown = set(extra) - _EXTRA
+        if unknown:
+            log.warning("dnnfault: ignoring unknown options %s", ", ".join(sorted(unknown)))
+        self._extra = extra
+        if os.environ.get("DNNFAULT_DISABLE", "") not in ("", "0"):
+            self._disable()
+            return
+        try:
+            self._lib = _lib.load()
+        except _lib.LibraryError as e:
+            if not _warned_library:
+                log.warning("dnnfault: %s; training goes on unmonitored", e)
+                _warned_library = True
+            self._disable()
+            return
+        self.model = model
+        self.optimizer = optimizer
+        self._loss_name = _describe._callable_name(loss_fn)
+        inner = _describe.unwrap(model)
+        found = _describe.find_layers(inner)
+        self._layers = [Layer(n, m, p) for n, m, p in found]
+        self._desc = _describe.describe(model, optimizer, loss_fn, found)
+        self.run_id = str(extra.get("run_id") or os.environ.get("DNNFAULT_RUN_ID") or "") \
+            or self._shared_run_id()
+        if run is None:
+            script = os.path.splitext(os.path.basename(sys.argv[0] or ""))[0] or "python"
+            run = "%s-%s" % (script, self.run_id[:8])
+        self.run = run
+        self._desc.update(run_id=self.run_id, run_name=run,
+                          planned_epochs=extra.get("epochs"), planned_steps=extra.get("steps"),
+                          batch_size=extra.get("batch_size"),
+                          dataset_size=extra.get("dataset_size"),
+                          num_classes=extra.get("num_classes"))
+        if isinstance(tags, dict):
+            self._desc["tags"] = list(tags.items())
+        elif tags:
+            self._desc["tags"] = [tuple(t.split("=", 1)) if "=" in t else (t, "") for t in tags]
+        if extra.get("labels") is not None:
+            self._desc["labels"] = [str(x) for x in extra["labels"]]
+        self._stats = Stats(self._layers)
+        keep = []
+        opts = _lib.client_options(address, extra.get("queue_bytes"), keep)
+        client = self._lib.client_new(opts)
+        if not client:
+            raise OSError("dnnfault_client_new failed (bad address %r?)" % (address,))
+        self._client = client
+        # Step 0 is sampled: its "before" weights are the current ones.
+        self._stats.snapshot()
+        self._attach()
+        self._atexit = _atexit_closer(self)
+        atexit.register(self._atexit)
+
+    def _shared_run_id(self):
+        rid = uuid.uuid4().hex
+        if self._desc["world_size"] > 1:
+            # Every rank reports into one run: rank 0's id wins.
+            try:
+                import torch.distributed as dist
+                box = [rid]
+                dist.broadcast_object_list(box, src=0)
+                rid = box[0]
+            except Exception as e:
+                log.warning("dnnfault: cannot share the run id between ranks (%s); "
+                            "set DNNFAULT_RUN_ID", e)
+        return rid
+
+    def _disable(self):
+        self._lib = None
+        self._layers = []
+
+    @property
+    def enabled(self):
+        return self._lib is not None and not self._closed
+
+    def _error(self, what, exc):
+        self._errors += 1
+        if self._errors == 1:
+            log.warning("dnnfault: %s: %s: %s (further errors are counted in stats())",
+                        what, type(exc).__name__, exc, exc_info=exc)
+        else:
+            log.debug("dnnfault: %s: %s", what, exc)
+
+    def _check(self, what, rv):
+        if rv < 0:
+            self._errors += 1
+            if self._errors == 1:
+                log.warning("dnnfault: %s failed: %s (further errors are counted in stats())",
+                            what, os.strerror(-rv))
+        return rv
+
+    # Forward hooks exist only while a sampled step's forward pass may run:
+    # from the end of mon.step(t-1) to mon.step(t). Unsampled steps run the
+    # model without any hook.
+    def _attach(self):
+        if self._hooks:
+            return
+        for l in self._layers:
+            self._hooks.append(l.module.register_forward_hook(_recorder(l)))
+
+    def _detach(self):
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        for l in self._layers:
+            l.act = None
+
+    def _start(self, output=None, target=None, inputs=None):
+        desc = self._desc
+        task = self._extra.get("task")
+        if task is not None:
+            desc["task"] = _TASKS.get(str(task), _lib.TASK_UNKNOWN)
+            if not desc.get("num_classes") and desc["task"] == _lib.TASK_CLASSIFICATION:
+                desc["num_classes"] = _describe.infer_task(self._loss_name, output, target)[1]
+        else:
+            desc["task"], classes = _describe.infer_task(self._loss_name, output, target)
+            if not desc.get("num_classes"):
+                desc["num_classes"] = classes
+        if not desc.get("batch_size"):
+            desc["batch_size"] = _describe.batch_size_of(inputs, output, target)
+        self._accuracy_mode = None
+        if desc["task"] == _lib.TASK_CLASSIFICATION:
+            self._accuracy_mode = "probs" if self._loss_name in ("BCELoss", "binary_cross_entropy") \
+                else "logits"
+        keep = []
+        info = _lib.run_info(desc, keep)
+        stream = _lib._u64()
+        self._started = True
+        if self._check("RunStart", self._lib.client_run_start(self._client, info, stream)) == 0:
+            self._stream = stream.value
+
+    def step(self, loss, output=None, target=None, inputs=None):
+        """Call once per training step, after optimizer.step(). On a
+        sampled step (step % every == 0) the statistics are computed and
+        queued; on the others nothing touches the tensors."""
+        t = self._step
+        self._step = t + 1
+        if self._lib is None or self._closed:
+            return
+        try:
+            if not self._started:
+                self._start(output, target, inputs)
+            nxt = (t + 1) % self.every == 0
+            if t % self.every == 0:
+                self._sample(t, loss, output, target, inputs, nxt)
+            if nxt:
+                if self.every > 1:
+                    self._stats.snapshot()
+                self._attach()
+            elif self._hooks:
+                self._detach()
+        except Exception as e:
+            self._error("step %d not recorded" % t, e)
+
+    def _sample(self, t, loss, output, target, inputs, keep_weights):
+        values, layout = self._stats.compute(loss, output, target, inputs,
+                                             self._accuracy_mode, keep_weights)
+        raw = Stats.gather(values)  # the one device-to-host copy
+        layer_stats, extra = Stats.finish(raw, layout)
+        s = _lib.Step()
+        s.step = t
+        s.time = time.time()
+        if "loss" in extra:
+            s.loss = extra["loss"]
+            s.has |= _lib.HAS_LOSS
+        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            s.loss = float(loss)
+            s.has |= _lib.HAS_LOSS
+        if "accuracy" in extra:
+            s.accuracy = extra["accuracy"]
+            s.has |= _lib.HAS_ACCURACY
+        lr = self._lr()
+        if lr is not None:
+            s.lr = lr
+            s.has |= _lib.HAS_LR
+        if "input" in extra:
+            s.input_mean, s.input_std, s.input_min, s.input_max = extra["input"]
+            s.has |= _lib.HAS_INPUT
+        s.layer_stats = layer_stats.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
+        s.n_layers = len(self._layers)
+        self._sampled += 1
+        self._check("Step", self._lib.client_step(self._client, self._stream, s))
+
+    def _lr(self):
+        groups = getattr(self.optimizer, "param_groups", None)
+        if not groups:
+            return None
+        lr = groups[0].get("lr")
+        if isinstance(lr, torch.Tensor):
+            return float(lr) if lr.device.type == "cpu" else None
+        return float(lr) if isinstance(lr, (int, float)) else None
+
+    def epoch(self, train_loss=None, train_metric=None, val_loss=None, val_metric=None,
+              epoch=None):
+        """Epoch summary; pass numbers (a tensor costs a sync). Epochs are
+        numbered from 0 unless `epoch` is given."""
+        if epoch is None:
+            epoch = self._epoch
+        self._epoch = int(epoch) + 1
+        if self._lib is None or self._closed:
+            return
+        try:
+            if not self._started:
+                self._start()
+            e = _lib.Epoch()
+            e.epoch = int(epoch)
+            e.step = max(self._step - 1, 0)
+            vals = {}
+            for name, bit, v in (("train_loss", _lib.HAS_TRAIN_LOSS, train_loss),
+                                 ("train_metric", _lib.HAS_TRAIN_METRIC, train_metric),
+                                 ("val_loss", _lib.HAS_VAL_LOSS, val_loss),
+                                 ("val_metric", _lib.HAS_VAL_METRIC, val_metric)):
+                v = _as_float(v)
+                if v is not None:
+                    setattr(e, name, v)
+                    e.has |= bit
+                    vals[name] = (bit, v)
+            self._last_epoch = vals
+            self._check("Epoch", self._lib.client_epoch(self._client, self._stream, e))
+        except Exception as ex:
+            self._error("epoch %s not recorded" % epoch, ex)
+
+    def diagnosis(self, timeout=2.0):
+        """This run's entry of the daemon's status (dict: state, health,
+        symptoms, causes, ...), or None when the daemon cannot be asked."""
+        if self._lib is None or self.run_id is None:
+            return None
+        try:
+            return self._lib.status(self.address, self.run_id, int(timeout * 1000))
+        except Exception as e:
+            log.debug("dnnfault: diagnosis: %s", e)
+            return None
+
+    def stats(self):
+        """The C client's counters, plus this monitor's own."""
+        out = {"queued": 0, "sent": 0, "acked": 0, "dropped": 0, "rejected": 0,
+               "reconnects": 0, "queue_bytes": 0, "queue_messages": 0, "connected": False,
+               "last_error": ""}
+        if self._final_stats is not None:
+            out.update(self._final_stats)
+        elif self._client:
+            try:
+                cs = _lib.ClientStats()
+                self._lib.client_stats(self._client, cs)
+                for k in out:
+                    out[k] = getattr(cs, k)
+                out["last_error"] = cs.last_error.decode("utf-8", "replace")
+            except Exception as e:
+                self._error("stats", e)
+        out.update(enabled=self._lib is not None, steps=self._step, sampled=self._sampled,
+                   errors=self._errors)
+        return out
+
+    def flush(self, timeout=CLOSE_TIMEOUT):
+        """Waits (at most timeout seconds) until the daemon acknowledged
+        everything; True when it did."""
+        if not self._client or self._closed:
+            return False
+        return self._lib.client_flush(self._client, int(timeout * 1000)) == 0
+
+    def close(self, status="completed", timeout=None):
+        """Ends the run (status: completed, crashed or interrupted), waits
+        at most `timeout` seconds (default 2) for the daemon to acknowledge,
+        and releases the hooks and the connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._detach()
+        if timeout is None:
+            timeout = float(self._extra.get("close_timeout", CLOSE_TIMEOUT)) \
+                if hasattr(self, "_extra") else CLOSE_TIMEOUT
+        if not self._client:
+            return
+        try:
+            atexit.unregister(self._atexit)
+            if not self._started:
+                self._start()
+            end = _lib.RunEnd()
+            end.status = _END.get(status, _lib.END_COMPLETED)
+            end.step = max(self._step - 1, 0)
+            for name, (bit, v) in self._last_epoch.items():
+                setattr(end, name, v)
+                end.has |= bit
+            self._check("RunEnd", self._lib.client_run_end(self._client, self._stream, end))
+            self._lib.client_flush(self._client, int(timeout * 1000))
+        except Exception as e:
+            self._error("close", e)
+        finally:
+            self._final_stats = None
+            cs = _lib.ClientStats()
+            self._lib.client_stats(self._client, cs)
+            final = {k: getattr(cs, k) for k in ("queued", "sent", "acked", "dropped",
+                                                  "rejected", "reconnects", "queue_bytes",
+                                                  "queue_messages", "connected")}
+            final["last_error"] = cs.last_error.decode("utf-8", "replace")
+            self._lib.client_close(self._client, 0)
+            self._client = None
+            self._final_stats = final
+            self._layers = []
+            self._stats = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            status = "completed"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "interrupted"
+        else:
+            status = "crashed"
+        self.close(status)
+        return False
+
+    def __repr__(self):
+        return "<dnnfault.Monitor run=%r every=%d step=%d %s>" % (
+            self.run, self.every, self._step, "enabled" if self.enabled else "disabled")
+
+
+def _recorder(layer):
+    def hook(module, inputs, output):
+        # Last call wins (a module used twice per forward); eval passes
+        # under no_grad are ignored.
+        if torch.is_grad_enabled():
+            out = _describe.first_tensor(output)
+            if out is not None:
+                layer.act = out.detach()
+    return hook
+
+
+def _atexit_closer(mon):
+    ref = weakref.ref(mon)
+
+    def closer():
+        # A run nobody closed: deliver what is queued, but do not claim
+        # how it ended (the daemon shows it as stale).
+        m = ref()
+        if m is not None and m._client and not m._closed:
+            m._closed = True
+            m._lib.client_close(m._client, int(CLOSE_TIMEOUT * 1000))
+            m._client = None
+    return closer

@@ -1,0 +1,175 @@
+"""Generates the fault corpus: healthy base programs, healthy variations and
+mutants with injected faults, each trained with several seeds while
+dnnfault watches it, then labelled by whether the change really hurt.
+
+    PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \\
+    /usr/bin/python3 corpus/generate.py --configs 800 --seed 1 --workers 2 \\
+        --address unix:/path/to/dnnfaultd.sock --manifest corpus/manifest.jsonl
+
+Labelling rule (DeepCrime / DeepFD): a mutant is faulty when its final
+validation metric over the seeds is significantly worse than the original's
+(Cohen's d >= 0.5 and one-sided Welch t-test p < 0.05) or when it diverges
+(NaN/Inf loss) in the majority of seeds; then its runs are labelled with the
+mutant's causes. A mutant that does not hurt is labelled healthy. A healthy
+variation that hurts is left unlabelled (it is no clean example of either).
+Labels are set on the daemon's runs with `dnnfaultctl label`.
+"""
+
+import argparse
+import copy
+import json
+import math
+import multiprocessing
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+from scipy import stats as st
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mutations  # noqa: E402
+import programs  # noqa: E402
+
+SEEDS = 5
+MULTI_FAULT_SHARE = 0.2
+
+
+def plan(n_configs, seed):
+    """The configs to train: originals first, then variations and mutants."""
+    rng = random.Random(seed)
+    names = sorted(programs.PROGRAMS)
+    out = [dict(kind="original", program=p, operators=[]) for p in names]
+    n_neutral = max(0, round((n_configs - len(out)) * 0.12))
+    for i in range(n_neutral):
+        out.append(dict(kind="neutral", program=names[i % len(names)], operators=[]))
+    causes = mutations.CAUSES
+    i = 0
+    while len(out) < n_configs:
+        cause = causes[i % len(causes)]
+        i += 1
+        program = rng.choice([p for p in names
+                              if mutations.applicable(programs.base_config(p), cause)])
+        faults = [cause]
+        if rng.random() < MULTI_FAULT_SHARE:
+            others = [c for c in causes if c != cause]
+            faults += rng.sample(others, rng.choice([1, 2]))
+        out.append(dict(kind="mutant", program=program, faults=faults, operators=[]))
+    for k, item in enumerate(out):
+        item["config_id"] = k
+        item["rng_seed"] = rng.randrange(2 ** 31)
+    return out
+
+
+def materialize(item):
+    """Applies the item's operators to its program's base config."""
+    rng = random.Random(item["rng_seed"])
+    config = programs.base_config(item["program"])
+    if item["kind"] == "neutral":
+        item["operators"] = [dict(op="neutral", cause=None, **mutations.neutral(config, rng))]
+    for cause in item.get("faults", []):
+        ops = mutations.applicable(config, cause)
+        if not ops:
+            continue
+        op = rng.choice(ops)
+        item["operators"].append(dict(op=op.name, cause=cause, **op(config, rng)))
+    item["causes"] = sorted({o["cause"] for o in item["operators"] if o["cause"]})
+    return config
+
+
+def _train_job(args):
+    config, seed, name, address = args
+    import torch
+    torch.set_num_threads(1)
+    import train
+    try:
+        return train.train(config, seed, name, address=address)
+    except Exception as e:  # a mutant that cannot even run is still data
+        return dict(metric=float("nan"), diverged=True, run_id=None, steps=0, seconds=0,
+                    error="%s: %s" % (type(e).__name__, e))
+
+
+def verdict(original, mutant, diverged_share):
+    """(faulty, cohen_d, p) for final metrics of the original and a mutant."""
+    a = np.array([m for m in original if math.isfinite(m)])
+    b = np.array([m for m in mutant if math.isfinite(m)])
+    if diverged_share > 0.5 or len(b) < 2:
+        return True, float("inf"), 0.0
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    diff = a.mean() - b.mean()
+    d = diff / pooled if pooled > 0 else (float("inf") if diff > 0 else 0.0)
+    p = st.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue if pooled > 0 else \
+        (0.0 if diff > 0 else 1.0)
+    return bool(d >= 0.5 and p < 0.05), float(d), float(p)
+
+
+def label_runs(ctl, address, run_ids, causes):
+    for rid in run_ids:
+        if rid is None:
+            continue
+        cmd = [ctl, "--address", address, "label", rid] + (causes or ["healthy"])
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", type=int, default=800, help="configs; each is trained %d times" % SEEDS)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--ctl", default=os.environ.get("DNNFAULTCTL", "build/client/dnnfaultctl"))
+    args = ap.parse_args()
+
+    items = plan(args.configs, args.seed)
+    done = set()
+    if os.path.exists(args.manifest):
+        with open(args.manifest) as f:
+            done = {json.loads(line)["config_id"] for line in f if line.strip()}
+    originals = {}
+    start = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool, \
+            open(args.manifest, "a") as manifest:
+        for item in items:
+            config = materialize(item)
+            if item["config_id"] in done and item["kind"] != "original":
+                continue
+            name = "%s-%05d" % (item["program"], item["config_id"])
+            jobs = [(copy.deepcopy(config), s, "%s-s%d" % (name, s), args.address)
+                    for s in range(SEEDS)]
+            results = pool.map(_train_job, jobs)
+            metrics = [r["metric"] for r in results]
+            diverged = sum(r["diverged"] for r in results) / SEEDS
+            run_ids = [r["run_id"] for r in results]
+            if item["kind"] == "original":
+                originals[item["program"]] = metrics
+                faulty, d, p = False, 0.0, 1.0
+                label = []
+            else:
+                faulty, d, p = verdict(originals[item["program"]], metrics, diverged)
+                if item["kind"] == "neutral":
+                    label = None if faulty else []
+                else:
+                    label = item["causes"] if faulty else []
+            if label is not None and item["config_id"] not in done:
+                label_runs(args.ctl, args.address, run_ids, label)
+            record = dict(config_id=item["config_id"], kind=item["kind"], program=item["program"],
+                          operators=item["operators"], causes=item.get("causes", []),
+                          label=label, faulty=faulty, cohen_d=d, p=p, diverged_share=diverged,
+                          metrics=metrics, original_metrics=originals[item["program"]],
+                          seeds=list(range(SEEDS)), run_ids=run_ids,
+                          seconds=[r["seconds"] for r in results],
+                          errors=[r.get("error") for r in results if r.get("error")])
+            if item["config_id"] not in done:
+                manifest.write(json.dumps(record) + "\n")
+                manifest.flush()
+            print("[%6.0fs] %4d/%d %-18s %-40s %s" % (
+                time.monotonic() - start, item["config_id"] + 1, len(items), item["program"],
+                ",".join(o["op"] for o in item["operators"]) or item["kind"],
+                "faulty" if faulty else "healthy" if label == [] else "unlabelled"), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The healthy base programs of the fault corpus.
+
+Each program is a small, complete PyTorch training setup on data that ships
+offline (scikit-learn data sets or synthetic data). A *config* (a plain dict)
+describes one concrete program: the base values below, possibly changed by
+mutation operators (mutations.py). `build(config, seed)` turns a config into
+data, model, loss and optimizer; train.py runs it.
+
+The programs differ in architecture, data, task, optimizer, batch size and
+depth on purpose, so that no single configuration value gives a fault away.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+# Base configs. Keys every program has:
+#   task: "classification" or "regression"; classes: number of classes (1 = binary)
+#   model: architecture family; hidden: widths; activation: hidden activation;
+#   output_activation: applied to the output before the loss ("none" normally)
+#   loss: loss kind; optimizer, lr, momentum, betas, weight_decay; batch_size; epochs
+#   init: "default" or a mutated scheme; init_scale; dropout
+#   normalize: inputs standardised; input_scale: factor applied after that
+#   label_noise: share of training labels replaced
+PROGRAMS = {
+    "mlp_wine": dict(data="wine", task="classification", classes=3, model="mlp",
+                     hidden=[32, 16], activation="relu", optimizer="adam", lr=0.01,
+                     batch_size=16, epochs=30),
+    "mlp_breast_cancer": dict(data="breast_cancer", task="classification", classes=1,
+                              model="mlp", hidden=[32], activation="relu", optimizer="sgd",
+                              lr=0.05, momentum=0.9, batch_size=32, epochs=20),
+    "cnn_digits": dict(data="digits_image", task="classification", classes=10, model="cnn",
+                       hidden=[8, 16], activation="relu", optimizer="adam", lr=0.003,
+                       batch_size=64, epochs=15),
+    "deep_mlp_digits": dict(data="digits", task="classification", classes=10, model="mlp",
+                            hidden=[64] * 8, activation="relu", optimizer="adam", lr=0.002,
+                            batch_size=32, epochs=15),
+    "gru_sequences": dict(data="sequences", task="classification", classes=2, model="gru",
+                          hidden=[32], activation="tanh", optimizer="rmsprop", lr=0.005,
+                          batch_size=64, epochs=15),
+    "resnet_bn_digits": dict(data="digits_image", task="classification", classes=10,
+                             model="resnet", hidden=[16, 16], activation="relu",
+                             optimizer="sgd", lr=0.1, momentum=0.0, batch_size=32, epochs=10),
+    "mlp_diabetes": dict(data="diabetes", task="regression", classes=0, model="mlp",
+                         hidden=[32, 16], activation="relu", optimizer="adam", lr=0.001,
+                         batch_size=16, epochs=40),
+    "mlp_moons": dict(data="moons", task="classification", classes=2, model="mlp",
+                      hidden=[16, 16], activation="tanh", optimizer="sgd", lr=0.1,
+                      momentum=0.5, batch_size=16, epochs=25),
+}
+
+DEFAULTS = dict(output_activation="none", loss="default", momentum=0.0, betas=(0.9, 0.999),
+                weight_decay=0.0, init="default", init_scale=1.0, dropout=0.0,
+                normalize=True, input_scale=1.0, label_noise=0.0)
+
+# The data split is fixed per program; seeds vary initialisation and batches.
+SPLIT_SEED = 1234
+
+
+def base_config(name):
+    config = dict(DEFAULTS)
+    config.update(PROGRAMS[name])
+    config["program"] = name
+    return config
+
+
+def _sequences(n=2000, length=20):
+    rng = np.random.default_rng(SPLIT_SEED)
+    x = rng.normal(size=(n, length, 1)).astype(np.float32)
+    # Does the first half carry more mass than the second? Needs memory.
+    y = (x[:, : length // 2, 0].sum(1) > x[:, length // 2:, 0].sum(1)).astype(np.int64)
+    return x, y
+
+
+def load_data(config):
+    """Returns float32 train/val inputs and targets as tensors."""
+    kind = config["data"]
+    if kind == "wine":
+        x, y = datasets.load_wine(return_X_y=True)
+    elif kind == "breast_cancer":
+        x, y = datasets.load_breast_cancer(return_X_y=True)
+    elif kind in ("digits", "digits_image"):
+        x, y = datasets.load_digits(return_X_y=True)
+    elif kind == "diabetes":
+        x, y = datasets.load_diabetes(return_X_y=True)
+    elif kind == "moons":
+        x, y = datasets.make_moons(n_samples=1000, noise=0.2, random_state=SPLIT_SEED)
+    elif kind == "sequences":
+        x, y = _sequences()
+    else:
+        raise ValueError("unknown data %r" % kind)
+    stratify = y if config["task"] == "classification" else None
+    xtr, xva, ytr, yva = train_test_split(x, y, test_size=0.25, random_state=SPLIT_SEED,
+                                          stratify=stratify)
+    shape = xtr.shape
+    xtr = xtr.reshape(len(xtr), -1).astype(np.float64)
+    xva = xva.reshape(len(xva), -1).astype(np.float64)
+    if config["normalize"]:
+        scaler = StandardScaler().fit(xtr)
+        xtr, xva = scaler.transform(xtr), scaler.transform(xva)
+    xtr, xva = xtr * config["input_scale"], xva * config["input_scale"]
+    if config["task"] == "regression":
+        # Targets are standardised with the training statistics.
+        mean, std = ytr.mean(), ytr.std()
+        ytr, yva = (ytr - mean) / std, (yva - mean) / std
+    xtr = xtr.reshape((len(xtr),) + shape[1:])
+    xva = xva.reshape((len(xva),) + shape[1:])
+    if kind == "digits_image":
+        xtr, xva = xtr.reshape(-1, 1, 8, 8), xva.reshape(-1, 1, 8, 8)
+    ytype = torch.float32 if config["task"] == "regression" else torch.int64
+    return (torch.tensor(xtr, dtype=torch.float32), torch.tensor(ytr, dtype=ytype),
+            torch.tensor(xva, dtype=torch.float32), torch.tensor(yva, dtype=ytype))
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU,
+               "leaky_relu": nn.LeakyReLU, "identity": nn.Identity}
+
+
+def _act(name):
+    return ACTIVATIONS[name]()
+
+
+def _outputs(config):
+    return 1 if config["task"] == "regression" or config["classes"] == 1 else config["classes"]
+
+
+def _mlp(config, n_in):
+    layers, width = [], n_in
+    for h in config["hidden"]:
+        layers += [nn.Linear(width, h), _act(config["activation"])]
+        if config["dropout"] > 0:
+            layers.append(nn.Dropout(config["dropout"]))
+        width = h
+    layers.append(nn.Linear(width, _outputs(config)))
+    return nn.Sequential(*layers)
+
+
+def _cnn(config):
+    c1, c2 = config["hidden"]
+    layers = [nn.Conv2d(1, c1, 3, padding=1), _act(config["activation"]),
+              nn.Conv2d(c1, c2, 3, padding=1), _act(config["activation"]), nn.MaxPool2d(2),
+              nn.Flatten()]
+    if config["dropout"] > 0:
+        layers.append(nn.Dropout(config["dropout"]))
+    layers.append(nn.Linear(c2 * 16, _outputs(config)))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels, activation, dropout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.act1 = _act(activation)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act2 = _act(activation)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        y = self.act1(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(self.drop(y)))
+        return self.act2(x + y)
+
+
+class ResNet(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        c = config["hidden"][0]
+        self.stem = nn.Conv2d(1, c, 3, padding=1)
+        self.stem_act = _act(config["activation"])
+        self.blocks = nn.Sequential(*[ResidualBlock(c, config["activation"], config["dropout"])
+                                      for _ in config["hidden"]])
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Linear(c * 4, _outputs(config))
+
+    def forward(self, x):
+        x = self.blocks(self.stem_act(self.stem(x)))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+class GRUClassifier(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.gru = nn.GRU(1, config["hidden"][0], batch_first=True)
+        self.drop = nn.Dropout(config["dropout"]) if config["dropout"] > 0 else nn.Identity()
+        self.head = nn.Linear(config["hidden"][0], _outputs(config))
+
+    def forward(self, x):
+        out, _ = self.gru(x)
+        return self.head(self.drop(out[:, -1]))
+
+
+def _init(model, config):
+    scheme, scale = config["init"], config["init_scale"]
+    if scheme == "default":
+        return
+    with torch.no_grad():
+        for m in model.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                    continue
+                if scheme == "zeros":
+                    p.zero_()
+                elif scheme == "constant":
+                    p.fill_(scale)
+                elif scheme == "scaled":
+                    # Far too large or far too small: the default draw, scaled.
+                    p.mul_(scale)
+
+
+def build_model(config, n_in):
+    family = config["model"]
+    if family == "mlp":
+        model = _mlp(config, n_in)
+    elif family == "cnn":
+        model = _cnn(config)
+    elif family == "resnet":
+        model = ResNet(config)
+    elif family == "gru":
+        model = GRUClassifier(config)
+    else:
+        raise ValueError("unknown model %r" % family)
+    _init(model, config)
+    return model
+
+
+def build_optimizer(config, params):
+    name, lr, wd = config["optimizer"], config["lr"], config["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config["momentum"], weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(config["betas"]), weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=config["momentum"], weight_decay=wd)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
+    raise ValueError("unknown optimizer %r" % name)

@@ -1,0 +1,144 @@
+"""Trains one corpus config with one seed while dnnfault watches it.
+
+Every corpus run goes through the real client (dnnfault.watch) into a real
+dnnfaultd, so the corpus is an ordinary dnnfault store.
+"""
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+import dnnfault
+import programs
+
+# Long configurations (batch size 1) are capped so that one run stays within
+# seconds; the cap keeps at least 3 epochs' worth of steps.
+MAX_STEPS = 3000
+SAMPLES_PER_RUN = 100
+
+
+def loss_function(config):
+    """The loss as a callable(output, target), named like the user's code."""
+    kind, task, classes = config["loss"], config["task"], config["classes"]
+    if kind == "default":
+        if task == "regression":
+            return torch.nn.MSELoss()
+        return torch.nn.BCEWithLogitsLoss() if classes == 1 else torch.nn.CrossEntropyLoss()
+    if kind == "mse_probs":          # MSE on class probabilities
+        def mse_probs(out, y):
+            return F.mse_loss(torch.softmax(out, 1), F.one_hot(y, out.shape[1]).float())
+        return mse_probs
+    if kind == "double_softmax":     # softmax before CrossEntropyLoss
+        def double_softmax(out, y):
+            return F.cross_entropy(torch.softmax(out, 1), y)
+        return double_softmax
+    if kind == "nll_logits":         # NLLLoss without log_softmax
+        def nll_logits(out, y):
+            return F.nll_loss(out, y)
+        return nll_logits
+    if kind == "mse_logits":         # regression loss on a binary classifier
+        def mse_logits(out, y):
+            return F.mse_loss(out.squeeze(1), y.float())
+        return mse_logits
+    if kind == "bce_regression":     # classification loss on regression targets
+        def bce_regression(out, y):
+            return F.binary_cross_entropy_with_logits(out, y)
+        return bce_regression
+    raise ValueError("unknown loss %r" % kind)
+
+
+def _output(config, out):
+    act = config["output_activation"]
+    if act == "relu":
+        return torch.relu(out)
+    if act == "sigmoid":
+        return torch.sigmoid(out)
+    if act == "softmax":
+        return torch.softmax(out, 1)
+    return out
+
+
+def _target(config, y):
+    # Losses that compare with the (N, 1) output need targets of that shape.
+    if config["task"] == "regression":
+        return y.unsqueeze(1)
+    if config["classes"] == 1:
+        return y.float().unsqueeze(1) if config["loss"] == "default" else y
+    return y
+
+
+def metric(config, out, y):
+    """Accuracy for classification, R^2 for regression (higher is better)."""
+    with torch.no_grad():
+        if config["task"] == "regression":
+            var = torch.var(y, unbiased=False)
+            return float(1 - F.mse_loss(out.squeeze(1), y) / var)
+        if config["classes"] == 1:
+            return float(((out.squeeze(1) > 0).long() == y).float().mean())
+        return float((out.argmax(1) == y).float().mean())
+
+
+def train(config, seed, name, address=None, labels=None):
+    """Trains and returns {metric, diverged, run_id, steps, seconds}."""
+    torch.manual_seed(seed)
+    xtr, ytr, xva, yva = programs.load_data(config)
+    if config["label_noise"] > 0 and config["task"] == "classification":
+        g = torch.Generator().manual_seed(seed + 7)
+        n = len(ytr)
+        idx = torch.randperm(n, generator=g)[: int(config["label_noise"] * n)]
+        classes = max(2, config["classes"])
+        ytr = ytr.clone()
+        ytr[idx] = torch.randint(0, classes, (len(idx),), generator=g)
+    model = programs.build_model(config, xtr[0].numel())
+    optimizer = programs.build_optimizer(config, model.parameters())
+    loss_fn = loss_function(config)
+    batch = max(1, min(int(config["batch_size"]), len(xtr)))
+    per_epoch = math.ceil(len(xtr) / batch)
+    epochs = int(config["epochs"])
+    if per_epoch * epochs > MAX_STEPS:
+        epochs = max(3, MAX_STEPS // per_epoch)
+    total = per_epoch * epochs
+    every = max(1, total // SAMPLES_PER_RUN)
+    g = torch.Generator().manual_seed(seed)
+    start = time.monotonic()
+    diverged = False
+    with dnnfault.watch(model, optimizer, loss_fn, run=name, every=every, address=address,
+                        epochs=epochs, steps=total, batch_size=batch, dataset_size=len(xtr),
+                        task=config["task"],
+                        num_classes=config["classes"] if config["classes"] > 1 else 2,
+                        labels=labels, tags={"corpus": "1"}) as mon:
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(xtr), generator=g)
+            total_loss, seen = 0.0, 0
+            for i in range(0, len(xtr), batch):
+                idx = order[i:i + batch]
+                x, y = xtr[idx], ytr[idx]
+                optimizer.zero_grad()
+                out = _output(config, model(x))
+                loss = loss_fn(out, _target(config, y))
+                loss.backward()
+                optimizer.step()
+                mon.step(loss, output=out, target=y, inputs=x)
+                total_loss += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            model.eval()
+            with torch.no_grad():
+                out_tr = _output(config, model(xtr))
+                out_va = _output(config, model(xva))
+                val_loss = float(loss_fn(out_va, _target(config, yva)))
+                train_metric, val_metric = metric(config, out_tr, ytr), metric(config, out_va, yva)
+            train_loss = total_loss / max(1, seen)
+            mon.epoch(train_loss=train_loss, train_metric=train_metric, val_loss=val_loss,
+                      val_metric=val_metric)
+            if not math.isfinite(train_loss) or not math.isfinite(val_loss):
+                diverged = True
+                break
+        run_id = mon.run_id
+    if not math.isfinite(val_metric):
+        diverged = True
+    return dict(metric=val_metric if math.isfinite(val_metric) else float("nan"),
+                diverged=diverged, run_id=run_id, steps=total,
+                seconds=round(time.monotonic() - start, 3))
