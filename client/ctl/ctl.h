@@ -59,6 +59,7 @@ int verb__show(struct ctl *ctl);
 int verb__export(struct ctl *ctl);
 int verb__version(struct ctl *ctl);
 int verb__stats(struct ctl *ctl);
+int verb__label(struct ctl *ctl);
 
 /* table.c: a column-aligned text table that owns copies of its cells. */
 struct table {

@@ -17,6 +17,7 @@ static const char usage_text[] =
 	"  runs [--limit N]                 list the runs the daemon knows\n"
 	"  show RUN                         description, layers, ranks, epochs of a run\n"
 	"  export RUN [--format csv|jsonl]  every stored step of a run, to stdout\n"
+	"  label RUN CAUSE...|healthy       set the run's ground-truth root causes\n"
 	"  version                          client and daemon versions\n"
 	"  stats                            the daemon's counters\n"
 	"  help                             this text\n"
@@ -43,6 +44,7 @@ static const struct verb verbs[] = {
 	{"runs", verb__runs, 0, 0},
 	{"show", verb__show, 1, 1},
 	{"export", verb__export, 1, 1},
+	{"label", verb__label, 2, -1},
 	{"version", verb__version, 0, 0},
 	{"stats", verb__stats, 0, 0},
 	{"help", NULL, 0, 0},
@@ -185,7 +187,8 @@ static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *
 		return NULL;
 	}
 	if (ctl->n_args < v->min_args) {
-		usage_error("%s needs a RUN (name or id)", v->name);
+		usage_error("%s needs a RUN (name or id)%s", v->name,
+			    strcmp(v->name, "label") == 0 ? " and causes, or healthy" : "");
 		return NULL;
 	}
 	if (v->max_args >= 0 && ctl->n_args > v->max_args) {

@@ -149,3 +149,17 @@ int verb__stats(struct ctl *ctl)
 	req.stats = &sr;
 	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATS, stats_cb, ctl);
 }
+
+/* `label RUN healthy` stores "no cause"; the daemon checks cause names. */
+int verb__label(struct ctl *ctl)
+{
+	Dnnfault__LabelRequest lr = DNNFAULT__LABEL_REQUEST__INIT;
+	lr.run = ctl->args[0];
+	bool healthy = ctl->n_args == 2 && strcmp(ctl->args[1], "healthy") == 0;
+	lr.causes = healthy ? NULL : ctl->args + 1;
+	lr.n_causes = healthy ? 0 : (size_t)ctl->n_args - 1;
+	Dnnfault__ControlRequest req = DNNFAULT__CONTROL_REQUEST__INIT;
+	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_LABEL;
+	req.label = &lr;
+	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, status_cb, ctl);
+}

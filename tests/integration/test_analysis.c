@@ -189,6 +189,16 @@ static void labels_are_set_through_the_writer(void **state)
 	frame__free(e);
 	close(fd);
 
+	/* The same through dnnfaultctl, with its exit codes. */
+	char cli[4096];
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "label to-label labels regularization"), 0);
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "--json status to-label"), 0);
+	assert_non_null(strstr(cli, "\"labels\":[\"labels\",\"regularization\"]"));
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "label to-label gremlins 2>/dev/null"), 1);
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "label no-such-run healthy 2>/dev/null"), 4);
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "label to-label 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, cli, sizeof cli, "label to-label healthy"), 0);
+
 	/* Stored: still there after a restart. */
 	assert_int_equal(harness__stop(&d, SIGTERM), 0);
 	harness__start(&d, NULL);
