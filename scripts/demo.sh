@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is needed, builds, starts dnnfaultd with its
-# defaults, streams a training job to it, and shows `dnnfaultctl status`.
+# defaults, trains two real PyTorch models while it watches them (one with a
+# learning rate 100x too high), and shows `dnnfaultctl status`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +18,12 @@ if ! "$ctl" version >/dev/null 2>&1; then
   for _ in $(seq 100); do "$ctl" version >/dev/null 2>&1 && break; sleep 0.05; done
 fi
 
-echo "== a healthy training run and one whose learning rate is far too high"
-build/examples/simulated_training --run demo-healthy --steps 400 --every-ms 1
-build/examples/simulated_training --run demo-lr-high --steps 400 --every-ms 1 --fault lr_high
+# The Python package straight from the source tree, on Debian's PyTorch.
+export PYTHONPATH="$PWD/client/python" DNNFAULT_LIBRARY="$PWD/build/client/libdnnfault.so"
+stamp=$(date +%H%M%S)
+echo "== PyTorch: an MLP on digits, healthy, then with the learning rate x100"
+/usr/bin/python3 examples/train_digits.py --run "digits-$stamp"
+/usr/bin/python3 examples/train_digits.py --run "digits-lr-high-$stamp" --fault lr_high
 
 echo
 echo "== dnnfaultctl status"
