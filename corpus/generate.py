@@ -124,17 +124,22 @@ def main():
     args = ap.parse_args()
 
     items = plan(args.configs, args.seed)
-    done = set()
+    # Resuming: configs in the manifest are done; originals give their metrics.
+    done, originals = set(), {}
     if os.path.exists(args.manifest):
         with open(args.manifest) as f:
-            done = {json.loads(line)["config_id"] for line in f if line.strip()}
-    originals = {}
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    done.add(r["config_id"])
+                    if r["kind"] == "original":
+                        originals[r["program"]] = r["metrics"]
     start = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool, \
             open(args.manifest, "a") as manifest:
         for item in items:
             config = materialize(item)
-            if item["config_id"] in done and item["kind"] != "original":
+            if item["config_id"] in done:
                 continue
             name = "%s-%05d" % (item["program"], item["config_id"])
             jobs = [(copy.deepcopy(config), s, "%s-s%d" % (name, s), args.address)
@@ -153,7 +158,7 @@ def main():
                     label = None if faulty else []
                 else:
                     label = item["causes"] if faulty else []
-            if label is not None and item["config_id"] not in done:
+            if label is not None:
                 label_runs(args.ctl, args.address, run_ids, label)
             record = dict(config_id=item["config_id"], kind=item["kind"], program=item["program"],
                           operators=item["operators"], causes=item.get("causes", []),
@@ -162,9 +167,8 @@ def main():
                           seeds=list(range(SEEDS)), run_ids=run_ids,
                           seconds=[r["seconds"] for r in results],
                           errors=[r.get("error") for r in results if r.get("error")])
-            if item["config_id"] not in done:
-                manifest.write(json.dumps(record) + "\n")
-                manifest.flush()
+            manifest.write(json.dumps(record) + "\n")
+            manifest.flush()
             print("[%6.0fs] %4d/%d %-18s %-40s %s" % (
                 time.monotonic() - start, item["config_id"] + 1, len(items), item["program"],
                 ",".join(o["op"] for o in item["operators"]) or item["kind"],
