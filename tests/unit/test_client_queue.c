@@ -447,8 +447,9 @@ static void *producer_main(void *arg)
 		int rv = push(&sh->q, kind, p->stream, i, i % 5);
 		if (rv == QUEUE_DROPPED)
 			p->self_dropped++;
-		if (kind == QUEUE_EPOCH || kind == QUEUE_RUN_END) {
-			/* A full queue of unsent steps always has room for these. */
+		if (kind != QUEUE_STEP) {
+			/* No step is dropped for these: a queue full of what cannot
+			 * be dropped refuses them until the writer makes room. */
 			assert_true(rv == QUEUE_QUEUED || rv == -ENOBUFS);
 			if (rv == -ENOBUFS) {
 				pthread_mutex_unlock(&sh->lock);
