@@ -18,6 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "chunk.h"
 #include "frame.h"
 
 static const char *env_or(const char *name, const char *def)
@@ -291,4 +294,35 @@ void harness__step(Dnnfault__Step *m, uint64_t stream, uint64_t seq, uint64_t st
 	m->loss = 1.0 / (double)(step + 1);
 	m->n_layer_stats = n_layers * 16;
 	m->layer_stats = stats;
+}
+
+void harness__count_steps(const struct daemon *d, uint64_t stream, uint32_t *counts,
+			  uint64_t n_counts, void (*check)(const Dnnfault__Step *s))
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(d->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data FROM step_chunks"
+					    " WHERE stream = ?1", -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_int64(st, 1, (int64_t)stream);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		size_t layers = (size_t)sqlite3_column_int64(st, 1);
+		float *stats = malloc((layers + 1) * CHUNK_STATS_PER_LAYER * sizeof *stats);
+		const uint8_t *p = sqlite3_column_blob(st, 2);
+		size_t len = (size_t)sqlite3_column_bytes(st, 2);
+		for (int i = 0; i < sqlite3_column_int(st, 0); i++) {
+			Dnnfault__Step s = DNNFAULT__STEP__INIT;
+			size_t used = chunk__read_record(p, len, &s, stats, layers);
+			assert_true(used > 0);
+			assert_true(s.step < n_counts);
+			if (check != NULL)
+				check(&s);
+			counts[s.step]++;
+			p += used;
+			len -= used;
+		}
+		free(stats);
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
 }

@@ -64,4 +64,10 @@ void harness__run_start(Dnnfault__RunStart *m, uint64_t stream, const char *run_
 void harness__step(Dnnfault__Step *m, uint64_t stream, uint64_t seq, uint64_t step,
 		   float *stats, size_t n_layers);
 
+/* Counts how often each step number of `stream` is stored (counts[step]++,
+ * steps below n_counts), decoding the daemon's step chunks; check(step) is
+ * called for each decoded record when not NULL. */
+void harness__count_steps(const struct daemon *d, uint64_t stream, uint32_t *counts,
+			  uint64_t n_counts, void (*check)(const Dnnfault__Step *s));
+
 #endif

@@ -104,32 +104,15 @@ static bool status_has(const char *run, const char *text)
 	return strstr(out, text) != NULL;
 }
 
-/* How often each step number of `stream` is stored. */
+/* The stored values are the ones sent (see fill_stats). */
+static void check_values(const Dnnfault__Step *s)
+{
+	assert_true(s->layer_stats[17] == (float)(s->step % 1000) + 0.017f);
+}
+
 static void count_steps(uint64_t stream, uint32_t *counts, uint64_t n_counts)
 {
-	sqlite3 *db;
-	assert_int_equal(sqlite3_open_v2(d.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	sqlite3_stmt *st;
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT n_steps, data FROM step_chunks WHERE stream = ?1",
-					    -1, &st, NULL), SQLITE_OK);
-	sqlite3_bind_int64(st, 1, (int64_t)stream);
-	float stats[N_LAYERS * 16];
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		const uint8_t *p = sqlite3_column_blob(st, 1);
-		size_t len = (size_t)sqlite3_column_bytes(st, 1);
-		for (int i = 0; i < sqlite3_column_int(st, 0); i++) {
-			Dnnfault__Step s = DNNFAULT__STEP__INIT;
-			size_t used = chunk__read_record(p, len, &s, stats, N_LAYERS);
-			assert_true(used > 0);
-			assert_true(s.step < n_counts);
-			assert_true(s.layer_stats[17] == (float)(s.step % 1000) + 0.017f);
-			counts[s.step]++;
-			p += used;
-			len -= used;
-		}
-	}
-	sqlite3_finalize(st);
-	sqlite3_close(db);
+	harness__count_steps(&d, stream, counts, n_counts, check_values);
 }
 
 static void streams_and_flushes(void **state)
