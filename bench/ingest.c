@@ -7,6 +7,7 @@
  *
  * usage: bench-ingest [--clients N] [--steps S] [--layers L] [--daemon PATH]
  *                     [--chunk-steps K] [--repeat R] [--rate STEPS_PER_S_PER_CLIENT]
+ *                     [--analyze-every N (0: live analysis off; default 100)]
  *
  * Without --rate the clients send as fast as they can, which measures
  * throughput; ack latency is then mostly queueing. With --rate it shows the
@@ -37,6 +38,7 @@ struct opts {
 	int chunk_steps;
 	int repeat;
 	double rate;		/* steps/s per client; 0: as fast as possible */
+	const char *analyze_every;	/* daemon's analyze_every_steps; NULL: its default */
 	const char *daemon;
 };
 
@@ -162,7 +164,8 @@ static pid_t start_daemon(const struct opts *o, const char *dir, char *address, 
 	pid_t pid = fork();
 	if (pid == 0) {
 		execl(o->daemon, o->daemon, "--socket", sock, "--db", db, "--chunk-steps", chunk,
-		      "--log-level", "warning", (char *)NULL);
+		      "--log-level", "warning", "--analyze-every-steps",
+		      o->analyze_every ? o->analyze_every : "100", (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
@@ -420,6 +423,8 @@ int main(int argc, char **argv)
 			o.chunk_steps = atoi(argv[i + 1]);
 		else if (strcmp(argv[i], "--repeat") == 0)
 			o.repeat = atoi(argv[i + 1]);
+		else if (strcmp(argv[i], "--analyze-every") == 0)
+			o.analyze_every = argv[i + 1];
 		else if (strcmp(argv[i], "--rate") == 0)
 			o.rate = atof(argv[i + 1]);
 		else if (strcmp(argv[i], "--daemon") == 0)
@@ -462,9 +467,10 @@ int main(int argc, char **argv)
 	}
 	double d = median(steps, rounds), s = median(sock, rounds), q = median(sql, rounds);
 	double lower = s < q ? s : q;
-	printf("bench-ingest: %d clients x %llu steps, %d layers/step, chunk_steps %d, rate %s, median of %d\n",
+	printf("bench-ingest: %d clients x %llu steps, %d layers/step, chunk_steps %d, rate %s,"
+	       " analyze_every_steps %s, median of %d\n",
 	       o.clients, (unsigned long long)o.steps, o.layers, o.chunk_steps,
-	       o.rate > 0 ? "limited" : "unlimited", rounds);
+	       o.rate > 0 ? "limited" : "unlimited", o.analyze_every ? o.analyze_every : "100", rounds);
 	if (o.rate > 0)
 		printf("  offered load                   %.0f steps/s\n", o.rate * o.clients);
 	printf("  frame size                     %zu bytes\n", frame_len);

@@ -19,8 +19,18 @@
 
 struct run_progress {
 	uint64_t new_steps;	/* committed since the last analysis started */
+	uint64_t analysed;	/* steps committed before that */
 	bool queued, ended;
 };
+
+/* A run is analysed again after analyze_every_steps new steps, or after a
+ * tenth of the steps it had, whichever is more: an analysis reads the whole
+ * run, and this keeps the total work within about 11x the run's length. */
+static bool due(const struct run_progress *p, uint64_t every)
+{
+	uint64_t need = p->analysed / 10 > every ? p->analysed / 10 : every;
+	return p->new_steps >= need || (p->ended && p->new_steps > 0);
+}
 
 struct analyze {
 	struct server *srv;
@@ -173,6 +183,7 @@ static void start_next(struct analyze *a)
 		free(p);
 	} else if (p != NULL) {
 		p->queued = false;
+		p->analysed += p->new_steps;
 		p->new_steps = 0;
 	}
 	a->rv = 0;
@@ -195,7 +206,7 @@ void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ende
 	}
 	p->new_steps += new_steps;
 	p->ended |= ended;
-	if (!p->queued && (p->new_steps >= (uint64_t)every || (ended && p->new_steps > 0))) {
+	if (!p->queued && due(p, (uint64_t)every)) {
 		if (push(a, run) == 0)
 			p->queued = true;
 	}
