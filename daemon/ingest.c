@@ -410,8 +410,9 @@ static int on_step(struct ingest *ig, struct conn *c, const Dnnfault__Step *m, d
 		ru->last_step = m->step;
 	ru->has_step = true;
 	ru->n_steps++;
-	if (m->has_dropped && m->dropped > ru->dropped)
-		ru->dropped = m->dropped;
+	struct store_stream_update *su = &ig->building->batch.stream_updates[st->update_idx];
+	if (m->has_dropped && m->dropped > su->dropped)
+		su->dropped = m->dropped;
 	ig->building->n_steps++;
 	return accept_message(ig, c, st, m->seq, now);
 }
@@ -467,11 +468,11 @@ static int on_run_end(struct ingest *ig, struct conn *c, const Dnnfault__RunEnd 
 	if (push_event(ig, st, true, &m->base, m->status, m->has_step, m->step,
 		       m->has_time ? m->time : now) != 0)
 		return -ENOMEM;
-	struct store_run_update *ru = touch_run(ig, st->run, now);
-	if (ru == NULL)
+	struct store_stream_update *su = touch_stream(ig, st, now);
+	if (su == NULL)
 		return -ENOMEM;
-	if (m->has_dropped && m->dropped > ru->dropped)
-		ru->dropped = m->dropped;
+	if (m->has_dropped && m->dropped > su->dropped)
+		su->dropped = m->dropped;
 	st->ended = true;
 	ig->building->n_ends++;
 	return accept_message(ig, c, st, m->seq, now);

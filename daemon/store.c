@@ -60,16 +60,18 @@ static const char *const stmt_sql[N_STMTS] = {
 	[STMT_RUN_UPDATE] =
 		"UPDATE runs SET updated = max(updated, ?2),"
 		" last_step = CASE WHEN ?3 IS NULL THEN last_step ELSE max(coalesce(last_step, ?3), ?3) END,"
-		" steps_stored = steps_stored + ?4, dropped = max(dropped, ?5) WHERE id = ?1",
+		" steps_stored = steps_stored + ?4,"
+		" dropped = (SELECT coalesce(sum(dropped), 0) FROM streams WHERE run = ?1) WHERE id = ?1",
 	[STMT_STREAM_UPDATE] =
-		"UPDATE streams SET last_seq = max(last_seq, ?2), updated = max(updated, ?3) WHERE id = ?1",
+		"UPDATE streams SET last_seq = max(last_seq, ?2), updated = max(updated, ?3),"
+		" dropped = max(dropped, ?4) WHERE id = ?1",
 	/* A run may have been deleted by retention while it was analysed. */
 	[STMT_DIAGNOSIS_INSERT] =
 		"INSERT INTO diagnoses(run, step, time, health, message)"
 		" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+	[STMT_LABEL_UPDATE] = "UPDATE runs SET labels = ?2 WHERE id = ?1",
 	/* By the daemon's clock of the last message: also catches runs whose
 	 * client died without a RunEnd. */
-	[STMT_LABEL_UPDATE] = "UPDATE runs SET labels = ?2 WHERE id = ?1",
 	[STMT_PRUNE_SELECT] = "SELECT id FROM runs WHERE updated < ?1",
 	[STMT_PRUNE_RUN] = "DELETE FROM runs WHERE id = ?1",
 	[STMT_PRUNE_STREAMS] = "DELETE FROM streams WHERE run = ?1",
@@ -344,6 +346,17 @@ static int write_telemetry(struct store *s, const struct store_batch *b)
 
 static int write_updates(struct store *s, const struct store_batch *b)
 {
+	/* Streams first: a run's drop count is the sum of its streams'. */
+	for (size_t i = 0; i < b->n_stream_updates; i++) {
+		const struct store_stream_update *u = &b->stream_updates[i];
+		sqlite3_stmt *st = s->stmt[STMT_STREAM_UPDATE];
+		sqlite3_bind_int64(st, 1, (int64_t)u->stream);
+		sqlite3_bind_int64(st, 2, (int64_t)u->last_seq);
+		sqlite3_bind_double(st, 3, u->updated);
+		sqlite3_bind_int64(st, 4, (int64_t)u->dropped);
+		if (run(s, st) != 0)
+			return -EIO;
+	}
 	for (size_t i = 0; i < b->n_run_updates; i++) {
 		const struct store_run_update *u = &b->run_updates[i];
 		sqlite3_stmt *st = s->stmt[STMT_RUN_UPDATE];
@@ -352,16 +365,6 @@ static int write_updates(struct store *s, const struct store_batch *b)
 		if (u->has_step)
 			sqlite3_bind_int64(st, 3, (int64_t)u->last_step);
 		sqlite3_bind_int64(st, 4, (int64_t)u->n_steps);
-		sqlite3_bind_int64(st, 5, (int64_t)u->dropped);
-		if (run(s, st) != 0)
-			return -EIO;
-	}
-	for (size_t i = 0; i < b->n_stream_updates; i++) {
-		const struct store_stream_update *u = &b->stream_updates[i];
-		sqlite3_stmt *st = s->stmt[STMT_STREAM_UPDATE];
-		sqlite3_bind_int64(st, 1, (int64_t)u->stream);
-		sqlite3_bind_int64(st, 2, (int64_t)u->last_seq);
-		sqlite3_bind_double(st, 3, u->updated);
 		if (run(s, st) != 0)
 			return -EIO;
 	}

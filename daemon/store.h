@@ -75,13 +75,13 @@ struct store_run_update {
 	bool has_step;
 	uint64_t last_step;
 	uint64_t n_steps;
-	uint64_t dropped;		/* highest client drop count seen */
 };
 
 struct store_stream_update {
 	uint64_t stream;
 	uint64_t last_seq;
 	double updated;
+	uint64_t dropped;		/* the client's cumulative drop count */
 };
 
 #define STORE_ARRAY(type, name) type *name; size_t n_##name, cap_##name

@@ -124,7 +124,7 @@ static char **split_labels(const char *s, size_t *n)
 
 #define SUMMARY_COLUMNS                                                              \
 	"id, uid, name, world_size, started, updated, last_step, steps_stored, dropped," \
-	" end_status, labels, (SELECT count(*) FROM streams WHERE run = runs.id),"      \
+	" end_status, labels, (SELECT count(DISTINCT rank) FROM streams WHERE run = runs.id),"      \
 	" (SELECT message FROM diagnoses WHERE run = runs.id ORDER BY id DESC LIMIT 1)"
 #define SUMMARY_N_COLUMNS 13
 
@@ -441,9 +441,12 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, run);
 	Dnnfault__RunStart *m = NULL;
-	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB)
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB)
 		m = unpack_col(&dnnfault__run_start__descriptor, st, 0);
 	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return -EIO;
 	if (m == NULL)
 		return -ENOENT;
 	struct series_layer *layers = calloc(m->n_layers ? m->n_layers : 1, sizeof *layers);
@@ -471,16 +474,18 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 	return rv;
 }
 
-/* Steps of one stream, decoded from its chunks in step order. */
-static int series_steps(sqlite3 *db, int64_t run, int64_t stream, struct series *out)
+/* Steps of the lowest rank, decoded from its chunks: every stream of that
+ * rank in the order the streams started (a resumed job adds a stream), each
+ * in step order. */
+static int series_steps(sqlite3 *db, int64_t run, int64_t rank, struct series *out)
 {
 	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data FROM step_chunks"
-			       " WHERE run = ?1 AND stream = ?2 ORDER BY first_step, rowid",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, "SELECT c.n_steps, c.n_layers, c.data FROM step_chunks c"
+			       " JOIN streams s ON s.id = c.stream WHERE c.run = ?1 AND s.rank = ?2"
+			       " ORDER BY s.started, s.id, c.first_step, c.rowid", -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, run);
-	sqlite3_bind_int64(st, 2, stream);
+	sqlite3_bind_int64(st, 2, rank);
 	float *stats = NULL;
 	size_t stats_layers = 0;
 	int rv = 0, rc;
@@ -509,27 +514,32 @@ static int series_steps(sqlite3 *db, int64_t run, int64_t stream, struct series 
 			len -= used;
 		}
 	}
+	if (rv == 0 && rc != SQLITE_DONE)
+		rv = -EIO;	/* a busy or broken store must not look like a short run */
 	free(stats);
 	sqlite3_finalize(st);
 	return rv;
 }
 
-static int series_epochs(sqlite3 *db, int64_t run, int64_t stream, struct series *out)
+static int series_epochs(sqlite3 *db, int64_t run, int64_t rank, struct series *out)
 {
 	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, "SELECT message FROM epochs WHERE run = ?1 AND stream = ?2"
-			       " ORDER BY epoch, rowid", -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, "SELECT e.message FROM epochs e JOIN streams s ON s.id = e.stream"
+			       " WHERE e.run = ?1 AND s.rank = ?2 ORDER BY s.started, s.id, e.epoch, e.rowid",
+			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, run);
-	sqlite3_bind_int64(st, 2, stream);
-	int rv = 0;
-	while (rv == 0 && sqlite3_step(st) == SQLITE_ROW) {
+	sqlite3_bind_int64(st, 2, rank);
+	int rv = 0, rc;
+	while (rv == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		Dnnfault__Epoch *e = unpack_col(&dnnfault__epoch__descriptor, st, 0);
 		if (e == NULL)
 			continue;
 		rv = series__append_epoch(out, e);
 		protobuf_c_message_free_unpacked(&e->base, NULL);
 	}
+	if (rv == 0 && rc != SQLITE_DONE)
+		rv = -EIO;
 	sqlite3_finalize(st);
 	return rv;
 }
@@ -537,14 +547,13 @@ static int series_epochs(sqlite3 *db, int64_t run, int64_t stream, struct series
 int store_read__series(struct store_reader *r, int64_t run, struct series *out, char *err, size_t len)
 {
 	sqlite3_stmt *st;
-	int64_t stream = 0;
-	if (sqlite3_prepare_v2(r->db, "SELECT id FROM streams WHERE run = ?1 ORDER BY rank, started LIMIT 1",
-			       -1, &st, NULL) != SQLITE_OK)
+	int64_t rank = 0;
+	if (sqlite3_prepare_v2(r->db, "SELECT min(rank) FROM streams WHERE run = ?1", -1, &st, NULL) != SQLITE_OK)
 		return fail(r->db, err, len);
 	sqlite3_bind_int64(st, 1, run);
-	int found = sqlite3_step(st) == SQLITE_ROW;
+	int found = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL;
 	if (found)
-		stream = sqlite3_column_int64(st, 0);
+		rank = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	if (!found) {
 		snprintf(err, len, "run %lld has no stream", (long long)run);
@@ -552,9 +561,9 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 	}
 	int rv = series_description(r->db, run, out);
 	if (rv == 0)
-		rv = series_steps(r->db, run, stream, out);
+		rv = series_steps(r->db, run, rank, out);
 	if (rv == 0)
-		rv = series_epochs(r->db, run, stream, out);
+		rv = series_epochs(r->db, run, rank, out);
 	if (rv != 0) {
 		snprintf(err, len, "loading run %lld: %s", (long long)run,
 			 rv == -EIO ? sqlite3_errmsg(r->db) : strerror(-rv));

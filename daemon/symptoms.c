@@ -111,11 +111,17 @@ static void gradients(const struct series *s, size_t i, const struct symptom_thr
 	double g0 = STAT(s, i, first, GRAD_NORM), gl = STAT(s, i, last, GRAD_NORM);
 	if (gl > 0 && g0 / gl > t->explode_ratio)
 		holds(x, SYMPTOM_exploding_gradient, (int)first);
-	bool all_tiny = true;
+	/* Every gradient tiny: layers without a max-abs (not computed) are
+	 * skipped, but at least one layer must have one. */
+	bool all_tiny = true, any = false;
 	for (size_t l = 0; l < s->n_layers && all_tiny; l++) {
 		float m = STAT(s, i, l, GRAD_MAX_ABS);
-		all_tiny = !isfinite(m) || m < t->vanish_max_abs;
+		if (isfinite(m)) {
+			any = true;
+			all_tiny = m < t->vanish_max_abs;
+		}
 	}
+	all_tiny = all_tiny && any;
 	if ((gl > 0 && g0 / gl < t->vanish_ratio && g0 < t->vanish_first_norm) || all_tiny)
 		holds(x, SYMPTOM_vanishing_gradient, (int)first);
 }
@@ -248,9 +254,13 @@ static void epoch_rules(const struct series *s, const struct symptom_thresholds 
 	size_t n = s->n_epochs;
 	size_t swings = 0, checks = 0;
 	double best = NAN, best_gain = -INFINITY;
+	/* The accuracy rules read the metric as accuracy: higher is better.
+	 * A regression metric may be an error (lower is better), so they only
+	 * apply to classification. */
+	bool accuracy = s->task == DNNFAULT__TASK_KIND__TASK_CLASSIFICATION;
 	for (size_t e = 0; e < n; e++) {
 		uint64_t step = s->epoch_step[e];
-		double m = check_metric(s, e);
+		double m = accuracy ? check_metric(s, e) : NAN;
 		if (e > 0) {
 			double prev = check_metric(s, e - 1);
 			if (isfinite(m) && isfinite(prev)) {
@@ -271,7 +281,7 @@ static void epoch_rules(const struct series *s, const struct symptom_thresholds 
 				hit(&f[SYMPTOM_slow_convergence], step, -1);
 		}
 		double tm = s->epoch[EPOCH_TRAIN_METRIC][e], vm = s->epoch[EPOCH_VAL_METRIC][e];
-		bool gap = isfinite(tm) && isfinite(vm) && tm - vm >= t->overfit_gap;
+		bool gap = accuracy && isfinite(tm) && isfinite(vm) && tm - vm >= t->overfit_gap;
 		bool diverging = false;
 		if (e >= 2) {
 			const double *vl = s->epoch[EPOCH_VAL_LOSS], *tl = s->epoch[EPOCH_TRAIN_LOSS];

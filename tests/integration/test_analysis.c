@@ -20,7 +20,8 @@
 
 static struct daemon d;
 
-static void stream_run(uint64_t stream, const char *run, int n_steps, int nan_from)
+static void stream_run_dropped(uint64_t stream, const char *run, int n_steps, int nan_from,
+			       uint64_t dropped)
 {
 	int fd = harness__connect(&d);
 	assert_true(fd >= 0);
@@ -47,6 +48,8 @@ static void stream_run(uint64_t stream, const char *run, int n_steps, int nan_fr
 		Dnnfault__Step s;
 		harness__step(&s, stream, seq, (uint64_t)i, stats, 2);
 		s.loss = nan_from >= 0 && i >= nan_from ? NAN : 2.0 / (1.0 + i);
+		s.has_dropped = dropped > 0;
+		s.dropped = dropped;
 		env.body_case = DNNFAULT__ENVELOPE__BODY_STEP;
 		env.step = &s;
 		harness__send(fd, &env);
@@ -67,6 +70,11 @@ static void stream_run(uint64_t stream, const char *run, int n_steps, int nan_fr
 			break;
 	}
 	close(fd);
+}
+
+static void stream_run(uint64_t stream, const char *run, int n_steps, int nan_from)
+{
+	stream_run_dropped(stream, run, n_steps, nan_from, 0);
 }
 
 /* Polls `dnnfaultctl --json status RUN` until `needle` shows up (5 s). */
@@ -124,6 +132,24 @@ static void nan_run_shows_its_symptoms(void **state)
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	assert_true(harness__counter(&d, "analysis_failures") == 0);
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__cleanup(&d);
+}
+
+/* A job that is resumed reports its rank 0 again as a new stream of the same
+ * run: analysis reads both streams, drop counts add up, ranks count once. */
+static void resumed_run(void **state)
+{
+	(void)state;
+	const char *args[] = {"--analyze-every-steps", "20", NULL};
+	harness__start(&d, args);
+	stream_run_dropped(0x7170, "resumed", 120, -1, 10);
+	stream_run_dropped(0x7171, "resumed", 120, 10, 20);
+	char out[8192];
+	wait_for("resumed", "{\"id\":\"nan_loss\",\"first_step\":10,\"layer\":null}", out, sizeof out);
+	assert_non_null(strstr(out, "\"dropped\":30"));
+	assert_non_null(strstr(out, "\"ranks\":1"));
+	assert_non_null(strstr(out, "\"steps_stored\":240"));
 	assert_int_equal(harness__stop(&d, SIGTERM), 0);
 	harness__cleanup(&d);
 }
@@ -215,6 +241,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(nan_run_shows_its_symptoms),
 		cmocka_unit_test(labels_are_set_through_the_writer),
+		cmocka_unit_test(resumed_run),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@ static void begin(struct builder *b)
 		{.name = "fc3", .type = "Linear", .activation = "none", .param_count = 10},
 	};
 	assert_int_equal(series__set_layers(&b->s, layers, L), 0);
+	b->s.task = DNNFAULT__TASK_KIND__TASK_CLASSIFICATION;
 }
 
 static void set_healthy(struct builder *b, uint64_t i)
@@ -300,6 +301,39 @@ static void epoch_rules(void **state)
 	series__free(&b.s);
 }
 
+/* A regression metric may be an error that falls: no accuracy rules. */
+static void regression_metrics_are_not_accuracy(void **state)
+{
+	(void)state;
+	struct builder b;
+	begin(&b);
+	b.s.task = DNNFAULT__TASK_KIND__TASK_REGRESSION;
+	const double mse[] = {1.0, 0.5, 0.25, 0.12, 0.06};
+	add_epochs(&b, mse, mse, NULL, NULL, 5);
+	struct symptom out[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&b.s, &symptom_defaults, out);
+	assert_int_equal(n, 0);
+	series__free(&b.s);
+}
+
+/* Only gradient norms sent (max-abs not computed, NaN): no vanishing. */
+static void missing_stats_are_not_tiny(void **state)
+{
+	(void)state;
+	struct builder b;
+	begin(&b);
+	for (uint64_t i = 0; i < 10; i++) {
+		set_healthy(&b, i);
+		for (int l = 0; l < L; l++)
+			b.stats[l * 16 + S(GRAD_MAX_ABS)] = NAN;
+		push(&b);
+	}
+	struct symptom out[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&b.s, &symptom_defaults, out);
+	assert_null(find(out, n, SYMPTOM_vanishing_gradient));
+	series__free(&b.s);
+}
+
 static void names_are_the_design_ids(void **state)
 {
 	(void)state;
@@ -316,6 +350,8 @@ int main(void)
 		cmocka_unit_test(saturation_only_for_sigmoid_tanh),
 		cmocka_unit_test(single_blips_do_not_fire),
 		cmocka_unit_test(epoch_rules),
+		cmocka_unit_test(regression_metrics_are_not_accuracy),
+		cmocka_unit_test(missing_stats_are_not_tiny),
 		cmocka_unit_test(names_are_the_design_ids),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
