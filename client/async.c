@@ -214,7 +214,6 @@ int dnnfault_client_run_start(dnnfault_client *c, const struct dnnfault_run_info
 	struct async_msg a = {.kind = QUEUE_RUN_START, .now = async__now(), .info = info};
 	int rv;
 	for (;;) {
-		/* Outside the lock: getrandom may wait for entropy at boot. */
 		if (encode__stream_id(&a.stream) < 0)
 			return -ENOMEM;
 		if (a.stream == UINT64_MAX)

@@ -109,7 +109,6 @@ static struct dnnfault_conn *io__connect(struct dnnfault_client *c)
 		conn__free(conn);
 		return NULL;
 	}
-	backoff__reset(&c->backoff);
 	return conn;
 }
 
@@ -122,6 +121,10 @@ static int io__handle(struct dnnfault_client *c, const Dnnfault__Envelope *env)
 		size_t n = 0;
 		for (size_t i = 0; i < ack->n_streams; i++)
 			n += queue__ack(&c->q, ack->streams[i]->stream, ack->streams[i]->seq);
+		/* The back-off starts over once the daemon stores again, not at
+		 * the handshake: a daemon that accepts connections but fails every
+		 * commit must not get the whole queue resent ten times a second. */
+		backoff__reset(&c->backoff);
 		if (n > 0)
 			pthread_cond_broadcast(&c->settled);
 		return 0;

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 /* protobuf-c messages hold non-const pointers although packing never writes
  * through them; the casts below only lend the caller's data for one pack. */
@@ -297,11 +299,22 @@ int encode__stream_id(uint64_t *out)
 {
 	uint64_t id = 0;
 	while (id == 0) {
-		ssize_t n = getrandom(&id, sizeof id, 0);
-		if (n < 0 && errno != EINTR)
-			return -errno;
-		if (n >= 0 && n != (ssize_t)sizeof id)
-			id = 0;
+		/* Never wait for the entropy pool (early boot): ids need to be
+		 * unique, not secret, so clock, pid and a counter do then. */
+		ssize_t n = getrandom(&id, sizeof id, GRND_NONBLOCK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof id) {
+			static _Atomic uint64_t counter;
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+			x ^= (uint64_t)getpid() << 32 ^ ++counter * 0x9e3779b97f4a7c15ULL;
+			/* splitmix64 finaliser: spreads the bits. */
+			x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+			x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+			id = x ^ (x >> 31);
+		}
 	}
 	*out = id;
 	return 0;

@@ -237,7 +237,8 @@ int dnnfault_client_step(dnnfault_client *c, uint64_t stream, const struct dnnfa
 int dnnfault_client_epoch(dnnfault_client *c, uint64_t stream, const struct dnnfault_epoch *epoch);
 int dnnfault_client_run_end(dnnfault_client *c, uint64_t stream, const struct dnnfault_run_end *end);
 
-/* Waits until everything queued so far is acknowledged. Returns 0, or
+/* Waits until everything queued so far has left the queue: acknowledged,
+ * rejected by the daemon, or dropped (the stats tell which). Returns 0, or
  * -ETIMEDOUT after timeout_ms (-1: no bound). */
 int dnnfault_client_flush(dnnfault_client *c, int timeout_ms);
 

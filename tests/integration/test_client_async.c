@@ -24,7 +24,9 @@
 #include "harness.h"
 
 #define N_LAYERS 4
-#define MAX_STEP_CALL_MS 50.0
+/* "Never in the way" while the daemon is down for about a second: far below
+ * that even on a loaded 2-core machine under sanitizers (measured 4-8 ms). */
+#define MAX_STEP_CALL_MS 250.0
 
 static struct daemon d;
 

@@ -1,12 +1,50 @@
 """Per-layer statistics of one sampled step, computed where the tensors live.
 
-Every reduction runs on the tensors' own device and yields a 0-d tensor;
-they are stacked into one vector per device and copied to the host once
-(`Stats.gather`). What is cheap and exact to finish on the host (division,
-square roots, max of |min| and |max|) is done there in float64, so that the
-device does as few passes over the data as possible: per layer one cat of
-its weights, gradients and recorded output, then sum, norm and aminmax
-passes. Mean and std come from the sum and the norm (population std).
+The cost of a sampled step on a small model is the number of kernel
+launches (a few microseconds of CPU each, or a launch on a GPU) and of
+passes over memory, so the work is laid out to need few of either,
+whatever the layer count:
+
+- The layers are packed into groups (consecutive layers on one device, at
+  most CHUNK weights per group; a bigger layer is cut into chunks, each a
+  group of its own). Per group and step one `cat` writes the weights, the
+  gradients (same order, zeros where a parameter has none) and the
+  recorded outputs of its layers into row 0 of a scratch matrix
+  M[ROWS, n] that is reused from step to step. Outputs of BIG_OUTPUT
+  elements or more are reduced where they lie (same rows, own scratch
+  columns, no copy); outputs without a group (layers without parameters,
+  chunked layers, other dtype or device) are packed into output-only groups.
+- A few elementwise kernels fill the other rows: x²; a mixed row,
+  (w - w_prev)² over the weights, g == 0 over the gradients, a > 0 over
+  the outputs; and over the outputs a² > 25, which is |a| > 5 exactly
+  (rounding is monotonic; inf and overflowing squares included).
+  Comparisons write 0/1 floats: much cheaper than bool tensors in torch
+  1.13 on CPU.
+- Per layer then one `sum` of rows [x, x², mixed] over its weight and
+  gradient columns (one [3, 2, n] view: one kernel), one `amin` and one
+  `amax` of x (max-abs = max(-min, max)), and one `sum` of all rows over
+  its output: five kernels per layer instead of ~17, all writing with
+  out= into one small result vector per group, through views made once
+  per layout and cached.
+- NaN and Inf counts cost nothing on a normal step: a NaN or an Inf makes
+  a sum of squares NaN or inf, and a finite sum of non-negative squares
+  proves there is none. Only where a layer's sum of squares (weights,
+  gradients or output) is not finite are its NaN and Inf counted, by a
+  second pass and a second copy in finish(): exact, including a finite
+  value whose square overflows (it counts as neither).
+- The result vectors are concatenated into one vector per device and
+  copied to the host once (`Stats.gather`). Means, stds (population,
+  sqrt(E[x²] - mean²)), ratios and fractions are finished there in float64.
+
+Nothing allocated here survives from one step to the next except buffers
+made once (scratch, result vectors, the previous weights): a small tensor
+kept across steps moves glibc's heap top and made the training step's own
+buffers page-fault anew (~250 faults, +15% step time on the small CNN).
+
+Scratch and sums are float32 (float64 for a group with a float64
+parameter). Counts are sums of 0/1 floats: exact up to 2**24 per chunk
+(CHUNK is 2**19). Where x² overflows float32 (|x| > 1.8e19) the norm is
+inf, as torch.linalg.vector_norm's is in float32.
 """
 
 import math
@@ -18,20 +56,35 @@ from . import _lib
 
 SATURATION = 5.0
 NAN = float("nan")
+INF = float("inf")
 
-# Offsets of each layer's raw values in the gathered vector.
-W_SUM, W_NORM, W_MIN, W_MAX = 0, 1, 2, 3
-G_SUM, G_NORM, G_MIN, G_MAX, G_NONZERO = 4, 5, 6, 7, 8
-D_NORM = 9
-A_SUM, A_NORM, A_POS, A_SAT = 10, 11, 12, 13
-N_NAN, N_INF = 14, 15
-RAW_PER_LAYER = 16
+# Weights of one group (their gradients as many again, outputs at most as
+# many again): the scratch is at most ROWS * 3 * CHUNK elements (24 MB in
+# float32), made once per device and dtype, as big as the biggest group.
+CHUNK = 1 << 19
+# Outputs of at least this many elements are reduced where they lie
+# (a few launches of their own) instead of being copied into a group.
+BIG_OUTPUT = 1 << 15
 
+# Rows of the scratch matrix. Weights and gradients use the first
+# WG_ROWS; outputs all of them.
+R_X, R_SQ, R_MIX, R_SAT = range(4)
+ROWS = 4
+WG_ROWS = 3
+SAT_SQ = SATURATION * SATURATION  # |x| > 5 exactly when fl(x²) > 25
 
-def _flat(tensors):
-    if len(tensors) == 1:
-        return tensors[0].reshape(-1)
-    return torch.cat([t.reshape(-1) for t in tensors])
+# Accumulators per layer, filled by finish().
+(A_WSUM, A_WSQ, A_WMAX, A_DSQ, A_GSUM, A_GSQ, A_GMAX, A_GZERO, A_ASUM, A_ASQ, A_APOS,
+ A_ASAT, A_NAN, A_INF) = range(14)
+N_ACC = 14
+
+# Kinds of result records: weights and gradients of a layer (or chunk):
+# sums of rows [x, x², mix] for w and for g interleaved, then min w, min g,
+# max w, max g; weights alone: the three sums, min, max; an output: the
+# sums of its four rows.
+_WG, _W, _A = 0, 1, 2
+_WG_SIZE = 2 * WG_ROWS + 4
+_W_SIZE = WG_ROWS + 2
 
 
 class Layer:
@@ -47,17 +100,151 @@ class Layer:
         self.act = None  # detached output recorded on a sampled step
 
 
+class _Group:
+    """Consecutive weights of one device: items (layer, pieces, length),
+    pieces (param index, start, end) of the parameters' flat views."""
+
+    __slots__ = ("device", "dtype", "items", "n", "whole", "cache", "wviews")
+
+    def __init__(self, device, dtype):
+        self.device = device
+        self.dtype = dtype
+        self.items = []
+        self.n = 0
+        self.whole = set()  # layers whose weights all lie in this group
+        self.cache = {}  # layout of a step: _Exec
+        # (data pointers, flat views of the weights). The views keep the
+        # storage alive: a parameter whose .data was replaced holds its old
+        # storage until the next sampled step notices.
+        self.wviews = None
+
+
+class _Exec:
+    """Views of the scratch for one group and layout (see Stats._exec)."""
+
+    __slots__ = ("generation", "x", "sq", "xw", "dw", "xg", "zg", "xa", "pa", "sqa", "sa",
+                 "res", "sums", "minmax", "recs", "act_slots")
+
+
+def _plan(layers):
+    groups = []
+    cur = None
+    for i, l in enumerate(layers):
+        if not l.n_weights:
+            continue
+        dev = l.params[0].device
+        dt = torch.float64 if any(p.dtype == torch.float64 for p in l.params) else torch.float32
+        pieces = [(k, 0, p.numel()) for k, p in enumerate(l.params) if p.numel()]
+        if l.n_weights > CHUNK:
+            cur = None
+            # Cut the layer into chunks of CHUNK elements, each its own group.
+            start = 0
+            while start < l.n_weights:
+                end = min(start + CHUNK, l.n_weights)
+                g = _Group(dev, dt)
+                ps = []
+                off = 0
+                for k, _, n in pieces:
+                    a, b = max(start - off, 0), min(end - off, n)
+                    if a < b:
+                        ps.append((k, a, b))
+                    off += n
+                g.items.append((i, ps, end - start))
+                g.n = end - start
+                groups.append(g)
+                start = end
+            continue
+        if cur is None or cur.device != dev or cur.n + l.n_weights > CHUNK:
+            cur = _Group(dev, dt)
+            groups.append(cur)
+        elif dt == torch.float64:
+            cur.dtype = dt
+        cur.items.append((i, pieces, l.n_weights))
+        cur.n += l.n_weights
+        cur.whole.add(i)
+    return groups
+
+
+def _signature(layers):
+    return tuple((l.params[0].device, l.params[0].dtype) if l.params else None for l in layers)
+
+
 class Stats:
     def __init__(self, layers):
         self.layers = layers
-        self.prev = None  # per-layer flat weights before this step's update
+        self.sig = _signature(layers)
+        self.groups = _plan(layers)
+        self.prev = None  # per group: flat weights before this step's update
+        # Where prev lives: one buffer per group, written in place. Nothing
+        # the monitor allocates survives from one step to the next: a
+        # tensor kept across steps moves the allocator's heap top and makes
+        # the training step's own buffers page-fault anew (measured: ~250
+        # faults per CNN step, +15% step time, on glibc).
+        self._prev_bufs = None
+        self._scratch = {}  # (device, dtype): flat buffer
+        self._zeros = {}  # (device, dtype): zeros for missing gradients
+        self._generation = 0
+
+    def _check_plan(self):
+        sig = _signature(self.layers)
+        if sig != self.sig:
+            # Parameters moved (model.to() after watch()): plan again, and
+            # the old snapshot cannot be compared with the new weights.
+            self.sig = sig
+            self.groups = _plan(self.layers)
+            self.prev = None
+            self._prev_bufs = None
+
+    def _weights(self, g):
+        """Flat views of the group's weights, made again only when a
+        parameter's storage moved (or is not contiguous)."""
+        layers = self.layers
+        ptrs = [layers[i].params[k].data_ptr() for i, pieces, _ in g.items for k, _, _ in pieces]
+        if g.wviews is not None and g.wviews[0] == ptrs:
+            return list(g.wviews[1])
+        out = []
+        views = True
+        for i, pieces, _ in g.items:
+            ps = layers[i].params
+            for k, a, b in pieces:
+                views = views and ps[k].is_contiguous()
+                p = ps[k].detach().reshape(-1)
+                out.append(p if a == 0 and b == p.numel() else p[a:b])
+        g.wviews = (ptrs, out) if views else None
+        return list(out)
 
     @torch.no_grad()
     def snapshot(self):
         """Copies the weights (on their device, no sync) so that the next
-        sampled step can compute |dw|/|w|."""
-        self.prev = [_flat([p.detach() for p in l.params]).clone() if l.params else None
-                     for l in self.layers]
+        sampled step can compute |dw|/|w|: one cat per group."""
+        self._check_plan()
+        bufs = self._prev_buffers()
+        for g, b in zip(self.groups, bufs):
+            torch.cat(self._weights(g), out=b)
+        self.prev = bufs
+
+    def _prev_buffers(self):
+        if self._prev_bufs is None:
+            self._prev_bufs = [torch.empty(g.n, device=g.device, dtype=g.dtype)
+                               for g in self.groups]
+        return self._prev_bufs
+
+    def _buffer(self, device, dtype, n):
+        key = (device, dtype)
+        buf = self._scratch.get(key)
+        if buf is None or buf.numel() < ROWS * n:
+            buf = torch.empty(ROWS * n, device=device, dtype=dtype)
+            self._scratch[key] = buf
+            self._generation += 1  # views made of the old one are stale
+        return buf[:ROWS * n].view(ROWS, n)
+
+    def _zero(self, device, dtype, n):
+        key = (device, dtype)
+        z = self._zeros.get(key)
+        if z is None or z.numel() < n:
+            z = torch.zeros(max(n, 1024), device=device, dtype=dtype)
+            self._zeros[key] = z
+        return z[:n]
 
     @torch.no_grad()
     def compute(self, loss, output, target, inputs, accuracy_mode, keep_weights):
@@ -65,98 +252,263 @@ class Stats:
         (values, layout) for finish(); no host sync happens here.
         keep_weights: keep this step's flat weights as the next snapshot
         (the next step is sampled too)."""
-        vals = []
-        put = vals.append  # 0-d tensors, in layout order
-        nothing = None
-        new_prev = [] if keep_weights else None
-        counts = []
-        for i, l in enumerate(self.layers):
-            ws = [p.detach() for p in l.params]
-            gs = []
-            for p in l.params:
-                g = p.grad
-                if g is not None:
-                    if g.is_sparse:
-                        g = g.to_dense()
-                    gs.append(g.detach())
-            act = l.act
+        self._check_plan()
+        layers = self.layers
+        vals = []  # 1-d tensors, concatenated by gather()
+        recs = []  # (kind, layer, offset in the gathered vector, padding)
+        pos = 0
+        nl = len(layers)
+        ng = [0] * nl
+        na = [0] * nl
+        acts = [None] * nl
+        for i, l in enumerate(layers):
+            a = l.act
             l.act = None
-            parts = ws + gs + ([act] if act is not None else [])
-            if not parts:
-                counts.append((0, 0, 0, False))
-                for _ in range(RAW_PER_LAYER):
-                    if nothing is None:
-                        nothing = torch.zeros(())
-                    put(nothing)
-                continue
-            v = _flat(parts)
-            if not v.is_floating_point():
-                v = v.float()
-            nw = l.n_weights
-            ng = sum(g.numel() for g in gs)
-            na = act.numel() if act is not None else 0
-            w = v[:nw]
-            g = v[nw:nw + ng]
-            a = v[nw + ng:]
-            zero = v.new_zeros(())
-            put(w.sum())
-            put(torch.linalg.vector_norm(w))
-            wmin, wmax = torch.aminmax(w) if nw else (zero, zero)
-            put(wmin)
-            put(wmax)
-            if ng:
-                put(g.sum())
-                put(torch.linalg.vector_norm(g))
-                gmin, gmax = torch.aminmax(g)
-                put(gmin)
-                put(gmax)
-                put(torch.count_nonzero(g))
-            else:
-                for _ in range(5):
-                    put(zero)
-            prev = self.prev[i] if self.prev is not None else None
-            if prev is not None and prev.numel() == nw and nw:
-                put(torch.linalg.vector_norm(w - prev.to(w.dtype)))
-            else:
-                put(zero)
-            if na:
-                put(a.sum())
-                put(torch.linalg.vector_norm(a))
-                put(_count(a > 0))
-                put(_count(a.abs() > SATURATION))
-            else:
-                for _ in range(4):
-                    put(zero)
-            put(_count(torch.isnan(v)))
-            put(_count(torch.isinf(v)))
-            counts.append((nw, ng, na, prev is not None and prev.numel() == nw))
+            if a is not None and a.numel():
+                acts[i] = a
+                na[i] = a.numel()
+        kept = list(acts)  # for a recount of NaN/Inf in finish()
+        prev = self.prev
+        if prev is not None and len(prev) != len(self.groups):
+            prev = None
+        has_prev = [False] * nl
+        new_prev = self._prev_buffers() if keep_weights else None
+        loose = []  # outputs not placed in a weight group: (layer, flat tensor)
+
+        for gi, g in enumerate(self.groups):
+            ws = self._weights(g)
+            # Gradients in the same order; zeros where a parameter has none.
+            gs = []
+            pads = []
+            for i, pieces, _ in g.items:
+                ps = layers[i].params
+                pad = 0
+                for k, a, b in pieces:
+                    gr = ps[k].grad
+                    if gr is None:
+                        gs.append(b - a)
+                        pad += b - a
+                        continue
+                    ng[i] += b - a
+                    # Not cached like the weights: a gradient set to None
+                    # by zero_grad() would be kept alive between steps.
+                    if gr.is_sparse:
+                        flat = gr.to_dense().view(-1)
+                    else:
+                        flat = gr.view(-1) if gr.is_contiguous() else gr.reshape(-1)
+                    gs.append(flat if a == 0 and b == flat.numel() else flat[a:b])
+                pads.append(pad)
+            n = g.n
+            any_grad = sum(pads) < n
+            parts = ws
+            if any_grad:
+                parts = parts + [self._zero(g.device, g.dtype, x) if isinstance(x, int) else x
+                                 for x in gs]
+            mine = []
+            in_group = 0  # output elements placed in this group
+            for i, _, _ in g.items:
+                a = acts[i]
+                if a is None or i not in g.whole:
+                    continue
+                acts[i] = None
+                if (a.device != g.device or (a.dtype == torch.float64 and g.dtype != a.dtype)
+                        or a.is_complex() or na[i] >= BIG_OUTPUT or in_group + na[i] > CHUNK):
+                    loose.append((i, a.reshape(-1)))
+                    continue
+                mine.append(i)
+                parts.append(a.reshape(-1))
+                in_group += na[i]
+            key = (any_grad, tuple([na[i] for i in mine]))
+            ex = g.cache.get(key)
+            if ex is None or ex.generation != self._generation:
+                if len(g.cache) >= 8:  # output sizes that keep changing
+                    g.cache.clear()
+                ex = self._exec(g, any_grad, key[1])
+                g.cache[key] = ex
+            p = prev[gi] if prev is not None else None
+            if p is not None and (p.numel() != n or p.device != g.device):
+                p = None
+            torch.cat(parts, out=ex.x)
+            _features(ex, p)
+            for src, dst in ex.sums:
+                torch.sum(src, -1, out=dst)
+            for src, (lo, hi) in ex.minmax:
+                # aminmax(dim=) is not vectorised on CPU in torch 1.13.
+                torch.amin(src, -1, out=lo)
+                torch.amax(src, -1, out=hi)
             if keep_weights:
-                new_prev.append(w if len(parts) > 1 else w.clone())
+                # After the features: they read the old contents.
+                new_prev[gi].copy_(ex.xw)
+            vals.append(ex.res)
+            for (kind, i, o), pad in zip(ex.recs, pads):
+                recs.append((kind, i, pos + o, pad))
+                if p is not None:
+                    has_prev[i] = True
+            for i, o in zip(mine, ex.act_slots):
+                recs.append((_A, i, pos + o, 0))
+            pos += ex.res.numel()
         if keep_weights:
             self.prev = new_prev
         else:
             self.prev = None
+        # Layers without their weights in one group, and outputs that did
+        # not fit: output-only groups of at most CHUNK elements.
+        for i, a in enumerate(acts):
+            if a is not None:
+                loose.append((i, a.reshape(-1)))
+        if loose:
+            pos = self._loose(loose, vals, recs, pos)
 
         extra = {}
+        small = []  # 0-d results, stacked into one tensor
         if isinstance(loss, torch.Tensor):
             if loss.numel() == 1:
-                extra["loss"] = len(vals)
-                put(loss.detach().reshape(()))
+                extra["loss"] = pos + len(small)
+                small.append(loss.detach().reshape(()))
         acc = accuracy(output, target, accuracy_mode)
         if acc is not None:
-            extra["accuracy"] = len(vals)
-            put(acc)
+            extra["accuracy"] = pos + len(small)
+            small.append(acc)
         from ._describe import first_tensor
         x = first_tensor(inputs)
         if x is not None and x.is_floating_point() and x.numel() > 0:
             x = x.detach().reshape(-1)
-            extra["input"] = (len(vals), x.numel())
-            put(x.sum())
-            put(torch.linalg.vector_norm(x))
+            extra["input"] = (pos + len(small), x.numel())
             xmin, xmax = torch.aminmax(x)
-            put(xmin)
-            put(xmax)
-        return vals, (counts, extra)
+            small += [x.sum(), torch.linalg.vector_norm(x), xmin, xmax]
+        if small:
+            dev = small[0].device
+            if all(v.device == dev for v in small):
+                vals.append(torch.stack(small))
+            else:
+                vals += [v.reshape(1) for v in small]
+        return vals, (self, recs, [l.n_weights for l in layers], ng, na, has_prev, extra, kept)
+
+    def _exec(self, g, any_grad, mine):
+        """The views one group needs with this layout, made once: the
+        scratch rows and ranges, and where each reduction reads and
+        writes (into one small result vector per group)."""
+        n = g.n
+        n_wg = 2 * n if any_grad else n
+        width = n_wg + sum(mine)
+        M = self._buffer(g.device, g.dtype, width)
+        ex = _Exec()
+        ex.generation = self._generation
+        ex.x = M[R_X]
+        ex.sq = M[R_SQ]
+        ex.xw = ex.x[:n]
+        ex.dw = M[R_MIX, :n]
+        ex.xg = ex.x[n:n_wg] if any_grad else None
+        ex.zg = M[R_MIX, n:n_wg] if any_grad else None
+        ex.xa = ex.x[n_wg:] if width > n_wg else None
+        ex.pa = M[R_MIX, n_wg:] if width > n_wg else None
+        ex.sqa = M[R_SQ, n_wg:] if width > n_wg else None
+        ex.sa = M[R_SAT, n_wg:] if width > n_wg else None
+        size = len(g.items) * (_WG_SIZE if any_grad else _W_SIZE) + ROWS * len(mine)
+        res = torch.empty(size, device=g.device, dtype=g.dtype)
+        ex.res = res
+        ex.sums, ex.minmax, ex.recs = [], [], []
+        o = off = 0
+        if any_grad:
+            P = M[:WG_ROWS, :2 * n].view(WG_ROWS, 2, n)
+        for i, _, m in g.items:
+            if any_grad:
+                k = 2 * WG_ROWS
+                ex.sums.append((P[:, :, off:off + m], res[o:o + k].view(WG_ROWS, 2)))
+                ex.minmax.append((P[R_X, :, off:off + m], (res[o + k:o + k + 2],
+                                                           res[o + k + 2:o + k + 4])))
+                ex.recs.append((_WG, i, o))
+                o += _WG_SIZE
+            else:
+                k = WG_ROWS
+                ex.sums.append((M[:WG_ROWS, off:off + m], res[o:o + k]))
+                ex.minmax.append((M[R_X:R_X + 1, off:off + m], (res[o + k:o + k + 1],
+                                                                 res[o + k + 1:o + k + 2])))
+                ex.recs.append((_W, i, o))
+                o += _W_SIZE
+            off += m
+        off = n_wg
+        ex.act_slots = []  # the outputs' layers are told per step
+        for m in mine:
+            ex.sums.append((M[:, off:off + m], res[o:o + ROWS]))
+            ex.act_slots.append(o)
+            o += ROWS
+            off += m
+        return ex
+
+    def _loose(self, loose, vals, recs, pos):
+        """Outputs by themselves: packed per device and dtype into groups of
+        at most CHUNK elements (a bigger one is cut)."""
+        bins = {}
+        for i, a in loose:
+            dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+            key = (a.device, dt)
+            n = a.numel()
+            start = 0
+            if n >= BIG_OUTPUT and a.dtype == dt:
+                # Big enough that a launch more does not matter: read it
+                # where it is instead of copying it into row 0.
+                while start < n:
+                    m = min(n - start, CHUNK)
+                    x = a if m == n else a[start:start + m]
+                    M = self._buffer(a.device, dt, m)
+                    _output_features(M, x)
+                    vals.append(x.sum().reshape(1))  # row 0 of the record
+                    vals.append(M[R_X + 1:].sum(1))
+                    recs.append((_A, i, pos, 0))
+                    pos += ROWS
+                    start += m
+                continue
+            while start < n:
+                b = bins.get(key)
+                if b is None or b[0] >= CHUNK:
+                    b = [0, []]
+                    bins[key] = b
+                    bins.setdefault(("all",), []).append((key, b))
+                take = min(n - start, CHUNK - b[0])
+                b[1].append((i, a if take == n else a[start:start + take], take))
+                b[0] += take
+                start += take
+        for (dev, dt), (width, items) in bins.get(("all",), []):
+            M = self._buffer(dev, dt, width)
+            torch.cat([t for _, t, _ in items], out=M[R_X])
+            _output_features(M, M[R_X])
+            off = 0
+            for i, _, m in items:
+                vals.append(M[:, off:off + m].sum(1))
+                recs.append((_A, i, pos, 0))
+                pos += ROWS
+                off += m
+        return pos
+
+    @torch.no_grad()
+    def _recount(self, bad, acts):
+        """[(NaN count, Inf count)] over the weights, gradients and output
+        of the layers in bad: a second pass and copy, only on a step where
+        some value is not finite."""
+        counts = []
+        for i in bad:
+            ts = [p.detach() for p in self.layers[i].params]
+            for p in self.layers[i].params:
+                g = p.grad
+                if g is not None:
+                    ts.append(g.to_dense() if g.is_sparse else g.detach())
+            if acts[i] is not None:
+                ts.append(acts[i])
+            nan = inf = None
+            for t in ts:
+                if not (t.is_floating_point() or t.is_complex()):
+                    continue
+                k = torch.isnan(t).sum()
+                j = torch.isinf(t).sum()
+                nan = k if nan is None else nan + k.to(nan.device)
+                inf = j if inf is None else inf + j.to(inf.device)
+            if nan is None:
+                nan = inf = torch.zeros((), dtype=torch.int64)
+            counts += [nan, inf.to(nan.device)]
+        dev = counts[0].device
+        got = torch.stack([c.to(dev) for c in counts]).cpu().tolist()
+        return [(got[2 * k], got[2 * k + 1]) for k in range(len(bad))]
 
     @staticmethod
     def gather(vals):
@@ -165,75 +517,149 @@ class Stats:
             return np.zeros(0)
         dev = vals[0].device
         if all(v.device == dev for v in vals):
-            # stack promotes: counts (int64) and float32 sums become float32.
-            return torch.stack(vals).cpu().double().numpy()
+            # cat promotes: float32 sums stay float32 unless one is float64.
+            return torch.cat(vals).cpu().double().numpy()
         # A model spread over devices: gather on the first, copy once.
-        return torch.stack([v.to(dev, torch.float64) for v in vals]).cpu().numpy()
+        return torch.cat([v.to(dev, torch.float64) for v in vals]).cpu().numpy()
 
     @staticmethod
     def finish(raw, layout):
         """(layer_stats float32 [n_layers * 16], extras dict) from the
-        gathered vector."""
-        counts, extra = layout
-        n = len(counts)
-        out = np.full((n, _lib.STATS_PER_LAYER), np.nan, dtype=np.float64)
-        r = raw[:n * RAW_PER_LAYER].reshape(n, RAW_PER_LAYER) if n else np.zeros((0, RAW_PER_LAYER))
-        with np.errstate(all="ignore"):
-            for i, (nw, ng, na, has_prev) in enumerate(counts):
-                row = r[i]
-                o = out[i]
-                if nw:
-                    m = row[W_SUM] / nw
-                    o[0] = row[W_NORM]
-                    o[1] = m
-                    o[2] = _std(row[W_NORM], m, nw)
-                    o[3] = max(abs(row[W_MIN]), abs(row[W_MAX]))
-                    if has_prev:
-                        o[9] = row[D_NORM] / row[W_NORM]
-                if ng:
-                    m = row[G_SUM] / ng
-                    o[4] = row[G_NORM]
-                    o[5] = m
-                    o[6] = _std(row[G_NORM], m, ng)
-                    o[7] = max(abs(row[G_MIN]), abs(row[G_MAX]))
-                    o[8] = 1.0 - row[G_NONZERO] / ng
-                if na:
-                    m = row[A_SUM] / na
-                    o[10] = m
-                    o[11] = _std(row[A_NORM], m, na)
-                    o[12] = 1.0 - row[A_POS] / na
-                    o[13] = row[A_SAT] / na
-                if nw or ng or na:
-                    o[14] = row[N_NAN]
-                    o[15] = row[N_INF]
+        gathered vector (plain Python floats: cheaper than numpy scalars
+        at these sizes)."""
+        st, recs, nws, ng, na, has_prev, extra, kept = layout
+        n = len(ng)
+        r = raw.tolist()
+        acc = [None] * n
+        wn = [False] * n
+        for kind, i, o, pad in recs:
+            c = acc[i]
+            if c is None:
+                c = acc[i] = [0.0] * N_ACC
+            if kind == _WG:
+                c[A_WSUM] += r[o]
+                c[A_GSUM] += r[o + 1]
+                c[A_WSQ] += r[o + 2]
+                c[A_GSQ] += r[o + 3]
+                c[A_DSQ] += r[o + 4]
+                c[A_GZERO] += r[o + 5] - pad
+                c[A_WMAX] = _max(c[A_WMAX], _max(-r[o + 6], r[o + 8]))
+                c[A_GMAX] = _max(c[A_GMAX], _max(-r[o + 7], r[o + 9]))
+                wn[i] = True
+            elif kind == _W:
+                c[A_WSUM] += r[o + R_X]
+                c[A_WSQ] += r[o + R_SQ]
+                c[A_DSQ] += r[o + R_MIX]
+                c[A_WMAX] = _max(c[A_WMAX], _max(-r[o + 3], r[o + 4]))
+                wn[i] = True
+            else:
+                c[A_ASUM] += r[o + R_X]
+                c[A_ASQ] += r[o + R_SQ]
+                c[A_APOS] += r[o + R_MIX]
+                c[A_ASAT] += r[o + R_SAT]
+        # NaN and Inf make a sum of squares NaN or inf; a finite one proves
+        # there are none. Only layers where one is not finite (a NaN or an
+        # Inf, or a square overflowing) are counted, in a second pass.
+        isfinite = math.isfinite
+        bad = [i for i, c in enumerate(acc) if c is not None and not (
+            isfinite(c[A_WSQ]) and isfinite(c[A_GSQ]) and isfinite(c[A_ASQ]))]
+        if bad:
+            for i, (nan, inf) in zip(bad, st._recount(bad, kept)):
+                acc[i][A_NAN] = nan
+                acc[i][A_INF] = inf
+        sqrt = math.sqrt
+        out = []
+        nan16 = [NAN] * _lib.STATS_PER_LAYER
+        for i in range(n):
+            c = acc[i]
+            if c is None:
+                out.append(nan16)
+                continue
+            o = list(nan16)
+            out.append(o)
+            nw = nws[i] if wn[i] else 0
+            if nw:
+                sq = c[A_WSQ]
+                m = c[A_WSUM] / nw
+                norm = sqrt(sq)
+                o[0] = norm
+                o[1] = m
+                o[2] = _std_sq(sq, m, nw)
+                o[3] = c[A_WMAX]
+                if has_prev[i]:
+                    d = sqrt(c[A_DSQ])
+                    o[9] = d / norm if norm else (NAN if d == 0 or d != d else INF)
+            k = ng[i]
+            if k:
+                m = c[A_GSUM] / k
+                o[4] = sqrt(c[A_GSQ])
+                o[5] = m
+                o[6] = _std_sq(c[A_GSQ], m, k)
+                o[7] = c[A_GMAX]
+                o[8] = c[A_GZERO] / k
+            k = na[i]
+            if k:
+                m = c[A_ASUM] / k
+                o[10] = m
+                o[11] = _std_sq(c[A_ASQ], m, k)
+                o[12] = 1.0 - c[A_APOS] / k
+                o[13] = c[A_ASAT] / k
+            o[14] = c[A_NAN]
+            o[15] = c[A_INF]
         result = {}
         if "loss" in extra:
-            result["loss"] = float(raw[extra["loss"]])
+            result["loss"] = r[extra["loss"]]
         if "accuracy" in extra:
-            result["accuracy"] = float(raw[extra["accuracy"]])
+            result["accuracy"] = r[extra["accuracy"]]
         if "input" in extra:
             k, cnt = extra["input"]
-            m = raw[k] / cnt
-            result["input"] = (float(m), float(_std(raw[k + 1], m, cnt)),
-                               float(raw[k + 2]), float(raw[k + 3]))
-        return np.ascontiguousarray(out.reshape(-1), dtype=np.float32), result
+            m = r[k] / cnt
+            result["input"] = (m, _std(r[k + 1], m, cnt), r[k + 2], r[k + 3])
+        return np.array(out, dtype=np.float32).reshape(-1), result
 
 
-def _count(mask):
-    """True elements of a bool tensor. sum() is several times faster than
-    count_nonzero() on bool tensors (torch 1.13, CPU); int32 halves it
-    again where it cannot overflow."""
-    if mask.numel() < 2 ** 31:
-        return mask.sum(dtype=torch.int32)
-    return mask.sum()
+def _features(ex, prev):
+    """Fills rows 1.. of a group's scratch from row 0: x², and the mixed
+    row: (w - w_prev)² over the weights, g == 0 over the gradients, a > 0
+    over the outputs, whose last row is |a| > 5."""
+    torch.mul(ex.x, ex.x, out=ex.sq)
+    if prev is not None:
+        d = ex.dw
+        torch.sub(ex.xw, prev, out=d)
+        d.mul_(d)
+    if ex.xg is not None:
+        torch.eq(ex.xg, 0, out=ex.zg)
+    if ex.xa is not None:
+        torch.gt(ex.xa, 0, out=ex.pa)
+        torch.gt(ex.sqa, SAT_SQ, out=ex.sa)
+
+
+def _output_features(M, x):
+    """_features for outputs alone, read from x (row 0 unused)."""
+    sq = M[R_SQ]
+    torch.mul(x, x, out=sq)
+    torch.gt(x, 0, out=M[R_MIX])
+    torch.gt(sq, SAT_SQ, out=M[R_SAT])
+
+
+def _max(a, b):
+    """max that propagates NaN (like torch's amax)."""
+    if a != a or b != b:
+        return NAN
+    return a if a > b else b
+
+
+def _std_sq(sq, mean, n):
+    """Population std from the sum of squares and the mean."""
+    var = sq / n - mean * mean
+    if math.isnan(var):
+        return var
+    return math.sqrt(var) if var > 0 else 0.0
 
 
 def _std(norm, mean, n):
     """Population std from the L2 norm and the mean: sqrt(E[x^2] - mean^2)."""
-    var = norm * norm / n - mean * mean
-    if math.isnan(var):
-        return var
-    return math.sqrt(var) if var > 0 else 0.0
+    return _std_sq(norm * norm, mean, n)
 
 
 def accuracy(output, target, mode):
