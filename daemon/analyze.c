@@ -14,14 +14,21 @@
 #include "metrics.h"
 #include "series.h"
 #include "server.h"
+#include "store.h"
 #include "store_read.h"
 #include "symptoms.h"
 
 struct run_progress {
 	uint64_t new_steps;	/* committed since the last analysis started */
 	uint64_t analysed;	/* steps committed before that */
+	double last;		/* when steps last arrived */
 	bool queued, ended;
 };
+
+/* A run that stops sending without a RunEnd (its process died) still gets
+ * its last steps analysed once it has been quiet this long. */
+#define ANALYZE_IDLE_S 30.0
+#define ANALYZE_SWEEP_MS 10000
 
 /* A run is analysed again after analyze_every_steps new steps, or after a
  * tenth of the steps it had, whichever is more: an analysis reads the whole
@@ -39,6 +46,8 @@ struct analyze {
 	size_t head, n, cap;
 	bool busy;
 	uv_work_t work;
+	uv_timer_t sweep;
+	bool sweeping;
 	/* The job in flight. */
 	int64_t run;
 	int rv;
@@ -49,6 +58,8 @@ struct analyze {
 	size_t message_len;
 };
 
+static void sweep_cb(uv_timer_t *t);
+
 int analyze__init(struct analyze **out, struct server *srv)
 {
 	struct analyze *a = calloc(1, sizeof *a);
@@ -57,8 +68,20 @@ int analyze__init(struct analyze **out, struct server *srv)
 	a->srv = srv;
 	a->work.data = a;
 	map__init(&a->runs);
+	uv_timer_init(srv->loop, &a->sweep);
+	a->sweep.data = a;
+	uv_timer_start(&a->sweep, sweep_cb, ANALYZE_SWEEP_MS, ANALYZE_SWEEP_MS);
+	a->sweeping = true;
 	*out = a;
 	return 0;
+}
+
+void analyze__stop(struct analyze *a)
+{
+	if (a != NULL && a->sweeping) {
+		uv_close((uv_handle_t *)&a->sweep, NULL);
+		a->sweeping = false;
+	}
 }
 
 void analyze__free(struct analyze *a)
@@ -206,6 +229,7 @@ void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ende
 	}
 	p->new_steps += new_steps;
 	p->ended |= ended;
+	p->last = server__now();
 	if (!p->queued && due(p, (uint64_t)every)) {
 		if (push(a, run) == 0)
 			p->queued = true;
@@ -215,5 +239,36 @@ void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ende
 		map__del(&a->runs, (uint64_t)run);
 		free(p);
 	}
+	start_next(a);
+}
+
+/* Runs gone quiet: analyse what is left, then forget them (they come back
+ * with their next step). */
+static void sweep_cb(uv_timer_t *t)
+{
+	struct analyze *a = t->data;
+	double now = server__now();
+	size_t pos = 0;
+	uint64_t key;
+	int64_t *quiet = NULL;
+	size_t n = 0, cap = 0;
+	for (struct run_progress *p; (p = map__next(&a->runs, &pos, &key)) != NULL;) {
+		if (p->queued || now - p->last < ANALYZE_IDLE_S)
+			continue;
+		int64_t *slot = store_batch__push((void **)&quiet, &n, &cap, sizeof *slot);
+		if (slot != NULL)
+			*slot = (int64_t)key;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct run_progress *p = map__get(&a->runs, (uint64_t)quiet[i]);
+		if (p->new_steps > 0 && push(a, quiet[i]) == 0) {
+			p->queued = true;
+			p->ended = true;	/* forgotten after this analysis */
+		} else if (p->new_steps == 0) {
+			map__del(&a->runs, (uint64_t)quiet[i]);
+			free(p);
+		}
+	}
+	free(quiet);
 	start_next(a);
 }

@@ -13,6 +13,8 @@ struct server;
 struct analyze;
 
 int analyze__init(struct analyze **out, struct server *srv);
+/* Closes the timer; call before the loop's last run. */
+void analyze__stop(struct analyze *a);
 void analyze__free(struct analyze *a);
 
 /* A commit stored `new_steps` steps of `run`, or its end. */

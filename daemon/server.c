@@ -319,6 +319,7 @@ static void close_listeners(struct server *s)
 static void close_handles(struct server *s)
 {
 	close_listeners(s);
+	analyze__stop(s->analyze);
 	if (s->has_signals) {
 		uv_close((uv_handle_t *)&s->sigterm, NULL);
 		uv_close((uv_handle_t *)&s->sigint, NULL);

@@ -209,7 +209,6 @@ static size_t needed(enum symptom_id id, const struct symptom_thresholds *t)
 	switch (id) {
 	case SYMPTOM_nan_loss:
 	case SYMPTOM_nan_tensor:
-	case SYMPTOM_loss_not_decreasing:	/* windowed already */
 		return 1;
 	case SYMPTOM_unchanged_weights:
 		return t->unchanged_checks;

@@ -421,6 +421,10 @@ struct producer {
 	struct shared *sh;
 	uint64_t stream;
 	uint64_t pushed, self_dropped;
+	/* What went wrong, checked by the main thread: cmocka's assertions
+	 * must not fire in other threads. */
+	const char *failure;
+	int failure_rv;
 };
 
 struct stream_seen {
@@ -447,18 +451,23 @@ static void *producer_main(void *arg)
 		int rv = push(&sh->q, kind, p->stream, i, i % 5);
 		if (rv == QUEUE_DROPPED)
 			p->self_dropped++;
-		if (kind != QUEUE_STEP) {
-			/* No step is dropped for these: a queue full of what cannot
-			 * be dropped refuses them until the writer makes room. */
-			assert_true(rv == QUEUE_QUEUED || rv == -ENOBUFS);
-			if (rv == -ENOBUFS) {
-				pthread_mutex_unlock(&sh->lock);
-				i--;
-				continue;
-			}
+		/* No step is dropped for the others: a queue full of what cannot
+		 * be dropped refuses them until the writer makes room. */
+		if (kind != QUEUE_STEP && rv == -ENOBUFS) {
+			pthread_mutex_unlock(&sh->lock);
+			i--;
+			continue;
 		}
-		assert_true(rv >= 0);
-		assert_true(sh->q.bytes <= sh->q.max_bytes);
+		if (rv < 0 || (kind != QUEUE_STEP && rv != QUEUE_QUEUED))
+			p->failure = "push failed";
+		else if (sh->q.bytes > sh->q.max_bytes)
+			p->failure = "byte bound exceeded";
+		if (p->failure != NULL) {
+			p->failure_rv = rv;
+			sh->producers_left--;
+			pthread_mutex_unlock(&sh->lock);
+			return NULL;
+		}
 		p->pushed++;
 		pthread_mutex_unlock(&sh->lock);
 	}
@@ -566,6 +575,9 @@ static void concurrent_producers(void **state)
 	writer(&sh, seen);
 	for (int i = 0; i < N_PRODUCERS; i++)
 		pthread_join(t[i], NULL);
+	for (int i = 0; i < N_PRODUCERS; i++)
+		if (p[i].failure != NULL)
+			fail_msg("producer %d: %s (%d)", i, p[i].failure, p[i].failure_rv);
 
 	uint64_t total_dropped = 0, total_pushed = 0;
 	for (int i = 0; i < N_PRODUCERS; i++) {
