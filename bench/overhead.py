@@ -5,11 +5,13 @@ sampling interval and at every step.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
+        [--models mlp,cnn,wide-mlp] [--repeats 5] [--stats-cost]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
 (monitored time / plain time). It starts its own dnnfaultd on a temporary
-socket.
+socket. --stats-cost instead times the statistics of one sampled step alone
+(microseconds; no daemon, no training loop).
 """
 
 import argparse
@@ -76,6 +78,45 @@ def run(make, steps, x, y, batch, every, address, seed):
     return elapsed / steps
 
 
+def stats_cost(make, x, y, batch, repeats):
+    """Microseconds per sampled step spent in the statistics alone
+    (compute, the one copy, finishing), on one recorded step replayed."""
+    from dnnfault import _describe
+    from dnnfault._stats import Layer, Stats
+    torch.manual_seed(0)
+    model = make()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+    for l in layers:
+        l.module.register_forward_hook(lambda mod, i, o, l=l: setattr(l, "act", o.detach()))
+    st = Stats(layers)
+    st.snapshot()
+    xb, yb = x[:batch], y[:batch]
+    opt.zero_grad()
+    out = model(xb)
+    loss = lf(out, yb)
+    loss.backward()
+    opt.step()
+    acts = [l.act for l in layers]
+
+    def once():
+        for l, a in zip(layers, acts):
+            l.act = a
+        vals, layout = st.compute(loss, out, yb, xb, "logits", True)
+        Stats.finish(Stats.gather(vals), layout)
+
+    n = max(10, int(0.2 / max(_timed(once, 3), 1e-6)))
+    return min(_timed(once, n) for _ in range(repeats)) * 1e6
+
+
+def _timed(f, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - t0) / n
+
+
 def main():
     ap = argparse.ArgumentParser(description="dnnfault monitoring overhead")
     ap.add_argument("--daemon", default=os.environ.get("DNNFAULTD", "build/daemon/dnnfaultd"))
@@ -83,6 +124,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--stats-cost", action="store_true",
+                    help="only time the statistics of one sampled step (no daemon, no training)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,6 +134,14 @@ def main():
     x = torch.tensor(d.data, dtype=torch.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     y = torch.tensor(d.target)
+
+    if args.stats_cost:
+        print("torch %s, %d threads, batch %d: statistics of one sampled step (best of %d)"
+              % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats))
+        for name in args.models.split(","):
+            print("%-9s %9.1f us" % (name, stats_cost(MODELS[name][0], x, y, args.batch,
+                                                        args.repeats)))
+        return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")
     sock = os.path.join(tmp, "d.sock")

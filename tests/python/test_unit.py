@@ -139,3 +139,150 @@ def test_bad_every_falls_back(caplog):
     assert mon.every == dnnfault.DEFAULT_EVERY
     assert "bogus" in caplog.text
     mon.close(timeout=0)
+
+
+def _ref_layer(params, act, prev):
+    """The 16 statistics of one layer straight from torch, in float64."""
+    nan = float("nan")
+    out = [nan] * 16
+    ws = [p.detach().double().reshape(-1) for p in params]
+    gs = [p.grad.double().reshape(-1) for p in params if p.grad is not None]
+    a = act.detach().double().reshape(-1) if act is not None else None
+    if ws:
+        w = torch.cat(ws)
+        out[0:4] = [w.norm().item(), w.mean().item(), w.std(unbiased=False).item(),
+                    w.abs().max().item()]
+        if prev is not None:
+            out[9] = ((w - prev.double()).norm() / w.norm()).item()
+    if gs:
+        g = torch.cat(gs)
+        out[4:9] = [g.norm().item(), g.mean().item(), g.std(unbiased=False).item(),
+                    g.abs().max().item(), (g == 0).double().mean().item()]
+    if a is not None:
+        out[10:14] = [a.mean().item(), a.std(unbiased=False).item(),
+                      1.0 - (a > 0).double().mean().item(), (a.abs() > 5).double().mean().item()]
+    parts = ws + gs + ([a] if a is not None else [])
+    if parts:
+        out[14] = float(sum(torch.isnan(t).sum().item() for t in parts))
+        out[15] = float(sum(torch.isinf(t).sum().item() for t in parts))
+    return out
+
+
+def _check_layers(stats, layers, acts, prevs):
+    for k, l in enumerate(layers):
+        got = [float(v) for v in stats[16 * k:16 * (k + 1)]]
+        ref = _ref_layer(l.params, acts[k], prevs[k])
+        # float32 in, float32 out: compare at float32 precision.
+        assert got == pytest.approx(ref, rel=2e-4, abs=1e-5, nan_ok=True), (l.name, got, ref)
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_grouped_stats_match_torch(monkeypatch, small):
+    """Every path of the grouped computation against torch: several layers
+    per group, chunked layers, outputs in the group, outputs reduced where
+    they lie, output-only groups, frozen and half-frozen layers, a layer
+    without output, a float64 layer, a layer without parameters."""
+    from dnnfault import _stats
+    if small:  # tiny limits: every layer is chunked, every output loose
+        monkeypatch.setattr(_stats, "CHUNK", 50)
+        monkeypatch.setattr(_stats, "BIG_OUTPUT", 40)
+    torch.manual_seed(7)
+    mods = [nn.Linear(6, 5), nn.Linear(5, 4), nn.Conv2d(2, 3, 3), nn.Linear(4, 3),
+            nn.Linear(3, 3).double(), nn.Linear(3, 2), nn.ReLU()]
+    mods[3].weight.requires_grad_(False)
+    mods[3].bias.requires_grad_(False)  # frozen
+    mods[5].bias.requires_grad_(False)  # half frozen: gradients padded
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    st = Stats(layers)
+    st.snapshot()
+    for step in range(3):
+        prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params])
+                 if l.params else None for l in layers]
+        acts = []
+        for k, m in enumerate(mods):
+            for p in m.parameters():
+                if p.requires_grad:
+                    p.grad = torch.randn_like(p)
+                    p.grad.view(-1)[0] = 0.0
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+            shape = {2: (4, 3, 6, 6), 4: (8, 3)}.get(k, (16, 7 + k))
+            dt = {4: torch.float64, 6: torch.float16}.get(k)  # half: packed, and cut
+            a = None if k == 1 else (torch.randn(shape) * 4).to(dt or torch.float32)
+            acts.append(a)
+            layers[k].act = a
+        values, layout = st.compute(None, None, None, None, None, keep_weights=step < 2)
+        stats, _ = Stats.finish(Stats.gather(values), layout)
+        _check_layers(stats, layers, acts, prevs)
+        if step < 2:
+            continue
+        # keep_weights=False on the last step: no snapshot is left behind.
+        assert st.prev is None
+
+
+def test_nonfinite_counts_are_exact():
+    """NaN and Inf are found from non-finite sums of squares and counted in
+    a second pass; a finite value whose square overflows is counted as
+    neither."""
+    torch.manual_seed(8)
+    mods = [nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)]
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    for m in mods:
+        for p in m.parameters():
+            p.grad = torch.randn_like(p)
+    with torch.no_grad():
+        mods[0].weight[0, 0] = float("nan")
+        mods[0].weight[1, 1] = float("inf")
+        mods[1].weight.grad[0, :2] = float("-inf")
+        mods[3].weight[2, 2] = 1e20  # finite, but its square is not
+    acts = [torch.randn(8, 4) for _ in mods]
+    acts[2][0, 0] = float("nan")
+    acts[2][1, 1] = float("inf")
+    st = Stats(layers)
+    for l, a in zip(layers, acts):
+        l.act = a
+    values, layout = st.compute(None, None, None, None, None, False)
+    stats, _ = Stats.finish(Stats.gather(values), layout)
+    counts = [(stats[16 * k + 14], stats[16 * k + 15]) for k in range(4)]
+    assert counts == [(1, 1), (0, 2), (1, 1), (0, 0)]
+    _check_layers(stats[:48], layers[:3], acts[:3], [None] * 3)
+    # 1e20 squared overflows float32: the norm is inf, as torch's own
+    # float32 vector_norm says; everything else is as usual.
+    w3 = torch.cat([p.detach().reshape(-1) for p in mods[3].parameters()])
+    assert stats[48] == torch.linalg.vector_norm(w3).item() == float("inf")
+    assert stats[48 + 3] == pytest.approx(1e20)
+    assert stats[48 + 4] == pytest.approx(_ref_layer(layers[3].params, acts[3], None)[4])
+
+
+def test_saturation_boundary():
+    """|a| > 5 is taken from a² > 25: exact at the boundary in float32."""
+    lin = nn.Linear(1, 1)
+    layer = Layer("a", lin, list(lin.named_parameters()))
+    five = torch.tensor(5.0)
+    above = torch.nextafter(five, torch.tensor(10.0))
+    below = torch.nextafter(five, torch.tensor(0.0))
+    a = torch.stack([five, -five, above, -above, below, torch.tensor(float("inf")),
+                     torch.tensor(0.0), torch.tensor(-1e-45)])
+    layer.act = a
+    st = Stats([layer])
+    values, layout = st.compute(None, None, None, None, None, False)
+    stats, _ = Stats.finish(Stats.gather(values), layout)
+    assert stats[13] == pytest.approx(3 / 8)  # above, -above, inf
+    assert stats[12] == pytest.approx(1 - 4 / 8)  # five, above, below, inf are > 0
+
+
+def test_sparse_gradient():
+    torch.manual_seed(9)
+    emb = nn.Embedding(10, 4, sparse=True)
+    layer = Layer("e", emb, list(emb.named_parameters()))
+    st = Stats([layer])
+    out = emb(torch.tensor([1, 2, 2, 7]))
+    out.pow(2).sum().backward()
+    assert emb.weight.grad.is_sparse
+    layer.act = out.detach()
+    values, layout = st.compute(None, None, None, None, None, False)
+    stats, _ = Stats.finish(Stats.gather(values), layout)
+    dense = emb.weight.grad.to_dense()
+    emb.weight.grad = dense  # the reference reads a dense gradient
+    _check_layers(stats, [layer], [out.detach()], [None])
