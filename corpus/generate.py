@@ -57,6 +57,10 @@ def plan(n_configs, seed):
             others = [c for c in causes if c != cause]
             faults += rng.sample(others, rng.choice([1, 2]))
         out.append(dict(kind="mutant", program=program, faults=faults, operators=[]))
+    # Interleaved, so that any prefix of the plan is a representative corpus.
+    rest = out[len(names):]
+    rng.shuffle(rest)
+    out = out[:len(names)] + rest
     for k, item in enumerate(out):
         item["config_id"] = k
         item["rng_seed"] = rng.randrange(2 ** 31)
