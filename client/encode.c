@@ -229,6 +229,20 @@ int encode__step(const struct dnnfault_step *step, const struct encode_ctx *ctx,
 	return encode__envelope(&env, ctx->max_payload, out);
 }
 
+/* Epoch and RunEnd carry the same four optional metrics, named alike in
+ * the public struct and the message. */
+#define SET_METRICS(m, src)                                                   \
+	do {                                                                  \
+		(m).has_train_loss = ((src)->has & DNNFAULT_HAS_TRAIN_LOSS) != 0;   \
+		(m).train_loss = (src)->train_loss;                           \
+		(m).has_train_metric = ((src)->has & DNNFAULT_HAS_TRAIN_METRIC) != 0; \
+		(m).train_metric = (src)->train_metric;                       \
+		(m).has_val_loss = ((src)->has & DNNFAULT_HAS_VAL_LOSS) != 0;       \
+		(m).val_loss = (src)->val_loss;                               \
+		(m).has_val_metric = ((src)->has & DNNFAULT_HAS_VAL_METRIC) != 0;   \
+		(m).val_metric = (src)->val_metric;                           \
+	} while (0)
+
 int encode__epoch(const struct dnnfault_epoch *epoch, const struct encode_ctx *ctx,
 		  struct encode_frame *out)
 {
@@ -238,15 +252,7 @@ int encode__epoch(const struct dnnfault_epoch *epoch, const struct encode_ctx *c
 	m.epoch = epoch->epoch;
 	m.has_step = true;
 	m.step = epoch->step;
-	unsigned has = epoch->has;
-	m.has_train_loss = (has & DNNFAULT_HAS_TRAIN_LOSS) != 0;
-	m.train_loss = epoch->train_loss;
-	m.has_train_metric = (has & DNNFAULT_HAS_TRAIN_METRIC) != 0;
-	m.train_metric = epoch->train_metric;
-	m.has_val_loss = (has & DNNFAULT_HAS_VAL_LOSS) != 0;
-	m.val_loss = epoch->val_loss;
-	m.has_val_metric = (has & DNNFAULT_HAS_VAL_METRIC) != 0;
-	m.val_metric = epoch->val_metric;
+	SET_METRICS(m, epoch);
 	m.has_time = true;
 	m.time = ctx->now;
 
@@ -268,15 +274,7 @@ int encode__run_end(const struct dnnfault_run_end *end,
 	m.status = (Dnnfault__EndStatus)end->status;
 	m.has_step = true;
 	m.step = end->step;
-	unsigned has = end->has;
-	m.has_train_loss = (has & DNNFAULT_HAS_TRAIN_LOSS) != 0;
-	m.train_loss = end->train_loss;
-	m.has_train_metric = (has & DNNFAULT_HAS_TRAIN_METRIC) != 0;
-	m.train_metric = end->train_metric;
-	m.has_val_loss = (has & DNNFAULT_HAS_VAL_LOSS) != 0;
-	m.val_loss = end->val_loss;
-	m.has_val_metric = (has & DNNFAULT_HAS_VAL_METRIC) != 0;
-	m.val_metric = end->val_metric;
+	SET_METRICS(m, end);
 	m.has_time = true;
 	m.time = ctx->now;
 	m.has_dropped = true;
