@@ -42,6 +42,7 @@ int series__set_layers(struct series *s, const struct series_layer *layers, size
 		s->layers[i].type = strdup(layers[i].type ? layers[i].type : "");
 		s->layers[i].activation = strdup(layers[i].activation ? layers[i].activation : "");
 		s->layers[i].param_count = layers[i].param_count;
+		s->layers[i].fan_in = layers[i].fan_in;
 		if (!s->layers[i].name || !s->layers[i].type || !s->layers[i].activation)
 			return -ENOMEM;
 	}

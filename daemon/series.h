@@ -19,6 +19,7 @@ enum epoch_col { EPOCH_TRAIN_LOSS, EPOCH_TRAIN_METRIC, EPOCH_VAL_LOSS, EPOCH_VAL
 struct series_layer {
 	char *name, *type, *activation;	/* activation "" when unknown */
 	uint64_t param_count;
+	uint64_t fan_in;		/* inputs per unit of its first weight, 0 if unknown */
 };
 
 struct series {
@@ -40,6 +41,8 @@ struct series {
 	uint64_t planned_steps, dataset_size;
 	uint32_t planned_epochs;
 	double initial_lr;		/* optimizer "lr" parameter, NaN if unknown */
+	/* Other optimizer settings, NaN when the optimizer has none. */
+	double momentum, weight_decay, beta1, alpha;
 };
 
 static inline float series__stat(const struct series *s, size_t i, size_t layer, int stat)

@@ -434,6 +434,29 @@ int store_read__export_page(struct store_reader *r, struct store_cursor *cur, si
 }
 
 /* The static part of a series: layers and configuration from the RunStart. */
+static double optimizer_param(const Dnnfault__RunStart *m, const char *key)
+{
+	for (size_t i = 0; i < m->n_optimizer_params; i++)
+		if (strcmp(m->optimizer_params[i]->key, key) == 0 && m->optimizer_params[i]->has_number)
+			return m->optimizer_params[i]->number;
+	return NAN;
+}
+
+/* Inputs per output unit of the layer's first parameter of two or more
+ * dimensions (a Linear or Conv weight: all dimensions but the first). */
+static uint64_t fan_in(const Dnnfault__Layer *l)
+{
+	for (size_t i = 0; i < l->n_params; i++) {
+		if (l->params[i]->n_dims < 2)
+			continue;
+		uint64_t f = 1;
+		for (size_t d = 1; d < l->params[i]->n_dims; d++)
+			f *= l->params[i]->dims[d];
+		return f;
+	}
+	return 0;
+}
+
 static int series_description(sqlite3 *db, int64_t run, struct series *out)
 {
 	sqlite3_stmt *st;
@@ -454,7 +477,8 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 	for (size_t i = 0; rv == 0 && i < m->n_layers; i++)
 		layers[i] = (struct series_layer){.name = m->layers[i]->name, .type = m->layers[i]->type,
 						  .activation = m->layers[i]->activation,
-						  .param_count = m->layers[i]->param_count};
+						  .param_count = m->layers[i]->param_count,
+					  .fan_in = fan_in(m->layers[i])};
 	if (rv == 0)
 		rv = series__set_layers(out, layers, m->n_layers);
 	free(layers);
@@ -466,10 +490,11 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 	out->planned_epochs = m->planned_epochs;
 	out->planned_steps = m->planned_steps;
 	out->dataset_size = m->dataset_size;
-	out->initial_lr = NAN;
-	for (size_t i = 0; i < m->n_optimizer_params; i++)
-		if (strcmp(m->optimizer_params[i]->key, "lr") == 0 && m->optimizer_params[i]->has_number)
-			out->initial_lr = m->optimizer_params[i]->number;
+	out->initial_lr = optimizer_param(m, "lr");
+	out->momentum = optimizer_param(m, "momentum");
+	out->weight_decay = optimizer_param(m, "weight_decay");
+	out->beta1 = optimizer_param(m, "betas.0");
+	out->alpha = optimizer_param(m, "alpha");
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 	return rv;
 }
@@ -589,5 +614,23 @@ int store_read__status_of(struct store_reader *r, int64_t id, const struct store
 	char *runs[] = {uid};
 	int rv = store_read__status(r, runs, 1, 0, o, out, err, len);
 	free(uid);
+	return rv;
+}
+
+int store_read__labelled(struct store_reader *r, store_labelled_cb cb, void *arg, char *err, size_t len)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(r->db, "SELECT id, coalesce(name, uid), labels FROM runs"
+			       " WHERE labels IS NOT NULL ORDER BY id", -1, &st, NULL) != SQLITE_OK)
+		return fail(r->db, err, len);
+	int rv = 0, rc;
+	while (rv == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		rv = cb(sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+			(const char *)sqlite3_column_text(st, 2), arg);
+	if (rv == 0 && rc != SQLITE_DONE) {
+		snprintf(err, len, "%s", sqlite3_errmsg(r->db));
+		rv = -EIO;
+	}
+	sqlite3_finalize(st);
 	return rv;
 }

@@ -56,4 +56,11 @@ struct series;
 int store_read__series(struct store_reader *r, int64_t run, struct series *out,
 		       char *err, size_t err_len);
 
+/* Calls cb for every run with known labels (corpus runs; "" = healthy), in
+ * id order, until cb returns non-zero (which is returned). Returns 0, that
+ * value, or an ErrorCode with `err` set. */
+typedef int (*store_labelled_cb)(int64_t run, const char *name, const char *labels, void *arg);
+int store_read__labelled(struct store_reader *r, store_labelled_cb cb, void *arg,
+			 char *err, size_t err_len);
+
 #endif

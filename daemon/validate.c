@@ -6,20 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "causes.h"
+
 #define INVALID DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD
 #define LIMIT DNNFAULT__ERROR_CODE__ERR_LIMIT
 
-static const char *const causes[] = {
-	"lr_high", "lr_low", "loss", "activation", "init", "optimizer",
-	"epochs", "batch_size", "data", "labels", "regularization",
-};
 
 int validate__is_cause(const char *id)
 {
-	for (size_t i = 0; i < sizeof causes / sizeof causes[0]; i++)
-		if (strcmp(causes[i], id) == 0)
-			return 1;
-	return 0;
+	return causes__find(id) >= 0;
 }
 
 __attribute__((format(printf, 4, 5)))

@@ -1,0 +1,40 @@
+/* Features of a run so far (named run_features so as not to shadow glibc's
+ * <features.h>): the one implementation that model training,
+ * evaluation and live diagnosis all use, so that train and serve never
+ * drift apart. docs/features.md lists every feature.
+ *
+ * The schema is the ordered list of feature names. Changing it (a feature
+ * added, removed, reordered or computed differently) means a new
+ * FEATURES_SCHEMA_VERSION; a model bundle records the version and the hash
+ * of the names and refuses to load against any other. */
+#ifndef DNNFAULT_FEATURES_H
+#define DNNFAULT_FEATURES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "series.h"
+
+#define FEATURES_SCHEMA_VERSION 1
+#define FEATURES_NAME_MAX 48
+
+/* The number of features of this schema version. */
+size_t features__count(void);
+
+/* Name of feature `i` (< features__count()), e.g. "loss_slope". */
+const char *features__name(size_t i);
+
+/* FNV-1a hash of the schema's names, in order. */
+uint64_t features__schema_hash(void);
+
+/* Computes the features of the first `upto` steps of `s` (and the epochs
+ * that ended by then) into out[features__count()]. upto > s->n is
+ * clamped. A feature that cannot be computed (no data, no such layer) is
+ * NaN, which the models treat as missing. Returns 0 or -ENOMEM. */
+int features__compute(const struct series *s, size_t upto, double *out);
+
+/* A view of the first `upto` steps of `s` and the epochs that ended by
+ * then, sharing its arrays: what a detector would have seen at that step. */
+struct series features__prefix(const struct series *s, size_t upto);
+
+#endif
