@@ -1,17 +1,24 @@
 #include "analyze.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <uv.h>
 
+#include "config.h"
+#include "dnnfault_config.h"
 #include "dnnfault.pb-c.h"
 #include "ingest.h"
 #include "log.h"
 #include "map.h"
 #include "metrics.h"
+#include "model.h"
+#include "run_features.h"
 #include "series.h"
 #include "server.h"
 #include "store.h"
@@ -45,6 +52,10 @@ struct analyze {
 	int64_t *queue;		/* FIFO of runs to analyse */
 	size_t head, n, cap;
 	bool busy;
+	/* The bundle in use (NULL: none, health stays unknown) and one that a
+	 * reload loaded while an analysis was using the old one. */
+	struct model *model, *next_model;
+	bool swap_pending;
 	uv_work_t work;
 	uv_timer_t sweep;
 	bool sweeping;
@@ -54,6 +65,7 @@ struct analyze {
 	char err[256];
 	uint64_t step;
 	char health[16];
+	uint64_t micros;
 	uint8_t *message;
 	size_t message_len;
 };
@@ -84,10 +96,57 @@ void analyze__stop(struct analyze *a)
 	}
 }
 
+const char *analyze__model_path(const struct analyze *a, char *buf, size_t len)
+{
+	const char *conf = a->srv->cfg->model;
+	struct stat st;
+	if (strcmp(conf, "none") == 0)
+		snprintf(buf, len, "%s", "");
+	else if (conf[0] != '\0')
+		snprintf(buf, len, "%s", conf);
+	else if (stat(DNNFAULT_MODEL_DIR "/bundle.txt", &st) == 0)
+		snprintf(buf, len, "%s", DNNFAULT_MODEL_DIR);
+	else
+		snprintf(buf, len, "%s", DNNFAULT_SOURCE_MODEL_DIR);
+	return buf;
+}
+
+int analyze__load_model(const struct analyze *a, struct model **out, char *err, size_t len)
+{
+	char path[CONFIG_STR_MAX + 64];
+	analyze__model_path(a, path, sizeof path);
+	if (path[0] == '\0') {
+		*out = NULL;
+		return 0;
+	}
+	return model__load(path, out, err, len);
+}
+
+void analyze__set_model(struct analyze *a, struct model *m)
+{
+	if (a->busy) {
+		if (a->swap_pending)
+			model__free(a->next_model);
+		a->next_model = m;
+		a->swap_pending = true;
+		return;
+	}
+	model__free(a->model);
+	a->model = m;
+}
+
+const struct model *analyze__model(const struct analyze *a)
+{
+	return a->swap_pending ? a->next_model : a->model;
+}
+
 void analyze__free(struct analyze *a)
 {
 	if (a == NULL)
 		return;
+	model__free(a->model);
+	if (a->swap_pending)
+		model__free(a->next_model);
 	size_t pos = 0;
 	for (struct run_progress *p; (p = map__next(&a->runs, &pos, NULL)) != NULL;)
 		free(p);
@@ -129,13 +188,98 @@ static Dnnfault__Symptom *make_symptom(const struct symptom *x, const struct ser
 	return m;
 }
 
-/* Worker thread: load the run, run the detectors, pack a Diagnosis. */
+/* The layer to change for a layer-specific cause: where a related symptom
+ * started, else the layer whose statistics are most abnormal for it. */
+static int cause_layer(enum cause_id c, const struct series *s, const struct symptom *found, size_t n)
+{
+	static const enum symptom_id for_activation[] = {SYMPTOM_saturated_activation, SYMPTOM_dead_relu,
+							   SYMPTOM_vanishing_gradient};
+	static const enum symptom_id for_init[] = {SYMPTOM_vanishing_gradient, SYMPTOM_exploding_gradient,
+						     SYMPTOM_large_weights, SYMPTOM_unchanged_weights,
+						     SYMPTOM_dead_relu};
+	const enum symptom_id *want = c == CAUSE_activation ? for_activation : for_init;
+	size_t n_want = c == CAUSE_activation ? 3 : 5;
+	for (size_t w = 0; w < n_want; w++)
+		for (size_t i = 0; i < n; i++)
+			if (found[i].id == want[w] && found[i].layer >= 0)
+				return found[i].layer;
+	if (s->n == 0 || s->n_layers == 0)
+		return -1;
+	int best = -1;
+	double worst = -1;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		double score;
+		if (c == CAUSE_activation) {
+			/* Share of outputs that are dead or saturated, now. */
+			float dead = series__stat(s, s->n - 1, l, DNNFAULT__LAYER_STAT__ACT_NONPOS_FRAC);
+			float sat = series__stat(s, s->n - 1, l, DNNFAULT__LAYER_STAT__ACT_SATURATED_FRAC);
+			score = (isfinite(dead) ? dead : 0) + (isfinite(sat) ? sat : 0);
+		} else {
+			/* Distance of the initial weight scale from PyTorch's default
+			 * (std * sqrt(fan_in) ~ 0.58), in decades. */
+			float sd = series__stat(s, 0, l, DNNFAULT__LAYER_STAT__WEIGHT_STD);
+			if (s->layers[l].fan_in == 0 || !isfinite(sd))
+				continue;
+			double scale = sd * sqrt((double)s->layers[l].fan_in);
+			score = scale > 0 ? fabs(log10(scale / 0.58)) : 10;
+		}
+		if (score > worst) {
+			worst = score;
+			best = (int)l;
+		}
+	}
+	return best;
+}
+
+/* Runs the model on the run's features: health and the causes at or above
+ * their suspect threshold, most likely first, into d (pointing at `msgs`
+ * and `order`, which the caller keeps until d is packed). */
+static int diagnose(const struct model *m, const struct series *s, const struct symptom *found, size_t n,
+		    Dnnfault__Diagnosis *d, Dnnfault__Cause msgs[CAUSE_COUNT],
+		    Dnnfault__Cause *order[CAUSE_COUNT], char *health, size_t health_len)
+{
+	size_t nf = features__count();
+	double *x = malloc(nf * sizeof *x), prob[CAUSE_COUNT];
+	int rv = x ? features__compute(s, s->n, x) : -ENOMEM;
+	if (rv == 0)
+		rv = model__predict(m, x, 1, prob);
+	free(x);
+	if (rv != 0)
+		return rv;
+	snprintf(health, health_len, "%s", model__health_name(model__health(m, prob)));
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		if (!m->cause[c].present || !(prob[c] >= m->cause[c].suspect))
+			continue;
+		Dnnfault__Cause *k = &msgs[d->n_causes];
+		dnnfault__cause__init(k);
+		k->id = (char *)causes__name((enum cause_id)c);
+		k->has_probability = 1;
+		k->probability = prob[c];
+		k->fix = (char *)causes__fix((enum cause_id)c);
+		int layer = causes__layer_specific((enum cause_id)c) ? cause_layer((enum cause_id)c, s, found, n) : -1;
+		if (layer >= 0)
+			k->layer = s->layers[layer].name;
+		/* Insertion into the ranking, most probable first. */
+		size_t at = d->n_causes++;
+		while (at > 0 && order[at - 1]->probability < k->probability) {
+			order[at] = order[at - 1];
+			at--;
+		}
+		order[at] = k;
+	}
+	d->causes = order;
+	return 0;
+}
+
+/* Worker thread: load the run, run the detectors and the model, pack a
+ * Diagnosis. */
 static void work_cb(uv_work_t *req)
 {
 	struct analyze *a = req->data;
 	struct store_reader *r;
 	struct series s;
 	memset(&s, 0, sizeof s);
+	double t0 = server__now();
 	a->rv = store_read__open(a->srv->cfg->db, &r, a->err, sizeof a->err);
 	if (a->rv != 0)
 		return;
@@ -157,8 +301,18 @@ static void work_cb(uv_work_t *req)
 	d.step = a->step;
 	d.time = server__now();
 	d.steps_analysed = s.n;
-	/* No diagnosis model is loaded: health stays unknown, not guessed. */
+	/* Without a model, health stays unknown rather than guessed. */
 	snprintf(a->health, sizeof a->health, "unknown");
+	Dnnfault__Cause msgs[CAUSE_COUNT], *order[CAUSE_COUNT];
+	if (a->model != NULL && s.n > 0) {
+		int rv = diagnose(a->model, &s, found, n, &d, msgs, order, a->health, sizeof a->health);
+		if (rv != 0) {
+			/* The symptoms still stand; the causes are missing this time. */
+			snprintf(a->health, sizeof a->health, "unknown");
+			d.n_causes = 0;
+			snprintf(a->err, sizeof a->err, "model prediction failed (%d)", rv);
+		}
+	}
 	d.health = a->health;
 	a->message_len = dnnfault__diagnosis__get_packed_size(&d);
 	a->message = malloc(a->message_len ? a->message_len : 1);
@@ -169,6 +323,7 @@ static void work_cb(uv_work_t *req)
 	for (size_t i = 0; i < d.n_symptoms; i++)
 		protobuf_c_message_free_unpacked(&items[i]->base, NULL);
 	series__free(&s);
+	a->micros = (uint64_t)((server__now() - t0) * 1e6);
 }
 
 static void start_next(struct analyze *a);
@@ -177,8 +332,18 @@ static void after_work_cb(uv_work_t *req, int status)
 {
 	struct analyze *a = req->data;
 	a->busy = false;
+	if (a->err[0] != '\0' && a->rv == 0)
+		log_warning("run %lld: %s", (long long)a->run, a->err);
+	if (a->swap_pending) {
+		/* A reload finished while this analysis used the old bundle. */
+		model__free(a->model);
+		a->model = a->next_model;
+		a->next_model = NULL;
+		a->swap_pending = false;
+	}
 	if (status == 0 && a->rv == 0) {
 		metrics.analyses++;
+		metrics.analysis_micros += a->micros;
 		ingest__add_diagnosis(a->srv->ingest, a->run, a->step, a->health, a->message,
 				      a->message_len);
 		a->message = NULL;

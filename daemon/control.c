@@ -6,12 +6,16 @@
 
 #include <uv.h>
 
+#include "analyze.h"
+#include "config.h"
 #include "conn.h"
 #include "dnnfault_config.h"
 #include "frame.h"
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
+#include "run_features.h"
 #include "server.h"
 #include "store.h"
 #include "store_read.h"
@@ -298,6 +302,69 @@ static void add_counter(const char *name, uint64_t value, void *arg)
 	k->ptrs[k->n++] = x;
 }
 
+/* What bundle is in use: answered at once from the loop's copy. */
+static void answer_model(struct conn *c, uint64_t id)
+{
+	char path[CONFIG_STR_MAX + 64];
+	const struct model *m = analyze__model(c->srv->analyze);
+	Dnnfault__ModelResponse mr = DNNFAULT__MODEL_RESPONSE__INIT;
+	mr.has_loaded = 1;
+	mr.loaded = m != NULL;
+	mr.path = m ? m->path : (char *)analyze__model_path(c->srv->analyze, path, sizeof path);
+	mr.bundle = m ? m->text : NULL;
+	mr.has_schema_version = 1;
+	mr.schema_version = FEATURES_SCHEMA_VERSION;
+	Dnnfault__ControlResponse resp = DNNFAULT__CONTROL_RESPONSE__INIT;
+	resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_MODEL;
+	resp.model = &mr;
+	answer_now(c, id, &resp);
+}
+
+/* A reload reads and parses the bundle on a worker; the loop only swaps
+ * the pointer. A bundle that fails to load leaves the old one in use. */
+struct reload {
+	uv_work_t work;
+	struct conn *c;
+	uint64_t id;
+	struct model *m;
+	int rv;
+	char err[512];
+};
+
+static void reload_work_cb(uv_work_t *req)
+{
+	struct reload *r = req->data;
+	r->rv = analyze__load_model(r->c->srv->analyze, &r->m, r->err, sizeof r->err);
+}
+
+static void reload_after_cb(uv_work_t *req, int status)
+{
+	struct reload *r = req->data;
+	struct conn *c = r->c;
+	if (status == 0 && r->rv == 0) {
+		metrics.model_loads++;
+		log_info("model reloaded from %s", r->m ? r->m->path : "(none)");
+		analyze__set_model(c->srv->analyze, r->m);
+		if (c->state != CONN_CLOSING)
+			answer_model(c, r->id);
+	} else {
+		metrics.model_load_failures++;
+		log_warning("model reload failed: %s", r->err);
+		if (c->state != CONN_CLOSING) {
+			Dnnfault__Error err = DNNFAULT__ERROR__INIT;
+			err.code = DNNFAULT__ERROR_CODE__ERR_INTERNAL;
+			err.message = r->err[0] ? r->err : "reload failed";
+			Dnnfault__ControlResponse resp = DNNFAULT__CONTROL_RESPONSE__INIT;
+			resp.result_case = DNNFAULT__CONTROL_RESPONSE__RESULT_ERROR;
+			resp.error = &err;
+			answer_now(c, r->id, &resp);
+		}
+	}
+	free(r);
+	conn__control_done(c);
+	conn__unref(c);
+}
+
 void control__handle(struct conn *c, Dnnfault__Envelope *env)
 {
 	const Dnnfault__ControlRequest *r = env->request;
@@ -326,6 +393,32 @@ void control__handle(struct conn *c, Dnnfault__Envelope *env)
 		resp.stats = &s;
 		answer_now(c, r->id, &resp);
 		frame__free(env);
+		return;
+	}
+	if (r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_MODEL) {
+		uint64_t id = r->id;
+		bool reload = r->model->has_reload && r->model->reload;
+		frame__free(env);
+		if (!reload) {
+			answer_model(c, id);
+			return;
+		}
+		struct reload *job = calloc(1, sizeof *job);
+		if (job == NULL) {
+			conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0, "out of memory");
+			return;
+		}
+		job->c = c;
+		job->id = id;
+		job->work.data = job;
+		c->busy = true;
+		conn__ref(c);
+		if (uv_queue_work(c->srv->loop, &job->work, reload_work_cb, reload_after_cb) != 0) {
+			free(job);
+			conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, true, 0, 0, "cannot queue the reload");
+			conn__control_done(c);
+			conn__unref(c);
+		}
 		return;
 	}
 	struct job *j = calloc(1, sizeof *j);

@@ -26,6 +26,9 @@
 	X(control_requests)            \
 	X(analyses)                    \
 	X(analysis_failures)           \
+	X(analysis_micros)             \
+	X(model_loads)                 \
+	X(model_load_failures)         \
 	X(errors_bad_frame)            \
 	X(errors_frame_too_large)      \
 	X(errors_bad_message)          \

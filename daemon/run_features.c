@@ -100,7 +100,9 @@ static void temporal(struct sink *k, const char *name, const double *x, size_t n
 		}
 		j++;
 	}
-	double var = m ? m2 / (double)m : NAN, sd = sqrt(var);
+	/* All samples equal: no spread, though the rounding of their mean
+	 * leaves one of ~1e-17 whose skew would be +-1 by chance. */
+	double var = m ? (hi > lo ? m2 / (double)m : 0) : NAN, sd = sqrt(var);
 	double skew = m > 2 && var > 0 ? (m3 / (double)m) / (var * sd) : (m ? 0 : NAN);
 	double den = sxx - sx * sx / (double)(m ? m : 1);
 	double slope = m > 1 && den > 0 ? sxy / den : NAN;

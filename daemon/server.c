@@ -20,6 +20,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "model.h"
 #include "store.h"
 
 #if DNNFAULT_HAVE_SYSTEMD
@@ -369,6 +370,33 @@ static void signal_cb(uv_signal_t *h, int signum)
 		ingest__on_idle(s->ingest, drained_cb, s);
 }
 
+/* The bundle named by --model must load; the default one may be missing
+ * (then runs get symptoms but health stays unknown). */
+static int load_model(struct server *s)
+{
+	char err[512] = "", path[CONFIG_STR_MAX + 64];
+	struct model *m = NULL;
+	analyze__model_path(s->analyze, path, sizeof path);
+	int rv = analyze__load_model(s->analyze, &m, err, sizeof err);
+	if (rv != 0 && s->cfg->model[0] != '\0') {
+		log_error("model: %s", err);
+		return rv;
+	}
+	if (rv != 0) {
+		metrics.model_load_failures++;
+		log_warning("no diagnosis model (%s): health stays unknown", err);
+		return 0;
+	}
+	if (m != NULL) {
+		metrics.model_loads++;
+		log_info("model %s (feature schema %d, %zu features)", path, m->schema_version, m->n_features);
+	} else {
+		log_info("model: none (model = none)");
+	}
+	analyze__set_model(s->analyze, m);
+	return 0;
+}
+
 int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 {
 	char err[512];
@@ -402,6 +430,8 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 		return rv;
 	}
 	if ((rv = analyze__init(&s->analyze, s)) != 0)
+		return rv;
+	if ((rv = load_model(s)) != 0)
 		return rv;
 	if ((rv = ingest__init(&s->ingest, s)) != 0) {
 		log_error("loading runs from the store: %s", strerror(-rv));

@@ -22,6 +22,7 @@ enum ctl_exit {
 };
 
 #define CTL_DEFAULT_TIMEOUT_MS 5000
+#define CTL_DEFAULT_INTERVAL_MS 2000
 
 enum ctl_format { CTL_FORMAT_DEFAULT, CTL_FORMAT_CSV, CTL_FORMAT_JSONL };
 
@@ -33,6 +34,8 @@ struct ctl {
 	const char *token;
 	uint32_t limit;			/* runs --limit */
 	enum ctl_format format;		/* export --format */
+	uint32_t interval_ms;		/* watch --interval */
+	uint32_t count;			/* watch --count; 0: until interrupted */
 	char **args;			/* the verb's operands */
 	int n_args;
 	struct dnnfault_conn *conn;
@@ -60,6 +63,11 @@ int verb__export(struct ctl *ctl);
 int verb__version(struct ctl *ctl);
 int verb__stats(struct ctl *ctl);
 int verb__label(struct ctl *ctl);
+int verb__model(struct ctl *ctl);
+int verb__watch(struct ctl *ctl);
+
+/* learn.c: train, evaluate and rows, which need no daemon. */
+int learn__main(int argc, char **argv);
 
 /* table.c: a column-aligned text table that owns copies of its cells. */
 struct table {
@@ -83,10 +91,16 @@ const char *text__double(char *buf, size_t len, bool has, double v);
 const char *text__str(const char *s);	/* s, or "-" for NULL/empty */
 const char *text__end_status(int status);
 
-/* render.c: human output of status, runs, stats and version. */
+/* render.c: human output of status, runs, stats, model and watch. */
 void render__status(const Dnnfault__StatusResponse *r, FILE *out);
 void render__runs(const Dnnfault__StatusResponse *r, FILE *out);
 void render__stats(const Dnnfault__StatsResponse *r, FILE *out);
+void render__model(const Dnnfault__ModelResponse *r, FILE *out);
+/* What `watch` compares between polls: state, health, most likely cause
+ * and symptoms, as one string; malloc'd. */
+char *render__watch_key(const Dnnfault__RunSummary *s);
+/* One `watch` line about s, stamped with `now` (unix seconds). */
+void render__watch_line(const Dnnfault__RunSummary *s, double now, FILE *out);
 
 /* render_show.c */
 void render__show(const Dnnfault__RunDetail *d, FILE *out);
@@ -98,6 +112,8 @@ bool render__rank_of(const Dnnfault__RunDetail *d, uint64_t stream, uint32_t *ra
 void render_json__status(const Dnnfault__StatusResponse *r, FILE *out);
 void render_json__show(const Dnnfault__RunDetail *d, FILE *out);
 void render_json__stats(const Dnnfault__StatsResponse *r, FILE *out);
+void render_json__model(const Dnnfault__ModelResponse *r, FILE *out);
+void render_json__watch_line(const Dnnfault__RunSummary *s, double now, FILE *out);
 
 /* export.c */
 int export__run(struct ctl *ctl, const char *run);

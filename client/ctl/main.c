@@ -20,12 +20,19 @@ static const char usage_text[] =
 	"  label RUN CAUSE...|healthy       set the run's ground-truth root causes\n"
 	"  version                          client and daemon versions\n"
 	"  stats                            the daemon's counters\n"
+	"  model [info|reload]              the daemon's model bundle; reload loads it again\n"
+	"  watch [RUN] [--interval MS] [--count N]\n"
+	"                                   follow runs: a line when health, top cause\n"
+	"                                   or symptoms change (every 2000 ms; N polls)\n"
+	"  train CORPUS BUNDLE_DIR          select and train a model bundle (offline)\n"
+	"  evaluate CORPUS [REPORT.md]      leave-one-program-out evaluation (offline)\n"
+	"  rows STORE [ROWS.csv]            export a corpus as feature rows (offline)\n"
 	"  help                             this text\n"
 	"\n"
 	"options:\n"
 	"  --address ADDR  unix:/path or tcp://host:port (default: $DNNFAULT_ADDRESS,\n"
 	"                  else the daemon's default socket)\n"
-	"  --json          machine-readable output (export: jsonl)\n"
+	"  --json          machine-readable output (export, watch: jsonl)\n"
 	"  --timeout MS    bound on connecting and on each wait for an answer\n"
 	"                  (default 5000; 0 waits forever)\n"
 	"  --version       print the client version and exit\n"
@@ -37,17 +44,22 @@ struct verb {
 	const char *name;
 	int (*run)(struct ctl *ctl);
 	int min_args, max_args;		/* max -1: any number */
+	const char *const *words;	/* what the first operand may be; NULL: anything */
 };
 
+static const char *const model_words[] = {"info", "reload", NULL};
+
 static const struct verb verbs[] = {
-	{"status", verb__status, 0, -1},
-	{"runs", verb__runs, 0, 0},
-	{"show", verb__show, 1, 1},
-	{"export", verb__export, 1, 1},
-	{"label", verb__label, 2, -1},
-	{"version", verb__version, 0, 0},
-	{"stats", verb__stats, 0, 0},
-	{"help", NULL, 0, 0},
+	{"status", verb__status, 0, -1, NULL},
+	{"runs", verb__runs, 0, 0, NULL},
+	{"show", verb__show, 1, 1, NULL},
+	{"export", verb__export, 1, 1, NULL},
+	{"label", verb__label, 2, -1, NULL},
+	{"version", verb__version, 0, 0, NULL},
+	{"stats", verb__stats, 0, 0, NULL},
+	{"model", verb__model, 0, 1, model_words},
+	{"watch", verb__watch, 0, 1, NULL},
+	{"help", NULL, 0, 0, NULL},
 };
 
 /* Prints a usage error and the usage text to stderr; returns CTL_USAGE. */
@@ -77,10 +89,27 @@ static bool parse_uint(const char *s, unsigned long min, unsigned long max,
 	return true;
 }
 
+/* The options that take a value; those of one verb are refused with any
+ * other. */
+static const struct value_flag {
+	const char *name;
+	const char *verb;	/* NULL: every verb */
+} value_flags[] = {
+	{"--address", NULL},
+	{"--timeout", NULL},
+	{"--limit", "runs"},
+	{"--format", "export"},
+	{"--interval", "watch"},
+	{"--count", "watch"},
+};
+
+#define N_VALUE_FLAGS (sizeof value_flags / sizeof value_flags[0])
+
 struct parsed {
 	const char *verb;
 	const char *address;
-	bool version, help, has_limit, has_format;
+	bool version, help;
+	bool given[N_VALUE_FLAGS];	/* by index in value_flags */
 };
 
 /* Applies one flag (`value` is its argument when it takes one). Returns
@@ -99,7 +128,6 @@ static int apply_flag(struct ctl *ctl, struct parsed *p, const char *name,
 		if (!parse_uint(value, 0, UINT32_MAX, &v))
 			return usage_error("--limit wants a number, not \"%s\"", value);
 		ctl->limit = (uint32_t)v;
-		p->has_limit = true;
 	} else if (strcmp(name, "--format") == 0) {
 		if (strcmp(value, "csv") == 0)
 			ctl->format = CTL_FORMAT_CSV;
@@ -107,15 +135,25 @@ static int apply_flag(struct ctl *ctl, struct parsed *p, const char *name,
 			ctl->format = CTL_FORMAT_JSONL;
 		else
 			return usage_error("--format is csv or jsonl, not \"%s\"", value);
-		p->has_format = true;
+	} else if (strcmp(name, "--interval") == 0) {
+		if (!parse_uint(value, 1, 24ul * 3600 * 1000, &v))
+			return usage_error("--interval wants milliseconds, not \"%s\"", value);
+		ctl->interval_ms = (uint32_t)v;
+	} else if (strcmp(name, "--count") == 0) {
+		if (!parse_uint(value, 1, UINT32_MAX, &v))
+			return usage_error("--count wants a number of polls, not \"%s\"", value);
+		ctl->count = (uint32_t)v;
 	}
 	return CTL_OK;
 }
 
-static bool flag_takes_value(const char *name)
+/* The index of `name` in value_flags, or -1 when it takes no value. */
+static int value_flag_index(const char *name)
 {
-	return strcmp(name, "--address") == 0 || strcmp(name, "--timeout") == 0 ||
-	       strcmp(name, "--limit") == 0 || strcmp(name, "--format") == 0;
+	for (size_t i = 0; i < N_VALUE_FLAGS; i++)
+		if (strcmp(value_flags[i].name, name) == 0)
+			return (int)i;
+	return -1;
 }
 
 /* Global flags may come before or after the verb; "--" ends flags. The
@@ -145,8 +183,10 @@ static int parse_args(int argc, char **argv, struct ctl *ctl, struct parsed *p)
 			char *eq = strchr(a, '=');
 			if (eq != NULL)
 				*eq = '\0';
-			if (!flag_takes_value(a))
+			int flag = value_flag_index(a);
+			if (flag < 0)
 				return usage_error("unknown option %s", a);
+			p->given[flag] = true;
 			const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
 			if (value == NULL)
 				return usage_error("%s needs a value", a);
@@ -195,14 +235,25 @@ static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *
 		usage_error("too many arguments for %s", v->name);
 		return NULL;
 	}
-	if (p->has_limit && strcmp(v->name, "runs") != 0) {
-		usage_error("--limit only applies to runs");
-		return NULL;
+	if (v->words != NULL && ctl->n_args > 0) {
+		size_t i = 0;
+		while (v->words[i] != NULL && strcmp(v->words[i], ctl->args[0]) != 0)
+			i++;
+		if (v->words[i] == NULL) {
+			char want[64] = "";
+			for (i = 0; v->words[i] != NULL; i++)
+				snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s",
+					 i > 0 ? "|" : "", v->words[i]);
+			usage_error("%s takes %s, not \"%s\"", v->name, want, ctl->args[0]);
+			return NULL;
+		}
 	}
-	if (p->has_format && strcmp(v->name, "export") != 0) {
-		usage_error("--format only applies to export");
-		return NULL;
-	}
+	for (size_t i = 0; i < N_VALUE_FLAGS; i++)
+		if (p->given[i] && value_flags[i].verb != NULL &&
+		    strcmp(value_flags[i].verb, v->name) != 0) {
+			usage_error("%s only applies to %s", value_flags[i].name, value_flags[i].verb);
+			return NULL;
+		}
 	return v;
 }
 
@@ -224,8 +275,13 @@ int main(int argc, char **argv)
 	 * EPIPE on write, which ends the output quietly. */
 	signal(SIGPIPE, SIG_IGN);
 
+	if (argc > 1 && (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "evaluate") == 0 ||
+			 strcmp(argv[1], "rows") == 0))
+		return finish_stdout(learn__main(argc - 1, argv + 1));
+
 	struct ctl ctl = {
 		.timeout_ms = CTL_DEFAULT_TIMEOUT_MS,
+		.interval_ms = CTL_DEFAULT_INTERVAL_MS,
 		.token = getenv("DNNFAULT_TOKEN"),
 		.args = argv + 1,
 		.next_id = 1,

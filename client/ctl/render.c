@@ -1,5 +1,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ctl.h"
 
@@ -112,4 +113,45 @@ void render__stats(const Dnnfault__StatsResponse *r, FILE *out)
 {
 	for (size_t i = 0; i < r->n_counters; i++)
 		fprintf(out, "%s %" PRIu64 "\n", r->counters[i]->name, r->counters[i]->value);
+}
+
+/* The header lines, then bundle.txt as the daemon read it. */
+void render__model(const Dnnfault__ModelResponse *r, FILE *out)
+{
+	char a[24];
+	fprintf(out, "%-16s%s\n", "loaded", r->has_loaded && r->loaded ? "yes" : "no");
+	fprintf(out, "%-16s%s\n", "path", text__str(r->path));
+	fprintf(out, "%-16s%s\n", "schema_version",
+		text__u64(a, sizeof a, r->has_schema_version, r->schema_version));
+	if (r->bundle == NULL || *r->bundle == '\0')
+		return;
+	fprintf(out, "\n%s", r->bundle);
+	if (r->bundle[strlen(r->bundle) - 1] != '\n')
+		fputc('\n', out);
+}
+
+char *render__watch_key(const Dnnfault__RunSummary *s)
+{
+	char *symptoms = render__symptoms(s);
+	const Dnnfault__Cause *c = s->n_causes > 0 ? s->causes[0] : NULL;
+	char *key;
+	if (asprintf(&key, "%s\n%s\n%s[%s]\n%s", text__str(s->state), text__str(s->health),
+		     c ? c->id : "-", c ? text__str(c->layer) : "-", symptoms) < 0)
+		abort();
+	free(symptoms);
+	return key;
+}
+
+void render__watch_line(const Dnnfault__RunSummary *s, double now, FILE *out)
+{
+	char when[40], step[24];
+	char *symptoms = render__symptoms(s);
+	char *cause = render__cause(s);
+	fprintf(out, "%s run %s step %s %s %s  cause: %s  symptoms: %s\n",
+		text__time(when, sizeof when, true, now),
+		s->name != NULL && *s->name != '\0' ? s->name : s->id,
+		text__u64(step, sizeof step, s->has_step, s->step), text__str(s->state),
+		text__str(s->health), cause, symptoms);
+	free(symptoms);
+	free(cause);
 }

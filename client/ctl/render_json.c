@@ -1,4 +1,7 @@
+#include <ctype.h>
 #include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "ctl.h"
 #include "summary_json.h"
@@ -206,6 +209,111 @@ void render_json__stats(const Dnnfault__StatsResponse *r, FILE *out)
 	json__begin_object(&j);
 	for (size_t i = 0; i < r->n_counters; i++)
 		json__kuint(&j, r->counters[i]->name, r->counters[i]->value);
+	json__end_object(&j);
+	fputc('\n', out);
+}
+
+/* A number as JSON writes it, of at most 15 characters: so thresholds and
+ * counts become numbers while the 16-hex-digit schema_hash, even when it
+ * happens to be all digits, stays a string. */
+static bool bundle__is_number(const char *s)
+{
+	if (strlen(s) > 15)
+		return false;
+	const char *p = s + (*s == '-');
+	if (!isdigit((unsigned char)*p) || (p[0] == '0' && isdigit((unsigned char)p[1])))
+		return false;
+	p += strspn(p, "0123456789");
+	if (*p == '.') {
+		if (!isdigit((unsigned char)*++p))
+			return false;
+		p += strspn(p, "0123456789");
+	}
+	if (*p == 'e' || *p == 'E') {
+		p += p[1] == '+' || p[1] == '-' ? 2 : 1;
+		if (!isdigit((unsigned char)*p))
+			return false;
+		p += strspn(p, "0123456789");
+	}
+	return *p == '\0';
+}
+
+static void bundle__value(struct json *j, const char *v)
+{
+	if (v != NULL && bundle__is_number(v))
+		json__double(j, strtod(v, NULL));
+	else
+		json__string(j, v);
+}
+
+#define BUNDLE_SPACE " \t\r"
+
+/* Writes the "cause ID KEY VALUE..." lines of bundle.txt as objects when
+ * `causes`, else every other "KEY VALUE..." line as a member. */
+static void bundle__lines(struct json *j, const char *text, bool causes)
+{
+	char *copy = strdup(text);
+	if (copy == NULL)
+		abort();
+	char *lines, *words;
+	for (char *line = strtok_r(copy, "\n", &lines); line != NULL;
+	     line = strtok_r(NULL, "\n", &lines)) {
+		char *key = strtok_r(line, BUNDLE_SPACE, &words);
+		if (key == NULL || (strcmp(key, "cause") == 0) != causes)
+			continue;
+		if (!causes) {
+			char *rest = words + strspn(words, BUNDLE_SPACE);
+			size_t n = strlen(rest);
+			while (n > 0 && strchr(BUNDLE_SPACE, rest[n - 1]) != NULL)
+				rest[--n] = '\0';
+			json__key(j, key);
+			bundle__value(j, n > 0 ? rest : NULL);
+			continue;
+		}
+		json__begin_object(j);
+		json__kstring(j, "id", strtok_r(NULL, BUNDLE_SPACE, &words));
+		for (char *k; (k = strtok_r(NULL, BUNDLE_SPACE, &words)) != NULL;) {
+			json__key(j, k);
+			bundle__value(j, strtok_r(NULL, BUNDLE_SPACE, &words));
+		}
+		json__end_object(j);
+	}
+	free(copy);
+}
+
+void render_json__model(const Dnnfault__ModelResponse *r, FILE *out)
+{
+	struct json j;
+	json__init(&j, out);
+	json__begin_object(&j);
+	json__key(&j, "loaded");
+	json__bool(&j, r->has_loaded && r->loaded);
+	json__kstring(&j, "path", r->path != NULL && *r->path != '\0' ? r->path : NULL);
+	json__kopt_uint(&j, "schema_version", r->has_schema_version, r->schema_version);
+	json__key(&j, "bundle");
+	if (r->bundle != NULL && *r->bundle != '\0') {
+		json__begin_object(&j);
+		bundle__lines(&j, r->bundle, false);
+		json__key(&j, "causes");
+		json__begin_array(&j);
+		bundle__lines(&j, r->bundle, true);
+		json__end_array(&j);
+		json__end_object(&j);
+	} else {
+		json__null(&j);
+	}
+	json__end_object(&j);
+	fputc('\n', out);
+}
+
+void render_json__watch_line(const Dnnfault__RunSummary *s, double now, FILE *out)
+{
+	struct json j;
+	json__init(&j, out);
+	json__begin_object(&j);
+	json__kdouble(&j, "time", now);
+	json__key(&j, "run");
+	summary_json__write(&j, s);
 	json__end_object(&j);
 	fputc('\n', out);
 }

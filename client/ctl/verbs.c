@@ -1,4 +1,8 @@
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ctl.h"
 #include "dnnfault_config.h"
@@ -13,7 +17,9 @@ static int status_cb(const Dnnfault__ControlResponse *r, void *arg)
 	return CTL_OK;
 }
 
-int verb__status(struct ctl *ctl)
+/* Asks for the status of the runs the operands name (all when none) and
+ * hands the answer to cb. */
+static int call_status(struct ctl *ctl, rpc_cb cb, void *arg)
 {
 	Dnnfault__StatusRequest sr = DNNFAULT__STATUS_REQUEST__INIT;
 	sr.runs = ctl->args;
@@ -21,7 +27,12 @@ int verb__status(struct ctl *ctl)
 	Dnnfault__ControlRequest req = DNNFAULT__CONTROL_REQUEST__INIT;
 	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_STATUS;
 	req.status = &sr;
-	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, status_cb, ctl);
+	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, cb, arg);
+}
+
+int verb__status(struct ctl *ctl)
+{
+	return call_status(ctl, status_cb, ctl);
 }
 
 static int runs_cb(const Dnnfault__ControlResponse *r, void *arg)
@@ -162,4 +173,157 @@ int verb__label(struct ctl *ctl)
 	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_LABEL;
 	req.label = &lr;
 	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, status_cb, ctl);
+}
+
+static int model_cb(const Dnnfault__ControlResponse *r, void *arg)
+{
+	const struct ctl *ctl = arg;
+	if (ctl->json)
+		render_json__model(r->model, stdout);
+	else
+		render__model(r->model, stdout);
+	return CTL_OK;
+}
+
+/* `model reload` waits for the daemon to read the bundle again; a bundle
+ * that fails to load comes back as an error, and the old one stays. */
+int verb__model(struct ctl *ctl)
+{
+	Dnnfault__ModelRequest mr = DNNFAULT__MODEL_REQUEST__INIT;
+	mr.has_reload = 1;
+	mr.reload = ctl->n_args > 0 && strcmp(ctl->args[0], "reload") == 0;
+	Dnnfault__ControlRequest req = DNNFAULT__CONTROL_REQUEST__INIT;
+	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_MODEL;
+	req.model = &mr;
+	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_MODEL, model_cb, ctl);
+}
+
+/* What watch last printed about a run, sorted by run id. */
+struct watch_run {
+	char *id;
+	char *key;	/* render__watch_key */
+};
+
+struct watch {
+	const struct ctl *ctl;
+	struct watch_run *runs;
+	size_t n, cap;
+	double now;	/* of the poll, unix seconds */
+};
+
+static volatile sig_atomic_t watch_stop;
+
+static void watch__on_signal(int sig)
+{
+	(void)sig;
+	watch_stop = 1;
+}
+
+/* The slot of run `id`: where it is, or where it belongs (*found false). */
+static size_t watch__find(const struct watch *w, const char *id, bool *found)
+{
+	size_t lo = 0, hi = w->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(w->runs[mid].id, id);
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+/* True when s differs from what was last printed about it, which it then
+ * becomes. */
+static bool watch__changed(struct watch *w, const Dnnfault__RunSummary *s)
+{
+	char *key = render__watch_key(s);
+	bool found;
+	size_t i = watch__find(w, s->id, &found);
+	if (found && strcmp(w->runs[i].key, key) == 0) {
+		free(key);
+		return false;
+	}
+	if (found) {
+		free(w->runs[i].key);
+		w->runs[i].key = key;
+		return true;
+	}
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct watch_run *runs = realloc(w->runs, cap * sizeof *runs);
+		if (runs == NULL)
+			abort();
+		w->runs = runs;
+		w->cap = cap;
+	}
+	memmove(w->runs + i + 1, w->runs + i, (w->n - i) * sizeof *w->runs);
+	w->runs[i] = (struct watch_run){.id = strdup(s->id), .key = key};
+	if (w->runs[i].id == NULL)
+		abort();
+	w->n++;
+	return true;
+}
+
+static int watch_cb(const Dnnfault__ControlResponse *r, void *arg)
+{
+	struct watch *w = arg;
+	for (size_t i = 0; i < r->status->n_runs; i++) {
+		const Dnnfault__RunSummary *s = r->status->runs[i];
+		if (!watch__changed(w, s))
+			continue;
+		if (w->ctl->json)
+			render_json__watch_line(s, w->now, stdout);
+		else
+			render__watch_line(s, w->now, stdout);
+	}
+	return CTL_OK;
+}
+
+/* Sleeps ms, or less when a signal arrives. */
+static void watch__sleep(uint32_t ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (!watch_stop && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Polls status every interval and prints what changed, until SIGINT or
+ * SIGTERM, or after ctl->count polls. The first signal lets the poll in
+ * progress finish (a call is bounded by --timeout); SA_RESETHAND lets a
+ * second one end the process at once. */
+int verb__watch(struct ctl *ctl)
+{
+	struct sigaction sa = {.sa_handler = watch__on_signal, .sa_flags = SA_RESETHAND};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	struct watch w = {.ctl = ctl};
+	int rv = CTL_OK;
+	for (uint32_t polls = 0; !watch_stop && (ctl->count == 0 || polls < ctl->count); polls++) {
+		if (polls > 0)
+			watch__sleep(ctl->interval_ms);
+		if (watch_stop)
+			break;
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		w.now = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+		rv = call_status(ctl, watch_cb, &w);
+		/* Lines go out as they come; a reader that went away ends it. */
+		if (rv != CTL_OK || fflush(stdout) != 0)
+			break;
+	}
+	for (size_t i = 0; i < w.n; i++) {
+		free(w.runs[i].id);
+		free(w.runs[i].key);
+	}
+	free(w.runs);
+	return rv;
 }

@@ -1,0 +1,67 @@
+/* The offline verbs: they read a corpus (a store or its rows export)
+ * directly, not through the daemon. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "learn.h"
+
+static const char learn_usage[] =
+	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--quiet]\n"
+	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--quiet]\n"
+	"       dnnfaultctl rows STORE [ROWS.csv]\n"
+	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n";
+
+int learn__main(int argc, char **argv)
+{
+	const char *verb = argv[0], *pos[2] = {0};
+	int n_pos = 0;
+	struct fit_opts o = fit_defaults;
+	o.verbose = true;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--quiet") == 0)
+			o.verbose = false;
+		else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 2)
+			pos[n_pos++] = argv[i];
+		else {
+			fprintf(stderr, "dnnfaultctl: unexpected argument \"%s\"\n%s", argv[i], learn_usage);
+			return CTL_USAGE;
+		}
+	}
+	bool train = strcmp(verb, "train") == 0, rows = strcmp(verb, "rows") == 0;
+	if (n_pos < 1 || (train && n_pos < 2)) {
+		fputs(learn_usage, stderr);
+		return CTL_USAGE;
+	}
+	char err[512] = "";
+	struct dataset d;
+	int rv = learn__load(pos[0], &d, err, sizeof err);
+	if (rv != 0) {
+		fprintf(stderr, "dnnfaultctl: %s\n", err);
+		return CTL_ERROR;
+	}
+	if (o.verbose)
+		fprintf(stderr, "%zu rows of %zu programs from %s\n", d.n, d.n_groups, pos[0]);
+	FILE *out = stdout;
+	if (!train && pos[1] != NULL && (out = fopen(pos[1], "w")) == NULL) {
+		fprintf(stderr, "dnnfaultctl: %s: %s\n", pos[1], strerror(errno));
+		dataset__free(&d);
+		return CTL_ERROR;
+	}
+	if (train)
+		rv = learn__train(&d, pos[0], pos[1], &o, err, sizeof err);
+	else if (rows)
+		rv = dataset__write_csv(&d, out);
+	else
+		rv = learn__evaluate(&d, &o, out, err, sizeof err);
+	if (out != stdout && fclose(out) != 0 && rv == 0) {
+		snprintf(err, sizeof err, "%s: %s", pos[1], strerror(errno));
+		rv = -EIO;
+	}
+	if (rv != 0)
+		fprintf(stderr, "dnnfaultctl: %s\n", err[0] ? err : strerror(-rv));
+	dataset__free(&d);
+	return rv == 0 ? CTL_OK : CTL_ERROR;
+}

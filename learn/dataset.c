@@ -1,0 +1,307 @@
+#include "dataset.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "run_features.h"
+#include "series.h"
+#include "store_read.h"
+
+const double dataset_points[DATASET_POINTS] = {0.10, 0.25, 0.50, 1.00};
+const char *const baseline_names[BASE_COUNT] = {"autotrainer", "deepdiagnosis", "umlaut"};
+
+/* Room for one more row; returns its index or -ENOMEM. */
+static long grow(struct dataset *d)
+{
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 1024;
+		double *x = realloc(d->x, cap * d->n_features * sizeof *x);
+		if (x == NULL)
+			return -ENOMEM;
+		d->x = x;
+		double *fd = realloc(d->fd, cap * DEEPFD_FEATURES * sizeof *fd);
+		if (fd == NULL)
+			return -ENOMEM;
+		d->fd = fd;
+		struct row_meta *m = realloc(d->meta, cap * sizeof *m);
+		if (m == NULL)
+			return -ENOMEM;
+		d->meta = m;
+		d->cap = cap;
+	}
+	return (long)d->n++;
+}
+
+static int group_of(struct dataset *d, const char *name, size_t len)
+{
+	for (size_t g = 0; g < d->n_groups; g++)
+		if (strlen(d->groups[g]) == len && strncmp(d->groups[g], name, len) == 0)
+			return (int)g;
+	char **more = realloc(d->groups, (d->n_groups + 1) * sizeof *more);
+	if (more == NULL)
+		return -ENOMEM;
+	d->groups = more;
+	if ((d->groups[d->n_groups] = strndup(name, len)) == NULL)
+		return -ENOMEM;
+	return (int)d->n_groups++;
+}
+
+/* How many samples a run had at `point` of its training: its planned
+ * steps when it said, else the steps it ran. */
+static size_t samples_at(const struct series *s, double point)
+{
+	if (s->n == 0)
+		return 0;
+	double total = s->planned_steps ? (double)s->planned_steps : (double)s->step[s->n - 1] + 1;
+	size_t k = 0;
+	while (k < s->n && (double)s->step[k] + 1 <= point * total + 1e-9)
+		k++;
+	return point >= 1.0 ? s->n : (k ? k : 1);
+}
+
+struct build {
+	struct dataset *d;
+	struct store_reader *r;
+	char *err;
+	size_t len;
+	size_t skipped;
+};
+
+static int add_run(int64_t run, const char *name, const char *labels, void *arg)
+{
+	struct build *b = arg;
+	struct dataset *d = b->d;
+	cause_set set;
+	if (causes__parse(labels, &set) != 0) {
+		b->skipped++;
+		return 0;
+	}
+	const char *dash = strchr(name, '-');
+	int group = group_of(d, name, dash ? (size_t)(dash - name) : strlen(name));
+	if (group < 0)
+		return group;
+	struct series s;
+	memset(&s, 0, sizeof s);
+	if (store_read__series(b->r, run, &s, b->err, b->len) != 0 || s.n == 0) {
+		/* A corpus run that crashed before its first step: nothing to learn. */
+		series__free(&s);
+		b->skipped++;
+		return 0;
+	}
+	int rv = 0;
+	for (int p = 0; rv == 0 && p < DATASET_POINTS; p++) {
+		long i = grow(d);
+		if (i < 0) {
+			rv = (int)i;
+			break;
+		}
+		size_t upto = samples_at(&s, dataset_points[p]);
+		rv = features__compute(&s, upto, d->x + (size_t)i * d->n_features);
+		struct series v = features__prefix(&s, upto);
+		baselines__deepfd_features(&v, d->fd + (size_t)i * DEEPFD_FEATURES);
+		d->meta[i] = (struct row_meta){
+			.run = run, .group = group, .point = p, .labels = set,
+			.base = {baselines__autotrainer(&v), baselines__deepdiagnosis(&v), baselines__umlaut(&v)},
+		};
+	}
+	series__free(&s);
+	return rv;
+}
+
+int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len)
+{
+	memset(d, 0, sizeof *d);
+	d->n_features = features__count();
+	struct build b = {.d = d, .err = err, .len = len};
+	int rv = store_read__open(db, &b.r, err, len);
+	if (rv != 0)
+		return rv;
+	rv = store_read__labelled(b.r, add_run, &b, err, len);
+	store_read__close(b.r);
+	if (rv > 0)
+		rv = -EIO;
+	if (rv == -ENOMEM)
+		snprintf(err, len, "out of memory");
+	if (rv == 0 && d->n == 0) {
+		snprintf(err, len, "%s has no labelled runs with telemetry", db);
+		rv = -ENOENT;
+	}
+	return rv;
+}
+
+static void write_set(FILE *f, cause_set set)
+{
+	bool first = true;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		if (set & ((cause_set)1 << c)) {
+			fprintf(f, "%s%s", first ? "" : "|", causes__name((enum cause_id)c));
+			first = false;
+		}
+}
+
+static void write_num(FILE *f, double v)
+{
+	if (isnan(v))
+		fputs(",nan", f);
+	else
+		fprintf(f, ",%.6g", v);
+}
+
+int dataset__write_csv(const struct dataset *d, FILE *f)
+{
+	fputs("run,program,point,labels", f);
+	for (int b = 0; b < BASE_COUNT; b++)
+		fprintf(f, ",%s", baseline_names[b]);
+	for (size_t j = 0; j < d->n_features; j++)
+		fprintf(f, ",%s", features__name(j));
+	for (size_t j = 0; j < DEEPFD_FEATURES; j++)
+		fprintf(f, ",%s", baselines__deepfd_name(j));
+	fputc('\n', f);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct row_meta *m = &d->meta[i];
+		fprintf(f, "%lld,%s,%.2f,", (long long)m->run, d->groups[m->group], dataset_points[m->point]);
+		write_set(f, m->labels);
+		for (int b = 0; b < BASE_COUNT; b++) {
+			fputc(',', f);
+			write_set(f, m->base[b]);
+		}
+		for (size_t j = 0; j < d->n_features; j++)
+			write_num(f, d->x[i * d->n_features + j]);
+		for (size_t j = 0; j < DEEPFD_FEATURES; j++)
+			write_num(f, d->fd[i * DEEPFD_FEATURES + j]);
+		fputc('\n', f);
+	}
+	return ferror(f) ? -EIO : 0;
+}
+
+/* Next comma-separated field of *p (cut in place). */
+static char *field(char **p)
+{
+	char *start = *p;
+	if (start == NULL)
+		return NULL;
+	char *end = strpbrk(start, ",\n");
+	if (end == NULL || *end == '\n') {
+		if (end != NULL)
+			*end = '\0';
+		*p = NULL;
+	} else {
+		*end = '\0';
+		*p = end + 1;
+	}
+	return start;
+}
+
+static int parse_set(char *text, cause_set *out)
+{
+	for (char *c = text; *c; c++)
+		if (*c == '|')
+			*c = ',';
+	return causes__parse(text, out);
+}
+
+/* The header must name exactly this build's columns, in order. */
+static int check_header(char *line, char *err, size_t len)
+{
+	char *p = line;
+	const char *fixed[] = {"run", "program", "point", "labels"};
+	size_t col = 0;
+	for (size_t j = 0; j < 4; j++, col++) {
+		char *f = field(&p);
+		if (f == NULL || strcmp(f, fixed[j]) != 0)
+			goto bad;
+	}
+	for (int b = 0; b < BASE_COUNT; b++, col++) {
+		char *f = field(&p);
+		if (f == NULL || strcmp(f, baseline_names[b]) != 0)
+			goto bad;
+	}
+	for (size_t j = 0; j < features__count(); j++, col++) {
+		char *f = field(&p);
+		if (f == NULL || strcmp(f, features__name(j)) != 0)
+			goto bad;
+	}
+	for (size_t j = 0; j < DEEPFD_FEATURES; j++, col++) {
+		char *f = field(&p);
+		if (f == NULL || strcmp(f, baselines__deepfd_name(j)) != 0)
+			goto bad;
+	}
+	if (p == NULL)
+		return 0;
+bad:
+	snprintf(err, len, "rows of another feature schema (column %zu differs from schema %d); "
+		 "rebuild them from the corpus store (docs/corpus.md)", col + 1, FEATURES_SCHEMA_VERSION);
+	return -EINVAL;
+}
+
+int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
+{
+	memset(d, 0, sizeof *d);
+	d->n_features = features__count();
+	char *line = NULL;
+	size_t cap = 0;
+	size_t lineno = 1;
+	int rv = getline(&line, &cap, f) > 0 ? check_header(line, err, len) : -EINVAL;
+	if (rv == -EINVAL && err[0] == '\0')
+		snprintf(err, len, "empty rows file");
+	while (rv == 0 && getline(&line, &cap, f) > 0) {
+		lineno++;
+		long i = grow(d);
+		if (i < 0) {
+			rv = (int)i;
+			break;
+		}
+		struct row_meta *m = &d->meta[i];
+		char *p = line, *run = field(&p), *prog = field(&p), *point = field(&p), *labels = field(&p);
+		rv = labels != NULL ? 0 : -EINVAL;
+		if (rv == 0) {
+			m->run = strtoll(run, NULL, 10);
+			int g = group_of(d, prog, strlen(prog));
+			m->group = g;
+			rv = g < 0 ? g : parse_set(labels, &m->labels);
+			double pt = strtod(point, NULL);
+			m->point = -1;
+			for (int k = 0; k < DATASET_POINTS; k++)
+				if (fabs(dataset_points[k] - pt) < 1e-6)
+					m->point = k;
+			if (m->point < 0)
+				rv = -EINVAL;
+		}
+		for (int b = 0; rv == 0 && b < BASE_COUNT; b++) {
+			char *t = field(&p);
+			rv = t ? parse_set(t, &m->base[b]) : -EINVAL;
+		}
+		size_t total = d->n_features + DEEPFD_FEATURES;
+		for (size_t j = 0; rv == 0 && j < total; j++) {
+			char *t = field(&p), *end;
+			double v = t ? strtod(t, &end) : NAN;
+			if (t == NULL || end == t)
+				rv = -EINVAL;
+			else if (j < d->n_features)
+				d->x[(size_t)i * d->n_features + j] = v;
+			else
+				d->fd[(size_t)i * DEEPFD_FEATURES + j - d->n_features] = v;
+		}
+		if (rv == -EINVAL)
+			snprintf(err, len, "rows line %zu is malformed", lineno);
+	}
+	free(line);
+	if (rv == -ENOMEM)
+		snprintf(err, len, "out of memory");
+	if (rv != 0)
+		dataset__free(d);
+	return rv;
+}
+
+void dataset__free(struct dataset *d)
+{
+	free(d->x);
+	free(d->fd);
+	free(d->meta);
+	for (size_t g = 0; g < d->n_groups; g++)
+		free(d->groups[g]);
+	free(d->groups);
+	memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,52 @@
+/* The training set: feature rows of labelled runs at several points of
+ * their progress, so that the models learn to diagnose early. Built from a
+ * store (the same loader and feature code as live diagnosis) or read back
+ * from the CSV export that is committed with the corpus. Each row also
+ * carries what the baselines conclude at that point, so the evaluation
+ * compares everything on the very same rows. */
+#ifndef DNNFAULT_DATASET_H
+#define DNNFAULT_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "baselines.h"
+#include "causes.h"
+
+#define DATASET_POINTS 4
+extern const double dataset_points[DATASET_POINTS];	/* 0.10 0.25 0.50 1.00 */
+
+enum baseline { BASE_AUTOTRAINER, BASE_DEEPDIAGNOSIS, BASE_UMLAUT, BASE_COUNT };
+extern const char *const baseline_names[BASE_COUNT];
+
+struct row_meta {
+	int64_t run;		/* store id */
+	int group;		/* index into dataset.groups: the base program */
+	int point;		/* index into dataset_points */
+	cause_set labels;	/* 0 = healthy */
+	cause_set base[BASE_COUNT];
+};
+
+struct dataset {
+	size_t n, cap;
+	size_t n_features;	/* features__count() */
+	double *x;		/* n x n_features */
+	double *fd;		/* n x DEEPFD_FEATURES */
+	struct row_meta *meta;
+	char **groups;
+	size_t n_groups;
+};
+
+/* Rows of every labelled run in the store at `db`. A run's group is its
+ * name up to the first '-' (corpus names are "<program>-<config>-s<seed>").
+ * Returns 0 or a negative errno with `err` set. */
+int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len);
+
+/* CSV with a header naming every column; read refuses another schema. */
+int dataset__write_csv(const struct dataset *d, FILE *f);
+int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len);
+
+void dataset__free(struct dataset *d);
+
+#endif

@@ -1,0 +1,247 @@
+#include "learn.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Methods compared on the same held-out rows. */
+enum method { M_OURS, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT };
+static const char *const method_names[M_COUNT] = {
+	"dnnfault (XGBoost)", "DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules",
+	"UMLAUT heuristics",
+};
+
+/* DeepFD's learner: a random forest per cause on its symptom features,
+ * reporting a cause at probability 0.5 as a forest's majority vote does. */
+static const struct boost_params deepfd_forest = {
+	.max_depth = 12, .rounds = 100, .min_child_weight = 1, .subsample = 0.632, .colsample = 0.35,
+	.forest = true, .seed = 1,
+};
+
+struct tally {
+	size_t tp[CAUSE_COUNT], fp[CAUSE_COUNT], fn[CAUSE_COUNT];
+	size_t rows, exact, healthy, alarms, faulty, found;	/* found: faulty rows with a true cause reported */
+};
+
+static void tally(struct tally *t, cause_set truth, cause_set pred)
+{
+	t->rows++;
+	t->exact += truth == pred;
+	if (truth == 0) {
+		t->healthy++;
+		t->alarms += pred != 0;
+	} else {
+		t->faulty++;
+		t->found += (truth & pred) != 0;
+	}
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		bool y = truth >> c & 1, p = pred >> c & 1;
+		t->tp[c] += y && p;
+		t->fp[c] += !y && p;
+		t->fn[c] += y && !p;
+	}
+}
+
+static double f1(size_t tp, size_t fp, size_t fn)
+{
+	return tp ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0;
+}
+
+static double macro_f1(const struct tally *t)
+{
+	double s = 0;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		s += f1(t->tp[c], t->fp[c], t->fn[c]);
+	return s / CAUSE_COUNT;
+}
+
+static double micro_f1(const struct tally *t)
+{
+	size_t tp = 0, fp = 0, fn = 0;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		tp += t->tp[c], fp += t->fp[c], fn += t->fn[c];
+	return f1(tp, fp, fn);
+}
+
+static double share(size_t a, size_t b)
+{
+	return b ? (double)a / (double)b : NAN;
+}
+
+/* Predicted sets of the rows of one held-out program, for our model and
+ * DeepFD's, trained on every other program. */
+static int fold(const struct dataset *d, const struct fit_matrix *ours, const struct fit_matrix *fd,
+		int group, const struct fit_opts *o, cause_set *pred[M_COUNT], char *err, size_t len)
+{
+	size_t *train = malloc(d->n * sizeof *train), *test = malloc(d->n * sizeof *test);
+	float *p = malloc(d->n * sizeof *p);
+	int rv = train && test && p ? 0 : -ENOMEM;
+	size_t ntr = 0, nte = 0;
+	for (size_t i = 0; rv == 0 && i < d->n; i++) {
+		if (d->meta[i].group == group)
+			test[nte++] = i;
+		else
+			train[ntr++] = i;
+	}
+	struct cause_fit fit[CAUSE_COUNT];
+	void *boosters[CAUSE_COUNT] = {0};
+	if (rv == 0)
+		rv = fit__select(d, ours, train, ntr, o, fit, err, len);
+	if (rv == 0)
+		rv = fit__train(ours, train, ntr, fit, boosters, err, len);
+	struct boost_rows te = {ours->x, ours->n_cols, test, nte};
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+		rv = boost__predict(boosters[c], &te, 0, p);
+		for (size_t i = 0; rv == 0 && i < nte; i++)
+			if (p[i] >= fit[c].threshold)
+				pred[M_OURS][test[i]] |= (cause_set)1 << c;
+	}
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		boost__free(boosters[c]);
+	struct boost_rows ftr = {fd->x, fd->n_cols, train, ntr}, fte = {fd->x, fd->n_cols, test, nte};
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+		void *b;
+		rv = boost__train(&ftr, fd->y[c], &deepfd_forest, &b, err, len);
+		if (rv == 0) {
+			rv = boost__predict(b, &fte, 0, p);
+			boost__free(b);
+		}
+		for (size_t i = 0; rv == 0 && i < nte; i++)
+			if (p[i] >= 0.5f)
+				pred[M_DEEPFD][test[i]] |= (cause_set)1 << c;
+	}
+	free(train);
+	free(test);
+	free(p);
+	return rv;
+}
+
+static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
+{
+	struct tally t[M_COUNT][DATASET_POINTS];
+	memset(t, 0, sizeof t);
+	for (size_t i = 0; i < d->n; i++)
+		for (int m = 0; m < M_COUNT; m++)
+			tally(&t[m][d->meta[i].point], d->meta[i].labels, pred[m][i]);
+	const int last = DATASET_POINTS - 1;
+
+	fprintf(out, "### All methods, leave-one-program-out, at the end of training\n\n");
+	fprintf(out, "| method | macro-F1 | micro-F1 | exact match | false alarms (healthy) | faulty runs with a true cause found |\n");
+	fprintf(out, "|---|---|---|---|---|---|\n");
+	for (int m = 0; m < M_COUNT; m++)
+		fprintf(out, "| %s | %.3f | %.3f | %.3f | %.3f | %.3f |\n", method_names[m], macro_f1(&t[m][last]),
+			micro_f1(&t[m][last]), share(t[m][last].exact, t[m][last].rows),
+			share(t[m][last].alarms, t[m][last].healthy), share(t[m][last].found, t[m][last].faulty));
+
+	fprintf(out, "\n### dnnfault per cause, at the end of training\n\n");
+	fprintf(out, "| cause | runs | precision | recall | F1 |\n|---|---|---|---|---|\n");
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		const struct tally *x = &t[M_OURS][last];
+		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", causes__name((enum cause_id)c), x->tp[c] + x->fn[c],
+			share(x->tp[c], x->tp[c] + x->fp[c]), share(x->tp[c], x->tp[c] + x->fn[c]),
+			f1(x->tp[c], x->fp[c], x->fn[c]));
+	}
+
+	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n| cause |");
+	for (int m = 0; m < M_COUNT; m++)
+		fprintf(out, " %s |", method_names[m]);
+	fprintf(out, "\n|---|");
+	for (int m = 0; m < M_COUNT; m++)
+		fprintf(out, "---|");
+	fprintf(out, "\n");
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		fprintf(out, "| %s |", causes__name((enum cause_id)c));
+		for (int m = 0; m < M_COUNT; m++)
+			fprintf(out, " %.3f |", f1(t[m][last].tp[c], t[m][last].fp[c], t[m][last].fn[c]));
+		fprintf(out, "\n");
+	}
+
+	fprintf(out, "\n### Over training: macro-F1 (false alarms on healthy runs)\n\n| method |");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, " %.0f%% |", dataset_points[k] * 100);
+	fprintf(out, "\n|---|");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, "---|");
+	fprintf(out, "\n");
+	for (int m = 0; m < M_COUNT; m++) {
+		fprintf(out, "| %s |", method_names[m]);
+		for (int k = 0; k < DATASET_POINTS; k++)
+			fprintf(out, " %.3f (%.3f) |", macro_f1(&t[m][k]), share(t[m][k].alarms, t[m][k].healthy));
+		fprintf(out, "\n");
+	}
+
+	fprintf(out, "\n### dnnfault over training: per cause F1, micro-F1, exact match\n\n| |");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, " %.0f%% |", dataset_points[k] * 100);
+	fprintf(out, "\n|---|");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, "---|");
+	fprintf(out, "\n");
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		fprintf(out, "| %s |", causes__name((enum cause_id)c));
+		for (int k = 0; k < DATASET_POINTS; k++)
+			fprintf(out, " %.3f |", f1(t[M_OURS][k].tp[c], t[M_OURS][k].fp[c], t[M_OURS][k].fn[c]));
+		fprintf(out, "\n");
+	}
+	fprintf(out, "| micro-F1 |");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, " %.3f |", micro_f1(&t[M_OURS][k]));
+	fprintf(out, "\n| exact match |");
+	for (int k = 0; k < DATASET_POINTS; k++)
+		fprintf(out, " %.3f |", share(t[M_OURS][k].exact, t[M_OURS][k].rows));
+	fprintf(out, "\n\n### dnnfault per held-out program, at the end of training\n\n");
+	fprintf(out, "| program | runs | macro-F1 | micro-F1 | false alarms |\n|---|---|---|---|---|\n");
+	for (size_t g = 0; g < d->n_groups; g++) {
+		struct tally x;
+		memset(&x, 0, sizeof x);
+		for (size_t i = 0; i < d->n; i++)
+			if (d->meta[i].group == (int)g && d->meta[i].point == last)
+				tally(&x, d->meta[i].labels, pred[M_OURS][i]);
+		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", d->groups[g], x.rows, macro_f1(&x), micro_f1(&x),
+			share(x.alarms, x.healthy));
+	}
+}
+
+int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, char *err, size_t len)
+{
+	struct fit_matrix ours, fd;
+	cause_set *pred[M_COUNT] = {0};
+	int rv = fit__matrix(d, false, &ours);
+	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
+		fit__free_matrix(&ours);
+	if (rv != 0)
+		return rv;
+	for (int m = 0; m < M_COUNT; m++)
+		if ((pred[m] = calloc(d->n ? d->n : 1, sizeof *pred[m])) == NULL)
+			rv = -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < d->n; i++) {
+		pred[M_AUTOTRAINER][i] = d->meta[i].base[BASE_AUTOTRAINER];
+		pred[M_DEEPDIAGNOSIS][i] = d->meta[i].base[BASE_DEEPDIAGNOSIS];
+		pred[M_UMLAUT][i] = d->meta[i].base[BASE_UMLAUT];
+	}
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (size_t g = 0; rv == 0 && g < d->n_groups; g++) {
+		if (o->verbose)
+			fprintf(stderr, "fold %zu/%zu: holding out %s\n", g + 1, d->n_groups, d->groups[g]);
+		rv = fold(d, &ours, &fd, (int)g, o, pred, err, len);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (rv == 0) {
+		size_t runs = 0, healthy = 0;
+		for (size_t i = 0; i < d->n; i++)
+			if (d->meta[i].point == DATASET_POINTS - 1)
+				runs++, healthy += d->meta[i].labels == 0;
+		fprintf(out, "Rows: %zu (%zu runs, %zu of them healthy, %zu programs, %d progress points); "
+			     "%zu folds in %.0f s.\n\n", d->n, runs, healthy, d->n_groups, DATASET_POINTS,
+			d->n_groups, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+		report(d, pred, out);
+	}
+	for (int m = 0; m < M_COUNT; m++)
+		free(pred[m]);
+	fit__free_matrix(&ours);
+	fit__free_matrix(&fd);
+	return rv;
+}

@@ -1,0 +1,97 @@
+#include "learn.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "model.h"
+
+int learn__load(const char *path, struct dataset *d, char *err, size_t len)
+{
+	if (strcmp(path, "-") == 0)
+		return dataset__read_csv(stdin, d, err, len);
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		snprintf(err, len, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	char magic[16] = {0};
+	size_t got = fread(magic, 1, sizeof magic, f);
+	if (got == sizeof magic && memcmp(magic, "SQLite format 3", 16) == 0) {
+		fclose(f);
+		return dataset__from_store(path, d, err, len);
+	}
+	rewind(f);
+	int rv = dataset__read_csv(f, d, err, len);
+	fclose(f);
+	return rv;
+}
+
+int learn__train(const struct dataset *d, const char *source, const char *out,
+		 const struct fit_opts *o, char *err, size_t len)
+{
+	struct fit_matrix m;
+	if (fit__matrix(d, false, &m) != 0)
+		return -ENOMEM;
+	size_t *idx = malloc((d->n ? d->n : 1) * sizeof *idx);
+	if (idx == NULL) {
+		fit__free_matrix(&m);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < d->n; i++)
+		idx[i] = i;
+	struct cause_fit fit[CAUSE_COUNT];
+	void *boosters[CAUSE_COUNT] = {0};
+	int rv = fit__select(d, &m, idx, d->n, o, fit, err, len);
+	if (rv == 0)
+		rv = fit__train(&m, idx, d->n, fit, boosters, err, len);
+	if (rv == 0 && mkdir(out, 0755) != 0 && errno != EEXIST) {
+		snprintf(err, len, "%s: %s", out, strerror(errno));
+		rv = -errno;
+	}
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s.json", out, causes__name((enum cause_id)c));
+		rv = boost__save(boosters[c], path, err, len);
+	}
+	char path[4096];
+	snprintf(path, sizeof path, "%s/bundle.txt", out);
+	FILE *f = rv == 0 ? fopen(path, "w") : NULL;
+	if (rv == 0 && f == NULL) {
+		snprintf(err, len, "%s: %s", path, strerror(errno));
+		rv = -errno;
+	}
+	if (f != NULL) {
+		size_t runs = 0, healthy = 0;
+		for (size_t i = 0; i < d->n; i++)
+			if (d->meta[i].point == DATASET_POINTS - 1) {
+				runs++;
+				healthy += d->meta[i].labels == 0;
+			}
+		char when[32];
+		time_t now = time(NULL);
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+		model__write_header(f);
+		fprintf(f, "trained %s\nsource %s\nrows %zu\nruns %zu\nhealthy_runs %zu\nprograms %zu\n", when,
+			source, d->n, runs, healthy, d->n_groups);
+		fprintf(f, "selection grouped-cv folds %d false_alarm_target %.2f\n", o->folds, o->false_alarm);
+		for (int c = 0; c < CAUSE_COUNT; c++)
+			fprintf(f, "cause %s threshold %.2f suspect %.2f depth %d rounds %d eta %.2f"
+				   " cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",
+				causes__name((enum cause_id)c), fit[c].threshold, fit[c].suspect,
+				fit[c].params.max_depth, fit[c].params.rounds, fit[c].params.eta,
+				fit[c].precision, fit[c].recall, fit[c].f1);
+		if (fclose(f) != 0 && rv == 0) {
+			snprintf(err, len, "%s: %s", path, strerror(errno));
+			rv = -EIO;
+		}
+	}
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		boost__free(boosters[c]);
+	free(idx);
+	fit__free_matrix(&m);
+	return rv;
+}

@@ -1,0 +1,189 @@
+/* dnnfaultctl's model and watch verbs against a real daemon: what they
+ * print and their exit codes. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "harness.h"
+
+static struct daemon d;
+static char out[16384];
+
+static void stop(void)
+{
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__cleanup(&d);
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+	for (; *s != '\0'; s++)
+		n += *s == '\n';
+	return n;
+}
+
+static void model_info_without_a_model(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "model"), 0);
+	assert_non_null(strstr(out, "loaded          no\n"));
+	assert_non_null(strstr(out, "schema_version  "));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json model info"), 0);
+	assert_non_null(strstr(out, "{\"loaded\":false,\"path\":null,\"schema_version\":"));
+	assert_non_null(strstr(out, "\"bundle\":null}\n"));
+	/* With model = none there is nothing to load, which is no error. */
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "model reload"), 0);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "model load 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "model info reload 2>/dev/null"), 2);
+	stop();
+}
+
+/* The default bundle path, which this test expects to hold no bundle; where
+ * one is installed the daemon has loaded it and there is nothing to test. */
+static void model_reload_without_a_bundle(void **state)
+{
+	(void)state;
+	harness__start(&d, NULL);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json model"), 0);
+	if (strstr(out, "\"loaded\":true") != NULL) {
+		stop();
+		skip();
+	}
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "model reload 2>&1"), 1);
+	assert_non_null(strstr(out, "dnnfaultctl: "));
+	assert_non_null(strstr(out, "bundle.txt"));
+	/* The daemon goes on serving, still without a model. */
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json model info"), 0);
+	assert_non_null(strstr(out, "\"loaded\":false"));
+	assert_true(harness__counter(&d, "model_load_failures") >= 1);
+	stop();
+}
+
+static void watch_an_empty_daemon(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "watch --count 2 --interval 100"), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "watch NOSUCH --count 1 2>&1"), 4);
+	assert_non_null(strstr(out, "NOSUCH"));
+	assert_int_equal(harness__ctl(&d, NULL, 0, "status --count 1 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "watch --interval 0 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "watch a b 2>/dev/null"), 2);
+	stop();
+}
+
+/* A trainer connection that has started run `name` (one layer). */
+static int start_run(uint64_t stream, const char *name)
+{
+	int fd = harness__connect(&d);
+	assert_true(fd >= 0);
+	harness__handshake(fd, DNNFAULT__ROLE__ROLE_TRAINER);
+	Dnnfault__RunStart rs;
+	harness__run_start(&rs, stream, name, 1);
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+	env.run_start = &rs;
+	harness__send(fd, &env);
+	Dnnfault__Envelope *ack = harness__recv(fd, 5000);
+	assert_non_null(ack);
+	assert_int_equal(ack->body_case, DNNFAULT__ENVELOPE__BODY_ACK);
+	frame__free(ack);
+	return fd;
+}
+
+/* Steps 0..n-1 with a NaN loss, after the RunStart (seq 1); waits for the
+ * last one's ack. */
+static void send_nan_steps(int fd, uint64_t stream, uint64_t n)
+{
+	float stats[16] = {0};
+	for (uint64_t i = 0; i < n; i++) {
+		Dnnfault__Step s;
+		harness__step(&s, stream, i + 2, i, stats, 1);
+		s.loss = NAN;
+		Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+		env.body_case = DNNFAULT__ENVELOPE__BODY_STEP;
+		env.step = &s;
+		harness__send(fd, &env);
+	}
+	for (bool acked = false; !acked;) {
+		Dnnfault__Envelope *e = harness__recv(fd, 5000);
+		assert_non_null(e);
+		acked = e->body_case == DNNFAULT__ENVELOPE__BODY_ACK &&
+			e->ack->streams[0]->seq == n + 1;
+		frame__free(e);
+	}
+}
+
+static void *watch_thread(void *arg)
+{
+	harness__ctl(&d, arg, sizeof out, "watch live --count 60 --interval 50");
+	return NULL;
+}
+
+/* One line when watch first sees a run, none while nothing changes, and
+ * another when its symptoms do. */
+static void watch_prints_changes(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", "--analyze-every-steps", "20", NULL};
+	harness__start(&d, args);
+	int fd = start_run(0x77, "live");
+
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "watch live --count 3 --interval 50"), 0);
+	assert_int_equal(count_lines(out), 1);
+	assert_non_null(strstr(out, " run live step - running "));
+	assert_non_null(strstr(out, "  cause: -  symptoms: -\n"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json watch --count 1"), 0);
+	assert_int_equal(count_lines(out), 1);
+	assert_true(strncmp(out, "{\"time\":", 8) == 0);
+	assert_non_null(strstr(out, ",\"run\":{\"run\":\"live\",\"id\":\"live\",\"state\":\"running\""));
+
+	pthread_t t;
+	static char live[sizeof out];
+	assert_int_equal(pthread_create(&t, NULL, watch_thread, live), 0);
+	usleep(500000);
+	send_nan_steps(fd, 0x77, 40);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_true(count_lines(live) >= 2);
+	char *second = strchr(live, '\n') + 1;
+	second[-1] = '\0';
+	assert_null(strstr(live, "nan_loss"));
+	assert_non_null(strstr(second, "symptoms: nan_loss@0"));
+	close(fd);
+	stop();
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	harness__cleanup(&d);
+	return 0;
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(model_info_without_a_model, teardown),
+		cmocka_unit_test_teardown(model_reload_without_a_bundle, teardown),
+		cmocka_unit_test_teardown(watch_an_empty_daemon, teardown),
+		cmocka_unit_test_teardown(watch_prints_changes, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
