@@ -37,6 +37,7 @@ void summary_json__write(struct json *j, const Dnnfault__RunSummary *s)
 	json__kopt_uint(j, "ranks", s->has_ranks, s->ranks);
 	json__kopt_uint(j, "steps_stored", s->has_steps_stored, s->steps_stored);
 	json__kopt_uint(j, "dropped", s->has_dropped, s->dropped);
+	json__kopt_uint(j, "diagnosed_step", s->has_diagnosed_step, s->diagnosed_step);
 	json__key(j, "labels");
 	if (s->has_labels_known && s->labels_known) {
 		json__begin_array(j);

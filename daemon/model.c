@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -147,8 +148,10 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 	float *x = malloc((cells ? cells : 1) * sizeof *x);
 	if (x == NULL)
 		return -ENOMEM;
+	/* Features are finite doubles or NaN; beyond float's range they
+	 * saturate rather than become Inf, which XGBoost refuses. */
 	for (size_t i = 0; i < cells; i++)
-		x[i] = (float)features[i];
+		x[i] = isnan(features[i]) ? NAN : (float)fmax(-FLT_MAX, fmin(FLT_MAX, features[i]));
 	DMatrixHandle d;
 	int rv = XGDMatrixCreateFromMat(x, n, m->n_features, NAN, &d) == 0 ? 0 : -EIO;
 	free(x);

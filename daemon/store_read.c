@@ -139,6 +139,8 @@ static void take_diagnosis(Dnnfault__RunSummary *s, sqlite3_stmt *st, int col)
 	s->health = strdup(d != NULL && d->health != NULL ? d->health : "unknown");
 	if (d == NULL)
 		return;
+	s->has_diagnosed_step = d->has_step;
+	s->diagnosed_step = d->step;
 	/* The summary takes over the diagnosis' arrays. */
 	s->n_symptoms = d->n_symptoms;
 	s->symptoms = d->symptoms;

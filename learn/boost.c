@@ -1,6 +1,7 @@
 #include "boost.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,10 @@ static int matrix(const struct boost_rows *r, DMatrixHandle *out)
 	for (size_t i = 0; i < r->n; i++)
 		for (size_t j = 0; j < r->n_cols; j++)
 			x[i * r->n_cols + j] = r->x[r->idx[i] * r->n_cols + j];
+	/* XGBoost takes NaN as missing but refuses Inf. */
+	for (size_t i = 0; i < r->n * r->n_cols; i++)
+		if (isinf(x[i]))
+			x[i] = x[i] > 0 ? FLT_MAX : -FLT_MAX;
 	int rv = XGDMatrixCreateFromMat(x, r->n, r->n_cols, NAN, out) == 0 ? 0 : -EIO;
 	free(x);
 	return rv;
@@ -44,11 +49,15 @@ int boost__train(const struct boost_rows *r, const float *y, const struct boost_
 	if (labels == NULL || XGDMatrixSetFloatInfo(d, "label", labels, r->n) != 0 ||
 	    XGBoosterCreate(&d, 1, &b) != 0)
 		rv = -EIO;
-	double weight = pos ? (double)(r->n - pos) / (double)pos : 1.0;
+	/* Half-way (square root) towards balancing the classes: the rare
+	 * cause gets weight, the thresholds chosen afterwards do the rest. */
+	double weight = pos ? sqrt((double)(r->n - pos) / (double)pos) : 1.0;
 	rv = rv ? rv
 		: XGBoosterSetParam(b, "objective", "binary:logistic") ||
 			  XGBoosterSetParam(b, "tree_method", "hist") ||
 			  XGBoosterSetParam(b, "verbosity", "0") ||
+			  /* 64 bins: a third of the default's time, same quality here. */
+			  XGBoosterSetParam(b, "max_bin", "64") ||
 			  set(b, "max_depth", p->max_depth) ||
 			  set(b, "min_child_weight", p->min_child_weight) ||
 			  set(b, "subsample", p->subsample) ||
@@ -78,16 +87,20 @@ int boost__train(const struct boost_rows *r, const float *y, const struct boost_
 	return rv;
 }
 
-int boost__predict(void *b, const struct boost_rows *r, int rounds, float *out)
+int boost__predict(void *b, const struct boost_rows *r, int rounds, float *out, char *err, size_t len)
 {
 	DMatrixHandle d;
 	int rv = matrix(r, &d);
-	if (rv != 0)
+	if (rv != 0) {
+		snprintf(err, len, "prediction matrix: %s", rv == -ENOMEM ? "out of memory" : XGBGetLastError());
 		return rv;
+	}
 	const float *p;
 	bst_ulong n;
-	if (XGBoosterPredict(b, d, 0, (unsigned)rounds, 0, &n, &p) != 0 || n != r->n)
+	if (XGBoosterPredict(b, d, 0, (unsigned)rounds, 0, &n, &p) != 0 || n != r->n) {
+		snprintf(err, len, "prediction: %s", XGBGetLastError());
 		rv = -EIO;
+	}
 	for (size_t i = 0; rv == 0 && i < r->n; i++)
 		out[i] = p[i];
 	XGDMatrixFree(d);

@@ -26,14 +26,14 @@ struct boost_rows {
 };
 
 /* Trains on rows r with labels y[idx[i]] (0 or 1), positives weighted by
- * negatives/positives so every cause counts whatever its share. Returns 0
+ * sqrt(negatives/positives) so that a rare cause still counts. Returns 0
  * or -EIO with `err` set; *out is freed with boost__free. */
 int boost__train(const struct boost_rows *r, const float *y, const struct boost_params *p,
 		 void **out, char *err, size_t len);
 
 /* Probabilities for rows r into out[r->n], using the first `rounds` rounds
- * (0: all). Returns 0 or -EIO. */
-int boost__predict(void *b, const struct boost_rows *r, int rounds, float *out);
+ * (0: all). Returns 0 or -EIO with `err` set. */
+int boost__predict(void *b, const struct boost_rows *r, int rounds, float *out, char *err, size_t len);
 
 int boost__save(void *b, const char *path, char *err, size_t len);
 

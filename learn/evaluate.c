@@ -93,7 +93,7 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 		rv = fit__train(ours, train, ntr, fit, boosters, err, len);
 	struct boost_rows te = {ours->x, ours->n_cols, test, nte};
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		rv = boost__predict(boosters[c], &te, 0, p);
+		rv = boost__predict(boosters[c], &te, 0, p, err, len);
 		for (size_t i = 0; rv == 0 && i < nte; i++)
 			if (p[i] >= fit[c].threshold)
 				pred[M_OURS][test[i]] |= (cause_set)1 << c;
@@ -105,7 +105,7 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 		void *b;
 		rv = boost__train(&ftr, fd->y[c], &deepfd_forest, &b, err, len);
 		if (rv == 0) {
-			rv = boost__predict(b, &fte, 0, p);
+			rv = boost__predict(b, &fte, 0, p, err, len);
 			boost__free(b);
 		}
 		for (size_t i = 0; rv == 0 && i < nte; i++)

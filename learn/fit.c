@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const struct fit_opts fit_defaults = {.folds = 3, .false_alarm = 0.04};
+const struct fit_opts fit_defaults = {.folds = 2, .false_alarm = 0.04};
 
 /* The grid: for each depth one model is trained with the most rounds and
  * predicted with each shorter prefix of its rounds. */
@@ -14,11 +14,11 @@ static const int grid_depth[] = {3, 6};
 static const int grid_rounds[] = {50, 100, 200, 400};
 #define N_DEPTH (sizeof grid_depth / sizeof grid_depth[0])
 #define N_ROUNDS (sizeof grid_rounds / sizeof grid_rounds[0])
-#define N_THRESH 49	/* 0.02 .. 0.98 */
+#define N_THRESH 99	/* 0.01 .. 0.99 */
 
 static double thresh(int k)
 {
-	return 0.02 * (k + 1);
+	return 0.01 * (k + 1);
 }
 
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
@@ -99,7 +99,7 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 			void *b;
 			rv = boost__train(&tr, m->y[cause], &p, &b, err, len);
 			for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
-				rv = boost__predict(b, &te, grid_rounds[r], pred);
+				rv = boost__predict(b, &te, grid_rounds[r], pred, err, len);
 				for (size_t i = 0; rv == 0 && i < nte; i++)
 					oof[(g * N_ROUNDS + r) * n + pos[i]] = pred[i];
 			}
@@ -192,7 +192,7 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 				worst = c;
 		if (worst < 0 || blame[worst] == 0)
 			break;
-		fit[worst].threshold += 0.02;
+		fit[worst].threshold += 0.01;
 	}
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		struct counts k = count_at(m, idx, n, c, best[c], fit[c].threshold);

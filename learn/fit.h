@@ -19,7 +19,7 @@ struct cause_fit {
 };
 
 struct fit_opts {
-	int folds;			/* grouped folds for selection (3) */
+	int folds;			/* grouped folds for selection (2) */
 	double false_alarm;		/* healthy rows with any cause, target share (0.04) */
 	bool verbose;			/* progress on stderr */
 };

@@ -1,0 +1,51 @@
+"""Live diagnosis end to end: real PyTorch runs streamed into a real
+dnnfaultd that serves the default model bundle (models/default, trained on
+the committed corpus). A run with the learning rate x100 must be diagnosed
+with lr_high first; the same run with the right learning rate must stay
+healthy."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+BUNDLE = os.path.join(ROOT, "models", "default", "bundle.txt")
+
+
+def train_digits(daemon, run, *extra):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "client", "python"))
+    subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_digits.py"), "--run", run,
+                    "--address", daemon.address] + list(extra), check=True, env=env, timeout=300,
+                   capture_output=True)
+
+
+def final_diagnosis(daemon, run, timeout=60):
+    """The run's status once its last stored step has been diagnosed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = daemon.status(run)
+        if s["state"] == "completed" and s.get("diagnosed_step") == s["step"]:
+            return s
+        time.sleep(0.2)
+    raise AssertionError("run %s was not diagnosed to its end: %s" % (run, s))
+
+
+@pytest.mark.skipif(not os.path.exists(BUNDLE), reason="no default model bundle")
+def test_lr_high_ranked_first_and_healthy_stays_healthy(daemon):
+    model = daemon.ctl("--json", "model").stdout
+    assert '"loaded":true' in model.replace(" ", "")
+
+    train_digits(daemon, "digits-lr-high", "--fault", "lr_high", "--seed", "3")
+    faulty = final_diagnosis(daemon, "digits-lr-high")
+    assert faulty["health"] in ("faulty", "suspect"), faulty
+    assert faulty["causes"], faulty
+    assert faulty["causes"][0]["id"] == "lr_high", faulty["causes"]
+    assert "learning rate" in faulty["causes"][0]["fix"]
+
+    train_digits(daemon, "digits-healthy", "--seed", "3")
+    healthy = final_diagnosis(daemon, "digits-healthy")
+    assert healthy["health"] == "healthy", healthy
