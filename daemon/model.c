@@ -56,6 +56,8 @@ static int load_cause(struct model *m, const char *line, char *err, size_t len)
 	int c = causes__find(id);
 	if (c < 0)
 		return fail(err, len, -EINVAL, "%s: unknown cause '%s'", m->path, id);
+	if (m->cause[c].present)
+		return fail(err, len, -EINVAL, "%s: cause '%s' twice", m->path, id);
 	char file[4096];
 	snprintf(file, sizeof file, "%s/%s.json", m->path, id);
 	BoosterHandle b;
@@ -113,8 +115,8 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 		if (next != NULL)
 			*next++ = '\n';
 	}
-	if (rv == 0 && (format != MODEL_FORMAT || !have_hash || m->schema_hash != features__schema_hash() ||
-			m->n_features != features__count()))
+	if (rv == 0 && (format != MODEL_FORMAT || m->schema_version != FEATURES_SCHEMA_VERSION || !have_hash ||
+			m->schema_hash != features__schema_hash() || m->n_features != features__count()))
 		rv = fail(err, len, -EINVAL, "%s: not a bundle of this feature schema%s", file,
 			  " (retrain it: docs/model.md)");
 	bool any = false;
@@ -155,7 +157,9 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 	DMatrixHandle d;
 	int rv = XGDMatrixCreateFromMat(x, n, m->n_features, NAN, &d) == 0 ? 0 : -EIO;
 	free(x);
-	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+	if (rv != 0)
+		return rv;
+	for (int c = 0; c < CAUSE_COUNT; c++) {
 		const float *p;
 		bst_ulong got;
 		if (!m->cause[c].present) {
@@ -170,8 +174,7 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 		for (size_t i = 0; i < n; i++)
 			prob[i * CAUSE_COUNT + (size_t)c] = p[i];
 	}
-	if (rv == 0 || rv == -EIO)
-		XGDMatrixFree(d);
+	XGDMatrixFree(d);
 	return rv;
 }
 

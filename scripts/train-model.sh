@@ -13,4 +13,5 @@ if [ $# -ge 1 ]; then
   "$ctl" rows "$1" | xz -9 -T2 > "$rows.tmp"
   mv "$rows.tmp" "$rows"
 fi
+mkdir -p models
 xz -dc "$rows" | "$ctl" train - models/default
