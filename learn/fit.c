@@ -97,14 +97,14 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 			struct boost_params p = base_params;
 			p.max_depth = grid_depth[g];
 			p.rounds = grid_rounds[N_ROUNDS - 1];
-			void *b;
+			void *b = NULL;
 			rv = boost__train(&tr, m->y[cause], &p, &b, err, len);
 			for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 				rv = boost__predict(b, &te, grid_rounds[r], pred, err, len);
 				for (size_t i = 0; rv == 0 && i < nte; i++)
 					oof[(g * N_ROUNDS + r) * n + pos[i]] = pred[i];
 			}
-			if (rv == 0)
+			if (b != NULL)
 				boost__free(b);
 		}
 	}
