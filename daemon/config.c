@@ -37,7 +37,7 @@ static const struct config_key keys[] = {
 	STR(listen, "", "TCP listener HOST:PORT; off when empty; a non-loopback host requires token"),
 	STR(token, "", "shared secret TCP clients must present"),
 	STR(db, "", "SQLite database (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnnfault or ~/.local/state/dnnfault, + /dnnfault.db)"),
-	STR(model, "", "model bundle to load (diagnosis; optional)"),
+	STR(model, "", "model bundle directory (default: the installed bundle, else the source tree's models/default; none: off)"),
 	{"socket_mode", CONFIG_OCTAL, offsetof(struct config, socket_mode), "0660", 0, 0777, NULL, NULL,
 	 "permissions of the Unix socket (octal)"},
 	INT(max_frame_bytes, "4194304", 1024, 268435456, "largest frame payload accepted"),
