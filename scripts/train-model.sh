@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuilds the default model bundle (models/default) from the committed
-# corpus rows (corpus/rows-seed1.csv.xz). With a corpus store as argument,
+# corpus rows (corpus/rows.csv.xz). With a corpus store as argument,
 # first re-exports the rows from it (needed after a feature schema change):
 #   bash scripts/train-model.sh /path/to/corpus.db
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 [ -f build/build.ninja ] || meson setup build >/dev/null
 ninja -C build >/dev/null
 ctl=build/client/dnnfaultctl
-rows=corpus/rows-seed1.csv.xz
+rows=corpus/rows.csv.xz
 if [ $# -ge 1 ]; then
   "$ctl" rows "$1" | xz -9 -T2 > "$rows.tmp"
   mv "$rows.tmp" "$rows"
