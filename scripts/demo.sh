@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs what is needed, builds, starts dnnfaultd with its
 # defaults, trains two real PyTorch models while it watches them (one with a
-# learning rate 100x too high), and shows `dnnfaultctl status`.
+# learning rate 100x too high), and shows `dnnfaultctl status`: the live
+# diagnosis, with the faulty run's root cause and its fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,15 @@ echo "== PyTorch: an MLP on digits, healthy, then with the learning rate x100"
 /usr/bin/python3 examples/train_digits.py --run "digits-$stamp"
 /usr/bin/python3 examples/train_digits.py --run "digits-lr-high-$stamp" --fault lr_high
 
+# The last diagnosis of a run comes just after its end: wait for it.
+for _ in $(seq 100); do
+  "$ctl" --json status "digits-$stamp" "digits-lr-high-$stamp" | /usr/bin/python3 -c '
+import json, sys
+runs = json.load(sys.stdin)["runs"]
+sys.exit(0 if all(r.get("diagnosed_step") == r.get("step") for r in runs) else 1)' && break
+  sleep 0.1
+done
+
 echo
 echo "== dnnfaultctl status"
-"$ctl" status
+"$ctl" status "digits-$stamp" "digits-lr-high-$stamp"
