@@ -179,7 +179,7 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 					}
 				}
 		if (o->verbose && rv == 0)
-			fprintf(stderr, "  %-15s depth %d rounds %d threshold %.2f oof F1 %.3f\n",
+			fprintf(stderr, "  %-15s depth %d rounds %d threshold %.3f oof F1 %.3f\n",
 				causes__name((enum cause_id)c), fit[c].params.max_depth, fit[c].params.rounds,
 				fit[c].threshold, top);
 	}

@@ -79,7 +79,7 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 			source, d->n, runs, healthy, d->n_groups);
 		fprintf(f, "selection grouped-cv folds %d false_alarm_target %.2f\n", o->folds, o->false_alarm);
 		for (int c = 0; c < CAUSE_COUNT; c++)
-			fprintf(f, "cause %s threshold %.2f suspect %.2f depth %d rounds %d eta %.2f"
+			fprintf(f, "cause %s threshold %.3f suspect %.3f depth %d rounds %d eta %.2f"
 				   " cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",
 				causes__name((enum cause_id)c), fit[c].threshold, fit[c].suspect,
 				fit[c].params.max_depth, fit[c].params.rounds, fit[c].params.eta,
