@@ -271,6 +271,22 @@ static int diagnose(const struct model *m, const struct series *s, const struct 
 	return 0;
 }
 
+/* The symptom thresholds users see: the published defaults with the
+ * configured ones over them. */
+static void thresholds_from(const struct config *c, struct symptom_thresholds *t)
+{
+	*t = symptom_defaults;
+	t->loss_max = c->symptom_loss_max;
+	t->explode_ratio = c->symptom_explode_ratio;
+	t->vanish_ratio = c->symptom_vanish_ratio;
+	t->dead_frac = c->symptom_dead_frac;
+	t->saturated_frac = c->symptom_saturated_frac;
+	t->large_weight = c->symptom_large_weight;
+	t->update_low = c->symptom_update_low;
+	t->update_high = c->symptom_update_high;
+	t->persist = (size_t)c->symptom_persist;
+}
+
 /* Worker thread: load the run, run the detectors and the model, pack a
  * Diagnosis. */
 static void work_cb(uv_work_t *req)
@@ -289,7 +305,9 @@ static void work_cb(uv_work_t *req)
 		return;
 
 	struct symptom found[SYMPTOM_COUNT];
-	size_t n = symptoms__detect(&s, &symptom_defaults, found);
+	struct symptom_thresholds t;
+	thresholds_from(a->srv->cfg, &t);
+	size_t n = symptoms__detect(&s, &t, found);
 	Dnnfault__Diagnosis d = DNNFAULT__DIAGNOSIS__INIT;
 	Dnnfault__Symptom *items[SYMPTOM_COUNT];
 	for (size_t i = 0; i < n; i++)

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 #include "address.h"
 #include "log.h"
 
-enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_OCTAL, CONFIG_ENUM };
+enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_OCTAL, CONFIG_ENUM, CONFIG_REAL };
 
 struct config_key {
 	const char *name;
@@ -31,6 +32,8 @@ static const int64_t level_values[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_L
 
 #define STR(field, def, help) {#field, CONFIG_STRING, offsetof(struct config, field), def, 0, 0, NULL, NULL, help}
 #define INT(field, def, lo, hi, help) {#field, CONFIG_INT, offsetof(struct config, field), def, lo, hi, NULL, NULL, help}
+/* A positive finite number. */
+#define REAL(field, def, help) {#field, CONFIG_REAL, offsetof(struct config, field), def, 0, 0, NULL, NULL, help}
 
 static const struct config_key keys[] = {
 	STR(socket, "", "Unix socket path (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/dnnfault or /tmp/dnnfault-UID, + /dnnfaultd.sock)"),
@@ -60,6 +63,17 @@ static const struct config_key keys[] = {
 	 sync_values, "SQLite durability: normal survives a daemon crash, full also a power loss"},
 	{"log_level", CONFIG_ENUM, offsetof(struct config, log_level), "info", 0, 0, level_names,
 	 level_values, "error, warning, info or debug"},
+	/* Symptom thresholds shown to users (the learned model's features keep
+	 * the published defaults it was trained with). */
+	REAL(symptom_loss_max, "1e3", "nan_loss: loss at or above this"),
+	REAL(symptom_explode_ratio, "70", "exploding_gradient: first/last layer grad-norm ratio above this"),
+	REAL(symptom_vanish_ratio, "1e-3", "vanishing_gradient: first/last grad-norm ratio below this"),
+	REAL(symptom_dead_frac, "0.7", "dead_relu: share of a ReLU layer's outputs <= 0"),
+	REAL(symptom_saturated_frac, "0.5", "saturated_activation: share of sigmoid/tanh inputs outside [-5, 5]"),
+	REAL(symptom_large_weight, "5", "large_weights: largest |w| above this"),
+	REAL(symptom_update_low, "1e-5", "update_ratio: |dw|/|w| below this"),
+	REAL(symptom_update_high, "1e-1", "update_ratio: |dw|/|w| above this"),
+	INT(symptom_persist, "3", 1, 1000, "samples in a row a noisy per-sample rule must hold"),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -102,6 +116,16 @@ static int set_key(struct config *c, const struct config_key *k, const char *val
 		}
 		snprintf(err, err_len, "%s: '%s' is not one of the allowed values", k->name, value);
 		return -EINVAL;
+	case CONFIG_REAL: {
+		errno = 0;
+		double d = strtod(value, &end);
+		if (errno != 0 || end == value || *end != '\0' || !(d > 0) || !isfinite(d)) {
+			snprintf(err, err_len, "%s: '%s' is not a positive number", k->name, value);
+			return -EINVAL;
+		}
+		*(double *)(void *)field = d;
+		return 0;
+	}
 	case CONFIG_INT:
 	case CONFIG_OCTAL:
 		errno = 0;
@@ -231,8 +255,11 @@ int config__resolve_paths(struct config *c, char *err, size_t err_len)
 static void format_value(const struct config *c, const struct config_key *k, char *buf, size_t len)
 {
 	const char *field = (const char *)c + k->offset;
-	int64_t v = k->type == CONFIG_STRING ? 0 : *(const int64_t *)(const void *)field;
+	int64_t v = k->type == CONFIG_STRING || k->type == CONFIG_REAL ? 0 : *(const int64_t *)(const void *)field;
 	switch (k->type) {
+	case CONFIG_REAL:
+		snprintf(buf, len, "%g", *(const double *)(const void *)field);
+		break;
 	case CONFIG_STRING:
 		snprintf(buf, len, "%s", field);
 		break;

@@ -35,6 +35,9 @@ struct config {
 	int64_t retention_days;
 	int64_t synchronous;		/* 1 normal, 2 full (SQLite values) */
 	int64_t log_level;		/* enum log_level */
+	double symptom_loss_max, symptom_explode_ratio, symptom_vanish_ratio, symptom_dead_frac,
+	       symptom_saturated_frac, symptom_large_weight, symptom_update_low, symptom_update_high;
+	int64_t symptom_persist;
 };
 
 /* Fills every key with its default. */

@@ -106,6 +106,25 @@ static void resolve_paths(void **state)
 	assert_string_equal(c.db, "/x/y.db");
 }
 
+/* Symptom thresholds: positive finite numbers, printed back. */
+static void symptom_thresholds(void **state)
+{
+	(void)state;
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	assert_true(c.symptom_dead_frac == 0.7 && c.symptom_loss_max == 1e3 && c.symptom_persist == 3);
+	assert_int_equal(config__set(&c, "symptom-dead-frac", "0.5", err, sizeof err), 0);
+	assert_true(c.symptom_dead_frac == 0.5);
+	assert_int_equal(config__set(&c, "symptom_dead_frac", "-1", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "symptom_dead_frac", "0", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "symptom_dead_frac", "nan", err, sizeof err), -EINVAL);
+	assert_int_equal(config__set(&c, "symptom_dead_frac", "1x", err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "positive number"));
+	assert_true(c.symptom_dead_frac == 0.5);
+	assert_int_equal(config__set(&c, "symptom_persist", "0", err, sizeof err), -ERANGE);
+}
+
 static void print_hides_token(void **state)
 {
 	(void)state;
@@ -132,6 +151,7 @@ int main(void)
 		cmocka_unit_test(file),
 		cmocka_unit_test(resolve_paths),
 		cmocka_unit_test(print_hides_token),
+		cmocka_unit_test(symptom_thresholds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
