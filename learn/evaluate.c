@@ -118,6 +118,24 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 	return rv;
 }
 
+/* A markdown table's head: `first`, then one column per method, or per
+ * point of training when by_point. */
+static void table_head(FILE *out, const char *first, bool by_point)
+{
+	size_t n = by_point ? DATASET_POINTS : M_COUNT;
+	fprintf(out, "| %s |", first);
+	for (size_t i = 0; i < n; i++) {
+		if (by_point)
+			fprintf(out, " %.0f%% |", dataset_points[i] * 100);
+		else
+			fprintf(out, " %s |", method_names[i]);
+	}
+	fprintf(out, "\n|---|");
+	for (size_t i = 0; i < n; i++)
+		fprintf(out, "---|");
+	fprintf(out, "\n");
+}
+
 static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 {
 	struct tally t[M_COUNT][DATASET_POINTS];
@@ -144,13 +162,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 			f1(x->tp[c], x->fp[c], x->fn[c]));
 	}
 
-	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n| cause |");
-	for (int m = 0; m < M_COUNT; m++)
-		fprintf(out, " %s |", method_names[m]);
-	fprintf(out, "\n|---|");
-	for (int m = 0; m < M_COUNT; m++)
-		fprintf(out, "---|");
-	fprintf(out, "\n");
+	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n");
+	table_head(out, "cause", false);
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		fprintf(out, "| %s |", causes__name((enum cause_id)c));
 		for (int m = 0; m < M_COUNT; m++)
@@ -158,13 +171,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 		fprintf(out, "\n");
 	}
 
-	fprintf(out, "\n### Over training: macro-F1 (false alarms on healthy runs)\n\n| method |");
-	for (int k = 0; k < DATASET_POINTS; k++)
-		fprintf(out, " %.0f%% |", dataset_points[k] * 100);
-	fprintf(out, "\n|---|");
-	for (int k = 0; k < DATASET_POINTS; k++)
-		fprintf(out, "---|");
-	fprintf(out, "\n");
+	fprintf(out, "\n### Over training: macro-F1 (false alarms on healthy runs)\n\n");
+	table_head(out, "method", true);
 	for (int m = 0; m < M_COUNT; m++) {
 		fprintf(out, "| %s |", method_names[m]);
 		for (int k = 0; k < DATASET_POINTS; k++)
@@ -172,13 +180,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 		fprintf(out, "\n");
 	}
 
-	fprintf(out, "\n### dnnfault over training: per cause F1, micro-F1, exact match\n\n| |");
-	for (int k = 0; k < DATASET_POINTS; k++)
-		fprintf(out, " %.0f%% |", dataset_points[k] * 100);
-	fprintf(out, "\n|---|");
-	for (int k = 0; k < DATASET_POINTS; k++)
-		fprintf(out, "---|");
-	fprintf(out, "\n");
+	fprintf(out, "\n### dnnfault over training: per cause F1, micro-F1, exact match\n\n");
+	table_head(out, "", true);
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		fprintf(out, "| %s |", causes__name((enum cause_id)c));
 		for (int k = 0; k < DATASET_POINTS; k++)
