@@ -10,61 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "series_builder.h"
 #include "symptoms.h"
-
-#define L 3
-#define S(name) DNNFAULT__LAYER_STAT__##name
-
-struct builder {
-	struct series s;
-	float stats[L * 16];
-	Dnnfault__Step step;
-};
-
-/* A healthy-looking network: 3 layers (relu, relu, none), losses falling. */
-static void begin(struct builder *b)
-{
-	memset(b, 0, sizeof *b);
-	struct series_layer layers[L] = {
-		{.name = "fc1", .type = "Linear", .activation = "relu", .param_count = 100},
-		{.name = "fc2", .type = "Linear", .activation = "relu", .param_count = 100},
-		{.name = "fc3", .type = "Linear", .activation = "none", .param_count = 10},
-	};
-	assert_int_equal(series__set_layers(&b->s, layers, L), 0);
-	b->s.task = DNNFAULT__TASK_KIND__TASK_CLASSIFICATION;
-}
-
-static void set_healthy(struct builder *b, uint64_t i)
-{
-	for (int l = 0; l < L; l++) {
-		float *x = &b->stats[l * 16];
-		memset(x, 0, 16 * sizeof *x);
-		x[S(WEIGHT_NORM)] = 3.0f + 0.01f * (float)i;
-		x[S(WEIGHT_MAX_ABS)] = 0.5f;
-		x[S(GRAD_NORM)] = 0.1f;
-		x[S(GRAD_MAX_ABS)] = 0.01f;
-		x[S(UPDATE_RATIO)] = 1e-3f;
-		x[S(ACT_NONPOS_FRAC)] = 0.4f;
-		x[S(ACT_SATURATED_FRAC)] = 0.0f;
-	}
-	Dnnfault__Step *m = &b->step;
-	dnnfault__step__init(m);
-	m->step = i * 10;
-	m->has_loss = 1;
-	m->loss = 2.0 / (1.0 + (double)i);
-	m->has_input_mean = m->has_input_std = m->has_input_min = m->has_input_max = 1;
-	m->input_mean = 0.0;
-	m->input_std = 1.0;
-	m->input_min = -2.5;
-	m->input_max = 2.5;
-	m->n_layer_stats = L * 16;
-	m->layer_stats = b->stats;
-}
-
-static void push(struct builder *b)
-{
-	assert_int_equal(series__append(&b->s, &b->step), 0);
-}
 
 static const struct symptom *find(const struct symptom *out, size_t n, enum symptom_id id)
 {
