@@ -5,7 +5,7 @@ sampling interval and at every step.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
-        [--models mlp,cnn,wide-mlp] [--repeats 5] [--stats-cost]
+        [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
@@ -57,12 +57,14 @@ def run(make, steps, x, y, batch, every, address, seed):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lf = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(x), (steps + 5, batch), generator=g)
+    idx = torch.randint(0, len(x), (steps + 5, batch), generator=g).to(x.device)
+    model.to(x.device)
     mon = dnnfault.watch(model, opt, lf, every=every, address=address, run="bench-%d" % seed) \
         if every else None
     t0 = 0.0
     for t in range(steps + 5):
         if t == 5:  # warm-up steps are not timed
+            _sync(x.device)
             t0 = time.perf_counter()
         xb, yb = x[idx[t]], y[idx[t]]
         opt.zero_grad()
@@ -72,10 +74,17 @@ def run(make, steps, x, y, batch, every, address, seed):
         opt.step()
         if mon is not None:
             mon.step(loss, output=out, target=yb, inputs=xb)
+    _sync(x.device)
     elapsed = time.perf_counter() - t0
     if mon is not None:
         mon.close(timeout=10)
     return elapsed / steps
+
+
+def _sync(device):
+    """Waits for queued kernels, so that a time covers the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def stats_cost(make, x, y, batch, repeats):
@@ -84,7 +93,7 @@ def stats_cost(make, x, y, batch, repeats):
     from dnnfault import _describe
     from dnnfault._stats import Layer, Stats
     torch.manual_seed(0)
-    model = make()
+    model = make().to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lf = nn.CrossEntropyLoss()
     layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
@@ -104,7 +113,7 @@ def stats_cost(make, x, y, batch, repeats):
         for l, a in zip(layers, acts):
             l.act = a
         vals, layout = st.compute(loss, out, yb, xb, "logits", True)
-        Stats.finish(Stats.gather(vals), layout)
+        Stats.finish(Stats.gather(vals), layout)  # gather's copy waits for the device
 
     n = max(10, int(0.2 / max(_timed(once, 3), 1e-6)))
     return min(_timed(once, n) for _ in range(repeats)) * 1e6
@@ -122,7 +131,10 @@ def main():
     ap.add_argument("--daemon", default=os.environ.get("DNNFAULTD", "build/daemon/dnnfaultd"))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiplies every model's step count (fast devices need more)")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (data, model and statistics)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--stats-cost", action="store_true",
                     help="only time the statistics of one sampled step (no daemon, no training)")
@@ -134,10 +146,15 @@ def main():
     x = torch.tensor(d.data, dtype=torch.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     y = torch.tensor(d.target)
+    dev = torch.device(args.device)
+    x, y = x.to(dev), y.to(dev)
+    where = args.device if dev.type == "cpu" else "%s (%s)" % (args.device,
+                                                                torch.cuda.get_device_name(dev))
 
     if args.stats_cost:
-        print("torch %s, %d threads, batch %d: statistics of one sampled step (best of %d)"
-              % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats))
+        print("torch %s, %d threads, batch %d, device %s: statistics of one sampled step "
+              "(best of %d)" % (torch.__version__, torch.get_num_threads(), args.batch, where,
+                               args.repeats))
         for name in args.models.split(","):
             print("%-9s %9.1f us" % (name, stats_cost(MODELS[name][0], x, y, args.batch,
                                                         args.repeats)))
@@ -158,11 +175,12 @@ def main():
             finally:
                 s.close()
         address = "unix:" + sock
-        print("torch %s, %d threads, batch %d, %d repeats, device cpu"
-              % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats))
+        print("torch %s, %d threads, batch %d, %d repeats, device %s"
+              % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats, where))
         print("%-9s %7s %12s %12s %7s" % ("model", "every", "plain ms", "watched ms", "ratio"))
         for name in args.models.split(","):
             make, steps = MODELS[name]
+            steps = max(10, int(steps * args.scale))
             for every in (dnnfault.DEFAULT_EVERY, 1):
                 ratios, plain, watched = [], [], []
                 for r in range(args.repeats):

@@ -14,6 +14,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAEMON = os.environ.get("DNNFAULTD") or os.path.join(ROOT, "build", "daemon", "dnnfaultd")
 CTL = os.environ.get("DNNFAULTCTL") or os.path.join(ROOT, "build", "client", "dnnfaultctl")
+# The source tree's bundle, named explicitly so that a build carried to
+# another machine (scripts/gpu-check.sh) serves it too.
+BUNDLE_DIR = os.path.join(ROOT, "models", "default")
+MODEL_ARGS = ["--model", BUNDLE_DIR] if os.path.exists(os.path.join(BUNDLE_DIR, "bundle.txt")) else []
 os.environ.setdefault("DNNFAULT_LIBRARY", os.path.join(ROOT, "build", "client", "libdnnfault.so"))
 
 
@@ -29,8 +33,8 @@ class Daemon:
     def start(self):
         assert self.proc is None
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([DAEMON, "--socket", self.socket, "--db", self.db],
-                                         stdout=log, stderr=log)
+            self.proc = subprocess.Popen([DAEMON, "--socket", self.socket, "--db", self.db]
+                                         + MODEL_ARGS, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

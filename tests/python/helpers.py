@@ -47,7 +47,8 @@ def train(model, opt, mon, steps, batch=64, on_step=None, loss_fn=None, seed=0, 
         t0 = time.perf_counter()
         opt.zero_grad()
         out = model(xb)
-        loss = loss_fn(out, yb)
+        # DataParallel on a machine with a GPU returns the output there.
+        loss = loss_fn(out, yb.to(out.device))
         loss.backward()
         opt.step()
         mon.step(loss, output=out, target=yb, inputs=xb)

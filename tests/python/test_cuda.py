@@ -1,0 +1,184 @@
+"""The package on CUDA tensors. Skipped where torch sees no GPU (CI);
+scripts/gpu-check.sh runs them on a machine with one."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import dnnfault
+from conftest import num
+from helpers import digits, mlp
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+DEV = "cuda"
+
+
+def _data(n=None):
+    x, y = digits(n)
+    return x.to(DEV), y.to(DEV)
+
+
+def _batches(x, y, batch, steps, seed=0):
+    """Indices drawn on the device, so the loop itself copies nothing."""
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    for t in range(steps):
+        idx = torch.randint(0, len(x), (batch,), device=DEV, generator=g)
+        yield t, x[idx], y[idx]
+
+
+def test_cuda_values_match_torch(daemon):
+    torch.manual_seed(1)
+    model = mlp().to(DEV)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data()
+    every, steps = 5, 40
+    expected = {}
+    with dnnfault.watch(model, opt, lf, run="cuda-values", every=every,
+                        address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 64, steps):
+            opt.zero_grad()
+            out = model(xb)
+            loss = lf(out, yb)
+            loss.backward()
+            opt.step()
+            mon.step(loss, output=out, target=yb, inputs=xb)
+            if t % every == 0:
+                first, last = model[0], model[4]
+                w = torch.cat([first.weight.reshape(-1), first.bias.reshape(-1)])
+                g = torch.cat([first.weight.grad.reshape(-1), first.bias.grad.reshape(-1)])
+                acc = (out.argmax(1) == yb).float().mean()
+                wl = torch.cat([last.weight.reshape(-1), last.bias.reshape(-1)])
+                expected[t] = (w.norm().item(), g.norm().item(), wl.norm().item(),
+                               loss.item(), acc.item(), xb.mean().item())
+    st = daemon.status("cuda-values")
+    assert st["steps_stored"] == len(expected) == steps // every
+    rows = daemon.export("cuda-values")
+    assert [r["step"] for r in rows] == sorted(expected)
+    for r in rows:
+        wn, gn, lastn, loss, acc, xmean = expected[r["step"]]
+        assert num(r["layers"]["0"]["weight_norm"]) == pytest.approx(wn, rel=1e-5)
+        assert num(r["layers"]["0"]["grad_norm"]) == pytest.approx(gn, rel=1e-5)
+        assert num(r["layers"]["4"]["weight_norm"]) == pytest.approx(lastn, rel=1e-4)
+        assert r["loss"] == pytest.approx(loss, rel=1e-6)
+        assert r["accuracy"] == pytest.approx(acc, abs=1e-6)
+        assert r["input_mean"] == pytest.approx(xmean, rel=1e-4, abs=1e-6)
+        assert r["lr"] == 0.05
+        assert 0 < num(r["layers"]["0"]["update_ratio"]) < 1
+        assert 0 <= num(r["layers"]["0"]["act_nonpos_frac"]) <= 1
+
+
+def test_cuda_unsampled_steps_never_sync(daemon):
+    """On unsampled steps (the forward with hooks detached, mon.step,
+    and the step before a sample that snapshots the weights) any
+    host-device synchronisation raises under torch's sync debug mode."""
+    torch.manual_seed(2)
+    model = mlp().to(DEV)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data()
+    every, steps = 10, 45
+    unsampled = 0
+    with dnnfault.watch(model, opt, lf, run="cuda-nosync", every=every,
+                        address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 32, steps):
+            quiet = t % every != 0 and t > 0  # step 0 describes the run
+            opt.zero_grad()
+            if quiet:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                out = model(xb)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            loss = lf(out, yb)
+            loss.backward()
+            opt.step()
+            if quiet:
+                torch.cuda.set_sync_debug_mode("error")
+                unsampled += 1
+            try:
+                mon.step(loss, output=out, target=yb, inputs=xb)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    assert mon.stats()["errors"] == 0
+    assert unsampled == steps - len(range(0, steps, every))
+    assert daemon.status("cuda-nosync")["steps_stored"] == len(range(0, steps, every))
+
+
+def test_cuda_one_copy_per_sampled_step(daemon):
+    """A sampled step copies device to host once (all statistics gathered
+    into one tensor), as the profiler's CUDA memcpy records show."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 64, 10)).to(DEV)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data()
+    copies = []
+    with dnnfault.watch(model, opt, lf, run="cuda-copies", every=1,
+                        address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 32, 6):
+            opt.zero_grad()
+            out = model(xb)
+            loss = lf(out, yb)
+            loss.backward()
+            opt.step()
+            torch.cuda.synchronize()
+            if t < 2:  # the first step also describes the run
+                mon.step(loss, output=out, target=yb, inputs=xb)
+                continue
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                mon.step(loss, output=out, target=yb, inputs=xb)
+                torch.cuda.synchronize()
+            names = [e.name for e in prof.events()]
+            if not names:
+                pytest.skip("the profiler recorded no CUDA activity here")
+            copies.append([n for n in names if "Memcpy" in n or "memcpy" in n])
+    assert daemon.status("cuda-copies")["steps_stored"] == 6
+    assert [sum("DtoH" in n for n in c) for c in copies] == [1] * len(copies), copies
+
+
+def test_cuda_wrapped_frozen_nan_and_moved(daemon):
+    """DataParallel on the GPU, a frozen layer, the model moved to the GPU
+    after watch(), and a NaN loss: recorded, never raised."""
+    torch.manual_seed(4)
+    net = mlp()
+    for p in net[2].parameters():
+        p.requires_grad_(False)
+    model = nn.DataParallel(net)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data(256)
+    steps = 12
+    frozen_norm = torch.cat([net[2].weight.reshape(-1), net[2].bias.reshape(-1)]).norm().item()
+    with dnnfault.watch(model, opt, lf, run="cuda-wrapped", every=1,
+                        address=daemon.address) as mon:
+        model.to(DEV)  # after watch(): the statistics follow the parameters
+        for t, xb, yb in _batches(x, y, 32, steps):
+            opt.zero_grad()
+            out = model(xb)
+            loss = lf(out, yb)
+            if t == 8:
+                loss = loss * float("nan")
+            loss.backward()
+            opt.step()
+            mon.step(loss, output=out, target=yb, inputs=xb)
+    assert daemon.status("cuda-wrapped")["steps_stored"] == steps
+    show = daemon.show("cuda-wrapped")
+    assert [l["name"] for l in show["layers"]] == ["0", "2", "4"]
+    assert show["layers"][1]["trainable_count"] in (0, None)  # 0 reads null
+    rows = daemon.export("cuda-wrapped")
+    assert math.isnan(num(rows[8]["loss"]))
+    assert not any(math.isnan(num(r["loss"])) for r in rows[:8])
+    assert mon.stats()["errors"] == 0
+    for r in rows:
+        frozen = r["layers"]["2"]
+        assert num(frozen["weight_norm"]) == pytest.approx(frozen_norm, rel=1e-5)
+        assert math.isnan(num(frozen["grad_norm"]))
+        assert num(frozen["update_ratio"]) == 0
+    assert num(rows[5]["layers"]["0"]["grad_norm"]) > 0
+    assert num(rows[10]["layers"]["0"]["nan_count"]) > 0
