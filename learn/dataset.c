@@ -131,7 +131,7 @@ int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len
 	return rv;
 }
 
-static void write_set(FILE *f, cause_set set)
+void dataset__write_set(FILE *f, cause_set set)
 {
 	bool first = true;
 	for (int c = 0; c < CAUSE_COUNT; c++)
@@ -162,10 +162,10 @@ int dataset__write_csv(const struct dataset *d, FILE *f)
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
 		fprintf(f, "%lld,%s,%.2f,", (long long)m->run, d->groups[m->group], dataset_points[m->point]);
-		write_set(f, m->labels);
+		dataset__write_set(f, m->labels);
 		for (int b = 0; b < BASE_COUNT; b++) {
 			fputc(',', f);
-			write_set(f, m->base[b]);
+			dataset__write_set(f, m->base[b]);
 		}
 		for (size_t j = 0; j < d->n_features; j++)
 			write_num(f, d->x[i * d->n_features + j]);

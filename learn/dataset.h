@@ -47,6 +47,9 @@ int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len
 int dataset__write_csv(const struct dataset *d, FILE *f);
 int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len);
 
+/* A cause set as the CSV writes it: names joined by '|' ("" if healthy). */
+void dataset__write_set(FILE *f, cause_set set);
+
 void dataset__free(struct dataset *d);
 
 #endif

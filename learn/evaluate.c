@@ -70,10 +70,19 @@ static double share(size_t a, size_t b)
 	return b ? (double)a / (double)b : NAN;
 }
 
+/* Our held-out probabilities, prob[row * CAUSE_COUNT + cause], and the
+ * thresholds chosen without that row's program, threshold[group *
+ * CAUSE_COUNT + cause]: what --predictions writes. */
+struct held_out {
+	float *prob;
+	double *threshold;
+};
+
 /* Predicted sets of the rows of one held-out program, for our model and
  * DeepFD's, trained on every other program. */
 static int fold(const struct dataset *d, const struct fit_matrix *ours, const struct fit_matrix *fd,
-		int group, const struct fit_opts *o, cause_set *pred[M_COUNT], char *err, size_t len)
+		int group, const struct fit_opts *o, cause_set *pred[M_COUNT], struct held_out *h,
+		char *err, size_t len)
 {
 	size_t *train = malloc(d->n * sizeof *train), *test = malloc(d->n * sizeof *test);
 	float *p = malloc(d->n * sizeof *p);
@@ -94,9 +103,12 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 	struct boost_rows te = {ours->x, ours->n_cols, test, nte};
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		rv = boost__predict(boosters[c], &te, 0, p, err, len);
-		for (size_t i = 0; rv == 0 && i < nte; i++)
+		for (size_t i = 0; rv == 0 && i < nte; i++) {
+			h->prob[test[i] * CAUSE_COUNT + c] = p[i];
 			if (p[i] >= fit[c].threshold)
 				pred[M_OURS][test[i]] |= (cause_set)1 << c;
+		}
+		h->threshold[group * CAUSE_COUNT + c] = fit[c].threshold;
 	}
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		boost__free(boosters[c]);
@@ -207,15 +219,46 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	}
 }
 
-int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, char *err, size_t len)
+/* One CSV line per row: run, program, point, true causes, then each
+ * cause's held-out probability and the threshold it was judged by. */
+static int write_predictions(const struct dataset *d, const struct held_out *h, FILE *f)
+{
+	fprintf(f, "run,program,point,labels");
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		fprintf(f, ",threshold_%s", causes__name((enum cause_id)c));
+	fputc('\n', f);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct row_meta *m = &d->meta[i];
+		fprintf(f, "%lld,%s,%.2f,", (long long)m->run, d->groups[m->group], dataset_points[m->point]);
+		dataset__write_set(f, m->labels);
+		for (int c = 0; c < CAUSE_COUNT; c++)
+			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
+		for (int c = 0; c < CAUSE_COUNT; c++)
+			fprintf(f, ",%.2f", h->threshold[m->group * CAUSE_COUNT + c]);
+		fputc('\n', f);
+	}
+	return ferror(f) ? -EIO : 0;
+}
+
+int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, FILE *predictions,
+		    char *err, size_t len)
 {
 	struct fit_matrix ours, fd;
 	cause_set *pred[M_COUNT] = {0};
-	int rv = fit__matrix(d, false, &ours);
+	struct held_out h = {
+		calloc(d->n ? d->n * CAUSE_COUNT : 1, sizeof *h.prob),
+		calloc(d->n_groups ? d->n_groups * CAUSE_COUNT : 1, sizeof *h.threshold),
+	};
+	int rv = h.prob && h.threshold ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);
-	if (rv != 0)
+	if (rv != 0) {
+		free(h.prob);
+		free(h.threshold);
 		return rv;
+	}
 	for (int m = 0; m < M_COUNT; m++)
 		if ((pred[m] = calloc(d->n ? d->n : 1, sizeof *pred[m])) == NULL)
 			rv = -ENOMEM;
@@ -229,7 +272,7 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 	for (size_t g = 0; rv == 0 && g < d->n_groups; g++) {
 		if (o->verbose)
 			fprintf(stderr, "fold %zu/%zu: holding out %s\n", g + 1, d->n_groups, d->groups[g]);
-		rv = fold(d, &ours, &fd, (int)g, o, pred, err, len);
+		rv = fold(d, &ours, &fd, (int)g, o, pred, &h, err, len);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (rv == 0) {
@@ -241,10 +284,14 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 			     "%zu folds in %.0f s.\n\n", d->n, runs, healthy, d->n_groups, DATASET_POINTS,
 			d->n_groups, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 		report(d, pred, out);
+		if (predictions != NULL && (rv = write_predictions(d, &h, predictions)) != 0)
+			snprintf(err, len, "writing the predictions failed");
 	}
 	for (int m = 0; m < M_COUNT; m++)
 		free(pred[m]);
 	fit__free_matrix(&ours);
 	fit__free_matrix(&fd);
+	free(h.prob);
+	free(h.threshold);
 	return rv;
 }

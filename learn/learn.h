@@ -17,7 +17,9 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		 const struct fit_opts *o, char *err, size_t len);
 
 /* Leave-one-program-out evaluation of ours and the baselines; writes
- * markdown tables to `out`. */
-int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, char *err, size_t len);
+ * markdown tables to `out` and, unless `predictions` is NULL, our held-out
+ * probabilities and thresholds per row as CSV. */
+int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, FILE *predictions,
+		    char *err, size_t len);
 
 #endif

@@ -10,19 +10,21 @@
 
 static const char learn_usage[] =
 	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--quiet]\n"
-	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--quiet]\n"
+	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--quiet]\n"
 	"       dnnfaultctl rows STORE [ROWS.csv]\n"
 	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n";
 
 int learn__main(int argc, char **argv)
 {
-	const char *verb = argv[0], *pos[2] = {0};
+	const char *verb = argv[0], *pos[2] = {0}, *predictions = NULL;
 	int n_pos = 0;
 	struct fit_opts o = fit_defaults;
 	o.verbose = true;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--quiet") == 0)
 			o.verbose = false;
+		else if (strcmp(argv[i], "--predictions") == 0 && i + 1 < argc && strcmp(verb, "evaluate") == 0)
+			predictions = argv[++i];
 		else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 2)
 			pos[n_pos++] = argv[i];
 		else {
@@ -50,12 +52,20 @@ int learn__main(int argc, char **argv)
 		dataset__free(&d);
 		return CTL_ERROR;
 	}
-	if (train)
+	FILE *pred = NULL;
+	if (predictions != NULL && (pred = fopen(predictions, "w")) == NULL) {
+		snprintf(err, sizeof err, "%s: %s", predictions, strerror(errno));
+		rv = -errno;
+	} else if (train)
 		rv = learn__train(&d, pos[0], pos[1], &o, err, sizeof err);
 	else if (rows)
 		rv = dataset__write_csv(&d, out);
 	else
-		rv = learn__evaluate(&d, &o, out, err, sizeof err);
+		rv = learn__evaluate(&d, &o, out, pred, err, sizeof err);
+	if (pred != NULL && fclose(pred) != 0 && rv == 0) {
+		snprintf(err, sizeof err, "%s: %s", predictions, strerror(errno));
+		rv = -EIO;
+	}
 	if (out != stdout && fclose(out) != 0 && rv == 0) {
 		snprintf(err, sizeof err, "%s: %s", pos[1], strerror(errno));
 		rv = -EIO;
