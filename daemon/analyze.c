@@ -231,24 +231,29 @@ static int cause_layer(enum cause_id c, const struct series *s, const struct sym
 	return best;
 }
 
-/* Runs the model on the run's features: health and the causes at or above
- * their suspect threshold, most likely first, into d (pointing at `msgs`
- * and `order`, which the caller keeps until d is packed). */
+/* Runs the model on the run's features: health from the detector and,
+ * unless healthy, the causes model__report_causes picks, most likely
+ * first, into d (pointing at `msgs` and `order`, which the caller keeps
+ * until d is packed). */
 static int diagnose(const struct model *m, const struct series *s, const struct symptom *found, size_t n,
 		    Dnnfault__Diagnosis *d, Dnnfault__Cause msgs[CAUSE_COUNT],
 		    Dnnfault__Cause *order[CAUSE_COUNT], char *health, size_t health_len)
 {
 	size_t nf = features__count();
-	double *x = malloc(nf * sizeof *x), prob[CAUSE_COUNT];
+	double *x = malloc(nf * sizeof *x), fault, prob[CAUSE_COUNT];
 	int rv = x ? features__compute(s, s->n, x) : -ENOMEM;
 	if (rv == 0)
-		rv = model__predict(m, x, 1, prob);
+		rv = model__predict(m, x, 1, &fault, prob);
 	free(x);
 	if (rv != 0)
 		return rv;
-	snprintf(health, health_len, "%s", model__health_name(model__health(m, prob)));
+	enum model_health h = model__health(m, fault);
+	snprintf(health, health_len, "%s", model__health_name(h));
+	d->has_fault_probability = 1;
+	d->fault_probability = fault;
+	cause_set shown = h == MODEL_HEALTHY ? 0 : model__report_causes(prob, m->ratio);
 	for (int c = 0; c < CAUSE_COUNT; c++) {
-		if (!m->cause[c].present || !(prob[c] >= m->cause[c].suspect))
+		if (!(shown >> c & 1))
 			continue;
 		Dnnfault__Cause *k = &msgs[d->n_causes];
 		dnnfault__cause__init(k);

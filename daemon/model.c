@@ -44,41 +44,63 @@ static char *read_all(FILE *f)
 	return buf;
 }
 
-/* One "cause ID threshold T suspect S" line: loads ID's booster from the
- * bundle directory. */
-static int load_cause(struct model *m, const char *line, char *err, size_t len)
+/* Loads `id`.json of the bundle directory into b. */
+static int load_booster(struct model *m, const char *id, struct model_booster *b, char *err, size_t len)
 {
-	char id[64];
-	double thr, sus;
-	if (sscanf(line, "cause %63s threshold %lf suspect %lf", id, &thr, &sus) != 3 ||
-	    !(thr > 0 && thr <= 1) || !(sus > 0 && sus <= thr))
-		return fail(err, len, -EINVAL, "%s: bad cause line '%.80s'", m->path, line);
-	int c = causes__find(id);
-	if (c < 0)
-		return fail(err, len, -EINVAL, "%s: unknown cause '%s'", m->path, id);
-	if (m->cause[c].present)
-		return fail(err, len, -EINVAL, "%s: cause '%s' twice", m->path, id);
+	if (b->present)
+		return fail(err, len, -EINVAL, "%s: '%s' twice", m->path, id);
 	char file[4096];
 	snprintf(file, sizeof file, "%s/%s.json", m->path, id);
-	BoosterHandle b;
-	if (XGBoosterCreate(NULL, 0, &b) != 0)
+	BoosterHandle h;
+	if (XGBoosterCreate(NULL, 0, &h) != 0)
 		return fail(err, len, -EIO, "%s: %s", file, XGBGetLastError());
-	if (XGBoosterLoadModel(b, file) != 0) {
+	if (XGBoosterLoadModel(h, file) != 0) {
 		snprintf(err, len, "%s: %s", file, XGBGetLastError());
-		XGBoosterFree(b);
+		XGBoosterFree(h);
 		return -EIO;
 	}
 	/* The daemon predicts on one worker thread at a time; more threads
 	 * would only compete with ingest. */
-	XGBoosterSetParam(b, "nthread", "1");
+	XGBoosterSetParam(h, "nthread", "1");
 	bst_ulong nf = 0;
-	if (XGBoosterGetNumFeature(b, &nf) != 0 || nf != m->n_features) {
-		XGBoosterFree(b);
+	if (XGBoosterGetNumFeature(h, &nf) != 0 || nf != m->n_features) {
+		XGBoosterFree(h);
 		return fail(err, len, -EINVAL, "%s: model has another number of features than %s", file,
 			    "the bundle's schema");
 	}
-	m->cause[c] = (struct model_cause){.present = true, .booster = b, .threshold = thr, .suspect = sus};
+	*b = (struct model_booster){.present = true, .booster = h};
 	return 0;
+}
+
+/* "fault threshold T suspect S ...": the detector and its thresholds. */
+static int load_fault(struct model *m, const char *line, char *err, size_t len)
+{
+	double thr, sus;
+	if (sscanf(line, "fault threshold %lf suspect %lf", &thr, &sus) != 2 || !(thr > 0 && thr <= 1) ||
+	    !(sus > 0 && sus <= thr))
+		return fail(err, len, -EINVAL, "%s: bad fault line '%.80s'", m->path, line);
+	m->threshold = thr;
+	m->suspect = sus;
+	return load_booster(m, "fault", &m->fault, err, len);
+}
+
+/* "cause ID ...": ID's model. */
+static int load_cause(struct model *m, const char *line, char *err, size_t len)
+{
+	char id[64];
+	if (sscanf(line, "cause %63s", id) != 1)
+		return fail(err, len, -EINVAL, "%s: bad cause line '%.80s'", m->path, line);
+	int c = causes__find(id);
+	if (c < 0)
+		return fail(err, len, -EINVAL, "%s: unknown cause '%s'", m->path, id);
+	return load_booster(m, id, &m->cause[c], err, len);
+}
+
+/* Whether the line's first word is `key`. */
+static bool is_key(const char *line, const char *key)
+{
+	size_t n = strlen(key);
+	return strncmp(line, key, n) == 0 && (line[n] == ' ' || line[n] == '\0');
 }
 
 int model__load(const char *dir, struct model **out, char *err, size_t len)
@@ -110,7 +132,12 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 			m->schema_hash = u, have_hash = true;
 		else if (sscanf(line, "features %llu", &u) == 1)
 			m->n_features = (size_t)u;
-		else if (strncmp(line, "cause ", 6) == 0)
+		else if (is_key(line, "fault"))
+			rv = load_fault(m, line, err, len);
+		else if (is_key(line, "rank") &&
+			 (sscanf(line, "rank ratio %lf", &m->ratio) != 1 || !(m->ratio > 0 && m->ratio <= 1)))
+			rv = fail(err, len, -EINVAL, "%s: bad rank line '%.80s'", file, line);
+		else if (is_key(line, "cause"))
 			rv = load_cause(m, line, err, len);
 		if (next != NULL)
 			*next++ = '\n';
@@ -124,6 +151,10 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 		any |= m->cause[c].present;
 	if (rv == 0 && !any)
 		rv = fail(err, len, -EINVAL, "%s: no cause models", file);
+	if (rv == 0 && !m->fault.present)
+		rv = fail(err, len, -EINVAL, "%s: no fault line (the detector)", file);
+	if (rv == 0 && !(m->ratio > 0))
+		rv = fail(err, len, -EINVAL, "%s: no rank ratio", file);
 	if (rv != 0) {
 		model__free(m);
 		return rv;
@@ -136,6 +167,8 @@ void model__free(struct model *m)
 {
 	if (m == NULL)
 		return;
+	if (m->fault.present)
+		XGBoosterFree(m->fault.booster);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		if (m->cause[c].present)
 			XGBoosterFree(m->cause[c].booster);
@@ -144,7 +177,24 @@ void model__free(struct model *m)
 	free(m);
 }
 
-int model__predict(const struct model *m, const double *features, size_t n, double *prob)
+/* One booster's probabilities for the n rows of d into out[i * stride]. */
+static int predict_one(const struct model_booster *b, DMatrixHandle d, size_t n, double *out, size_t stride)
+{
+	const float *p;
+	bst_ulong got;
+	if (!b->present) {
+		for (size_t i = 0; i < n; i++)
+			out[i * stride] = NAN;
+		return 0;
+	}
+	if (XGBoosterPredict(b->booster, d, 0, 0, 0, &got, &p) != 0 || got != n)
+		return -EIO;
+	for (size_t i = 0; i < n; i++)
+		out[i * stride] = p[i];
+	return 0;
+}
+
+int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *prob)
 {
 	size_t cells = n * m->n_features;
 	float *x = malloc((cells ? cells : 1) * sizeof *x);
@@ -159,36 +209,29 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 	free(x);
 	if (rv != 0)
 		return rv;
-	for (int c = 0; c < CAUSE_COUNT; c++) {
-		const float *p;
-		bst_ulong got;
-		if (!m->cause[c].present) {
-			for (size_t i = 0; i < n; i++)
-				prob[i * CAUSE_COUNT + (size_t)c] = NAN;
-			continue;
-		}
-		if (XGBoosterPredict(m->cause[c].booster, d, 0, 0, 0, &got, &p) != 0 || got != n) {
-			rv = -EIO;
-			break;
-		}
-		for (size_t i = 0; i < n; i++)
-			prob[i * CAUSE_COUNT + (size_t)c] = p[i];
-	}
+	rv = predict_one(&m->fault, d, n, fault, 1);
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
+		rv = predict_one(&m->cause[c], d, n, prob + c, CAUSE_COUNT);
 	XGDMatrixFree(d);
 	return rv;
 }
 
-enum model_health model__health(const struct model *m, const double prob[CAUSE_COUNT])
+enum model_health model__health(const struct model *m, double fault)
 {
-	enum model_health h = MODEL_HEALTHY;
-	for (int c = 0; c < CAUSE_COUNT; c++) {
-		if (!m->cause[c].present || !(prob[c] >= m->cause[c].suspect))
-			continue;
-		if (prob[c] >= m->cause[c].threshold)
-			return MODEL_FAULTY;
-		h = MODEL_SUSPECT;
-	}
-	return h;
+	return fault >= m->threshold ? MODEL_FAULTY : fault >= m->suspect ? MODEL_SUSPECT : MODEL_HEALTHY;
+}
+
+cause_set model__report_causes(const double prob[CAUSE_COUNT], double ratio)
+{
+	double top = -1;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		if (prob[c] > top)	/* false for NaN */
+			top = prob[c];
+	cause_set out = 0;
+	for (int c = 0; top > 0 && c < CAUSE_COUNT; c++)
+		if (prob[c] >= ratio * top)
+			out |= (cause_set)1 << c;
+	return out;
 }
 
 const char *model__health_name(enum model_health h)

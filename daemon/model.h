@@ -1,12 +1,14 @@
-/* A model bundle: one XGBoost binary classifier per root cause, the
- * feature schema they were trained on, calibrated thresholds and the
- * training record. On disk a directory:
+/* A model bundle: an XGBoost detector (is the run faulty?) with its
+ * calibrated thresholds, one XGBoost classifier per root cause (which
+ * cause, given a fault), the ranking ratio, the feature schema they were
+ * trained on and the training record. On disk a directory:
  *
  *   bundle.txt        "key value..." lines (docs/model.md)
- *   <cause>.json      XGBoost model of that cause
+ *   fault.json        the detector
+ *   <cause>.json      the model of that cause
  *
- * Loading refuses a bundle of another feature schema. Prediction is
- * blocking work: callers run it off the event loop. */
+ * Loading refuses a bundle of another format or feature schema.
+ * Prediction is blocking work: callers run it off the event loop. */
 #ifndef DNNFAULT_MODEL_H
 #define DNNFAULT_MODEL_H
 
@@ -17,13 +19,11 @@
 
 #include "causes.h"
 
-#define MODEL_FORMAT 1
+#define MODEL_FORMAT 2
 
-struct model_cause {
+struct model_booster {
 	bool present;
 	void *booster;		/* BoosterHandle */
-	double threshold;	/* probability from which the cause is reported as faulty */
-	double suspect;		/* ... and from which the run is suspect */
 };
 
 struct model {
@@ -32,7 +32,11 @@ struct model {
 	int schema_version;
 	uint64_t schema_hash;
 	size_t n_features;
-	struct model_cause cause[CAUSE_COUNT];
+	struct model_booster fault;
+	double threshold;	/* fault probability from which the run is faulty */
+	double suspect;		/* ... and from which it is suspect */
+	double ratio;		/* causes within this ratio of the top one are reported */
+	struct model_booster cause[CAUSE_COUNT];
 };
 
 enum model_health { MODEL_HEALTHY, MODEL_SUSPECT, MODEL_FAULTY };
@@ -44,13 +48,19 @@ int model__load(const char *dir, struct model **out, char *err, size_t len);
 
 void model__free(struct model *m);
 
-/* Probabilities of every cause for n rows of features (row-major,
- * n x m->n_features, NaN = missing) into prob[n * CAUSE_COUNT]; a cause the
- * bundle lacks gets NaN. Returns 0 or -EIO. */
-int model__predict(const struct model *m, const double *features, size_t n, double *prob);
+/* For n rows of features (row-major, n x m->n_features, NaN = missing):
+ * the probability that the run is faulty into fault[n], and each cause's
+ * probability given a fault into prob[n * CAUSE_COUNT] (NaN for a cause the
+ * bundle lacks). Returns 0, -ENOMEM or -EIO. */
+int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *prob);
 
-/* Health from one row of probabilities and the calibrated thresholds. */
-enum model_health model__health(const struct model *m, const double prob[CAUSE_COUNT]);
+/* Health from a fault probability and the calibrated thresholds. */
+enum model_health model__health(const struct model *m, double fault);
+
+/* The causes to report for a run judged faulty or suspect: the most
+ * probable one and every cause within `ratio` of it (NaN: absent). One
+ * rule for the daemon and the evaluation. */
+cause_set model__report_causes(const double prob[CAUSE_COUNT], double ratio);
 
 const char *model__health_name(enum model_health h);
 

@@ -141,6 +141,8 @@ static void take_diagnosis(Dnnfault__RunSummary *s, sqlite3_stmt *st, int col)
 		return;
 	s->has_diagnosed_step = d->has_step;
 	s->diagnosed_step = d->step;
+	s->has_fault_probability = d->has_fault_probability;
+	s->fault_probability = d->fault_probability;
 	/* The summary takes over the diagnosis' arrays. */
 	s->n_symptoms = d->n_symptoms;
 	s->symptoms = d->symptoms;

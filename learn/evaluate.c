@@ -70,48 +70,51 @@ static double share(size_t a, size_t b)
 	return b ? (double)a / (double)b : NAN;
 }
 
-/* Our held-out probabilities, prob[row * CAUSE_COUNT + cause], and the
- * thresholds chosen without that row's program, threshold[group *
- * CAUSE_COUNT + cause]: what --predictions writes. */
+/* Our held-out probabilities, fault[row] and prob[row * CAUSE_COUNT +
+ * cause], and the detector threshold and ranking ratio chosen without
+ * that row's program, threshold[group] and ratio[group]: what
+ * --predictions writes. */
 struct held_out {
-	float *prob;
-	double *threshold;
+	double *fault, *prob;
+	double *threshold, *ratio;
 };
 
-/* Predicted sets of the rows of one held-out program, for our model and
- * DeepFD's, trained on every other program. */
-static int fold(const struct dataset *d, const struct fit_matrix *ours, const struct fit_matrix *fd,
-		int group, const struct fit_opts *o, cause_set *pred[M_COUNT], struct held_out *h,
-		char *err, size_t len)
+/* Ours on one fold: selection and training on rows train[0..ntr), the
+ * decision on rows test[0..nte) into pred[] and h. */
+static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *train, size_t ntr,
+		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred,
+		     struct held_out *h, char *err, size_t len)
 {
-	size_t *train = malloc(d->n * sizeof *train), *test = malloc(d->n * sizeof *test);
-	float *p = malloc(d->n * sizeof *p);
-	int rv = train && test && p ? 0 : -ENOMEM;
-	size_t ntr = 0, nte = 0;
-	for (size_t i = 0; rv == 0 && i < d->n; i++) {
-		if (d->meta[i].group == group)
-			test[nte++] = i;
-		else
-			train[ntr++] = i;
-	}
-	struct cause_fit fit[CAUSE_COUNT];
-	void *boosters[CAUSE_COUNT] = {0};
+	struct fit fit;
+	struct fit_models models = {0};
+	double *fault = malloc((nte ? nte : 1) * sizeof *fault);
+	double *prob = malloc((nte ? nte : 1) * CAUSE_COUNT * sizeof *prob);
+	int rv = fault && prob ? fit__select(d, m, train, ntr, o, &fit, err, len) : -ENOMEM;
 	if (rv == 0)
-		rv = fit__select(d, ours, train, ntr, o, fit, err, len);
+		rv = fit__train(m, train, ntr, &fit, &models, err, len);
 	if (rv == 0)
-		rv = fit__train(ours, train, ntr, fit, boosters, err, len);
-	struct boost_rows te = {ours->x, ours->n_cols, test, nte};
-	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		rv = boost__predict(boosters[c], &te, 0, p, err, len);
-		for (size_t i = 0; rv == 0 && i < nte; i++) {
-			h->prob[test[i] * CAUSE_COUNT + c] = p[i];
-			if (p[i] >= fit[c].threshold)
-				pred[M_OURS][test[i]] |= (cause_set)1 << c;
-		}
-		h->threshold[group * CAUSE_COUNT + c] = fit[c].threshold;
+		rv = fit__predict(&models, m, test, nte, fault, prob, err, len);
+	for (size_t i = 0; rv == 0 && i < nte; i++) {
+		pred[test[i]] = fit__decide(&fit, fault[i], prob + i * CAUSE_COUNT);
+		h->fault[test[i]] = fault[i];
+		memcpy(h->prob + test[i] * CAUSE_COUNT, prob + i * CAUSE_COUNT, CAUSE_COUNT * sizeof *prob);
 	}
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		boost__free(boosters[c]);
+	if (rv == 0) {
+		h->threshold[group] = fit.fault_threshold;
+		h->ratio[group] = fit.ratio;
+	}
+	fit__free_models(&models);
+	free(fault);
+	free(prob);
+	return rv;
+}
+
+/* DeepFD's forests on one fold: a cause where the majority votes for it. */
+static int deepfd_fold(const struct fit_matrix *fd, const size_t *train, size_t ntr, const size_t *test,
+		       size_t nte, cause_set *pred, char *err, size_t len)
+{
+	float *p = malloc((nte ? nte : 1) * sizeof *p);
+	int rv = p ? 0 : -ENOMEM;
 	struct boost_rows ftr = {fd->x, fd->n_cols, train, ntr}, fte = {fd->x, fd->n_cols, test, nte};
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		void *b;
@@ -122,11 +125,33 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 		}
 		for (size_t i = 0; rv == 0 && i < nte; i++)
 			if (p[i] >= 0.5f)
-				pred[M_DEEPFD][test[i]] |= (cause_set)1 << c;
+				pred[test[i]] |= (cause_set)1 << c;
 	}
+	free(p);
+	return rv;
+}
+
+/* Predicted sets of the rows of one held-out program, for our model and
+ * DeepFD's, trained on every other program. */
+static int fold(const struct dataset *d, const struct fit_matrix *ours, const struct fit_matrix *fd,
+		int group, const struct fit_opts *o, cause_set *pred[M_COUNT], struct held_out *h,
+		char *err, size_t len)
+{
+	size_t *train = malloc(d->n * sizeof *train), *test = malloc(d->n * sizeof *test);
+	int rv = train && test ? 0 : -ENOMEM;
+	size_t ntr = 0, nte = 0;
+	for (size_t i = 0; rv == 0 && i < d->n; i++) {
+		if (d->meta[i].group == group)
+			test[nte++] = i;
+		else
+			train[ntr++] = i;
+	}
+	if (rv == 0)
+		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred[M_OURS], h, err, len);
+	if (rv == 0)
+		rv = deepfd_fold(fd, train, ntr, test, nte, pred[M_DEEPFD], err, len);
 	free(train);
 	free(test);
-	free(p);
 	return rv;
 }
 
@@ -219,24 +244,22 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	}
 }
 
-/* One CSV line per row: run, program, point, true causes, then each
- * cause's held-out probability and the threshold it was judged by. */
+/* One CSV line per row: run, program, point, true causes, the detector
+ * threshold and ranking ratio it was judged by, its held-out fault
+ * probability and each cause's probability. */
 static int write_predictions(const struct dataset *d, const struct held_out *h, FILE *f)
 {
-	fprintf(f, "run,program,point,labels");
+	fprintf(f, "run,program,point,labels,fault_threshold,ratio,p_fault");
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		fprintf(f, ",threshold_%s", causes__name((enum cause_id)c));
 	fputc('\n', f);
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
 		fprintf(f, "%lld,%s,%.2f,", (long long)m->run, d->groups[m->group], dataset_points[m->point]);
 		dataset__write_set(f, m->labels);
+		fprintf(f, ",%.6g,%.2f,%.6g", h->threshold[m->group], h->ratio[m->group], h->fault[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
-		for (int c = 0; c < CAUSE_COUNT; c++)
-			fprintf(f, ",%.2f", h->threshold[m->group * CAUSE_COUNT + c]);
 		fputc('\n', f);
 	}
 	return ferror(f) ? -EIO : 0;
@@ -247,16 +270,19 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 {
 	struct fit_matrix ours, fd;
 	cause_set *pred[M_COUNT] = {0};
+	size_t rows = d->n ? d->n : 1, groups = d->n_groups ? d->n_groups : 1;
 	struct held_out h = {
-		calloc(d->n ? d->n * CAUSE_COUNT : 1, sizeof *h.prob),
-		calloc(d->n_groups ? d->n_groups * CAUSE_COUNT : 1, sizeof *h.threshold),
+		calloc(rows, sizeof *h.fault), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
+		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ratio),
 	};
-	int rv = h.prob && h.threshold ? fit__matrix(d, false, &ours) : -ENOMEM;
+	int rv = h.fault && h.prob && h.threshold && h.ratio ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);
 	if (rv != 0) {
+		free(h.fault);
 		free(h.prob);
 		free(h.threshold);
+		free(h.ratio);
 		return rv;
 	}
 	for (int m = 0; m < M_COUNT; m++)
@@ -291,7 +317,9 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 		free(pred[m]);
 	fit__free_matrix(&ours);
 	fit__free_matrix(&fd);
+	free(h.fault);
 	free(h.prob);
 	free(h.threshold);
+	free(h.ratio);
 	return rv;
 }

@@ -6,21 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-const struct fit_opts fit_defaults = {.folds = 2, .false_alarm = 0.04};
+#include "model.h"
 
-/* The grid: for each depth one model is trained with the most rounds and
- * predicted with each shorter prefix of its rounds. One depth keeps the
- * nested leave-one-program-out evaluation within minutes on two cores. */
-static const int grid_depth[] = {4};
+const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.04};
+
+/* One model per setting is trained with the most rounds and predicted
+ * with each shorter prefix of its rounds. One depth keeps the nested
+ * leave-one-program-out evaluation within minutes on two cores. */
 static const int grid_rounds[] = {50, 100, 200, 300};
-#define N_DEPTH (sizeof grid_depth / sizeof grid_depth[0])
 #define N_ROUNDS (sizeof grid_rounds / sizeof grid_rounds[0])
-#define N_THRESH 99	/* 0.01 .. 0.99 */
+#define DEPTH 4
+static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
+#define N_RATIO (sizeof grid_ratio / sizeof grid_ratio[0])
+/* "Suspect" flags about this many times the target share of healthy rows. */
+#define SUSPECT_FACTOR 3
 
-static double thresh(int k)
-{
-	return 0.01 * (k + 1);
-}
+static const struct boost_params base_params = {
+	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 1, .subsample = 0.8, .colsample = 0.8, .seed = 1,
+};
 
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
 {
@@ -28,216 +31,316 @@ int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
 	m->n = d->n;
 	m->n_cols = deepfd ? DEEPFD_FEATURES : d->n_features;
 	const double *src = deepfd ? d->fd : d->x;
-	m->x = malloc((d->n ? d->n : 1) * m->n_cols * sizeof *m->x);
+	size_t rows = d->n ? d->n : 1;
+	m->x = malloc(rows * m->n_cols * sizeof *m->x);
+	m->fault = malloc(rows * sizeof *m->fault);
+	bool ok = m->x && m->fault;
 	for (int c = 0; c < CAUSE_COUNT; c++)
-		m->y[c] = malloc((d->n ? d->n : 1) * sizeof *m->y[c]);
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		if (m->y[c] == NULL || m->x == NULL) {
-			fit__free_matrix(m);
-			return -ENOMEM;
-		}
+		ok &= (m->y[c] = malloc(rows * sizeof *m->y[c])) != NULL;
+	if (!ok) {
+		fit__free_matrix(m);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < d->n * m->n_cols; i++)
 		m->x[i] = (float)src[i];
-	for (size_t i = 0; i < d->n; i++)
+	for (size_t i = 0; i < d->n; i++) {
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			m->y[c][i] = (d->meta[i].labels >> c) & 1;
+		m->fault[i] = d->meta[i].labels != 0;
+	}
 	return 0;
 }
 
 void fit__free_matrix(struct fit_matrix *m)
 {
 	free(m->x);
+	free(m->fault);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		free(m->y[c]);
 	memset(m, 0, sizeof *m);
 }
 
-static const struct boost_params base_params = {
-	.eta = 0.1, .min_child_weight = 1, .subsample = 0.8, .colsample = 0.8, .seed = 1,
-};
-
-struct counts {
-	size_t tp, fp, fn;
-};
-
-static double f1_of(struct counts k)
-{
-	return k.tp ? 2.0 * (double)k.tp / (double)(2 * k.tp + k.fp + k.fn) : 0;
-}
-
-/* Out-of-fold probabilities: oof[g][r][i] for depth g, rounds r, row i. */
+/* Out-of-fold probabilities of every row idx[0..n) under each number of
+ * rounds, oof[r * n + i], from models trained on the other folds' rows
+ * with labels y, and only their faulty rows when faulty_only. A row's
+ * fold is its program's rank among the programs present, mod folds
+ * (folds 0: one fold per program). */
 static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		       int folds, int cause, float *oof, char *err, size_t len)
+		       int folds, const float *y, bool faulty_only, float *oof, char *err, size_t len)
 {
-	size_t *train = malloc((n ? n : 1) * sizeof *train), *test = malloc((n ? n : 1) * sizeof *test);
-	size_t *pos = malloc((n ? n : 1) * sizeof *pos);
-	float *pred = malloc((n ? n : 1) * sizeof *pred);
-	int rv = train && test && pos && pred ? 0 : -ENOMEM;
-	/* Fold of a row: its group's rank among the groups present, mod folds. */
-	int rank[256];
+	size_t rows = n ? n : 1;
+	size_t *train = malloc(rows * sizeof *train), *test = malloc(rows * sizeof *test);
+	size_t *pos = malloc(rows * sizeof *pos);
+	float *pred = malloc(rows * sizeof *pred);
+	int *fold_of = malloc(rows * sizeof *fold_of);
+	int rv = train && test && pos && pred && fold_of ? 0 : -ENOMEM;
+	int rank[256], n_groups = 0;
 	for (size_t g = 0; g < 256; g++)
 		rank[g] = -1;
-	int n_groups = 0;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; rv == 0 && i < n; i++) {
 		int g = d->meta[idx[i]].group;
 		if (g < 256 && rank[g] < 0)
 			rank[g] = n_groups++;
 	}
+	if (folds <= 0 || folds > n_groups)
+		folds = n_groups;	/* one program per fold */
+	for (size_t i = 0; rv == 0 && i < n; i++) {
+		int g = d->meta[idx[i]].group;
+		fold_of[i] = (g < 256 ? rank[g] : 0) % folds;
+	}
 	for (int f = 0; rv == 0 && f < folds && f < n_groups; f++) {
 		size_t ntr = 0, nte = 0;
 		for (size_t i = 0; i < n; i++) {
-			int g = d->meta[idx[i]].group;
-			if ((g < 256 ? rank[g] : 0) % folds == f)
+			if (fold_of[i] == f)
 				pos[nte] = i, test[nte++] = idx[i];
-			else
+			else if (!faulty_only || m->fault[idx[i]] > 0.5f)
 				train[ntr++] = idx[i];
 		}
 		struct boost_rows tr = {m->x, m->n_cols, train, ntr}, te = {m->x, m->n_cols, test, nte};
-		for (size_t g = 0; rv == 0 && g < N_DEPTH; g++) {
-			struct boost_params p = base_params;
-			p.max_depth = grid_depth[g];
-			p.rounds = grid_rounds[N_ROUNDS - 1];
-			void *b = NULL;
-			rv = boost__train(&tr, m->y[cause], &p, &b, err, len);
-			for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
-				rv = boost__predict(b, &te, grid_rounds[r], pred, err, len);
-				for (size_t i = 0; rv == 0 && i < nte; i++)
-					oof[(g * N_ROUNDS + r) * n + pos[i]] = pred[i];
-			}
-			if (b != NULL)
-				boost__free(b);
+		struct boost_params p = base_params;
+		p.rounds = grid_rounds[N_ROUNDS - 1];
+		void *b = NULL;
+		rv = boost__train(&tr, y, &p, &b, err, len);
+		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
+			rv = boost__predict(b, &te, grid_rounds[r], pred, err, len);
+			for (size_t i = 0; rv == 0 && i < nte; i++)
+				oof[r * n + pos[i]] = pred[i];
 		}
+		boost__free(b);
 	}
 	free(train);
 	free(test);
 	free(pos);
 	free(pred);
+	free(fold_of);
 	return rv;
 }
 
-static struct counts count_at(const struct fit_matrix *m, const size_t *idx, size_t n, int cause,
-			      const float *p, double t)
+static int cmp_desc(const void *a, const void *b)
 {
-	struct counts k = {0};
-	for (size_t i = 0; i < n; i++) {
-		bool yes = p[i] >= t, truth = m->y[cause][idx[i]] > 0.5f;
-		k.tp += yes && truth;
-		k.fp += yes && !truth;
-		k.fn += !yes && truth;
-	}
-	return k;
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x < y) - (x > y);
 }
 
-/* Healthy rows (no cause) that some cause flags at the current thresholds;
- * `blame` counts, per cause, the healthy rows it flags. */
-static double false_alarms(const struct dataset *d, const size_t *idx, size_t n, float *const best[],
-			   const struct cause_fit fit[], size_t blame[CAUSE_COUNT])
+/* The lowest threshold at which at most `share` of the healthy rows score
+ * at or above it (scores[] of the healthy rows, sorted in place). */
+static double threshold_for(float *healthy, size_t n_healthy, double share)
 {
-	size_t healthy = 0, alarms = 0;
-	memset(blame, 0, CAUSE_COUNT * sizeof *blame);
+	if (n_healthy == 0)
+		return 0.5;
+	qsort(healthy, n_healthy, sizeof *healthy, cmp_desc);
+	size_t allowed = (size_t)floor(share * (double)n_healthy);
+	if (allowed >= n_healthy)
+		return 0;
+	/* Just above the first healthy score that must stay below. */
+	return fmin(1.0, nextafter((double)healthy[allowed], 2.0));
+}
+
+struct counts {
+	size_t tp[CAUSE_COUNT], fp[CAUSE_COUNT], fn[CAUSE_COUNT];
+};
+
+static double f1_of(size_t tp, size_t fp, size_t fn)
+{
+	return tp ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0;
+}
+
+static double macro(const struct counts *k)
+{
+	double s = 0;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		s += f1_of(k->tp[c], k->fp[c], k->fn[c]);
+	return s / CAUSE_COUNT;
+}
+
+/* Counts of the rule with f's settings over out-of-fold probabilities. */
+static void count_rule(const struct dataset *d, const size_t *idx, size_t n, const struct fit *f,
+		       const float *fault, float *const prob[CAUSE_COUNT], struct counts *k)
+{
+	memset(k, 0, sizeof *k);
 	for (size_t i = 0; i < n; i++) {
-		if (d->meta[idx[i]].labels != 0)
-			continue;
-		healthy++;
-		bool any = false;
+		double p[CAUSE_COUNT];
 		for (int c = 0; c < CAUSE_COUNT; c++)
-			if (best[c][i] >= fit[c].threshold) {
-				blame[c]++;
-				any = true;
-			}
-		alarms += any;
+			p[c] = prob[c][i];
+		cause_set pred = fit__decide(f, fault[i], p), truth = d->meta[idx[i]].labels;
+		for (int c = 0; c < CAUSE_COUNT; c++) {
+			bool y = truth >> c & 1, q = pred >> c & 1;
+			k->tp[c] += y && q;
+			k->fp[c] += !y && q;
+			k->fn[c] += y && !q;
+		}
 	}
-	return healthy ? (double)alarms / (double)healthy : 0;
+}
+
+/* Mean log-loss of a cause's probabilities over the faulty rows: how the
+ * causes' rounds are chosen, since their models rank causes of faults. */
+static double log_loss(const struct fit_matrix *m, const size_t *idx, size_t n, int cause, const float *p)
+{
+	double s = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m->fault[idx[i]] < 0.5f)
+			continue;
+		double q = fmin(fmax(p[i], 1e-6), 1 - 1e-6);
+		s -= m->y[cause][idx[i]] > 0.5f ? log(q) : log(1 - q);
+		k++;
+	}
+	return k ? s / (double)k : 0;
+}
+
+/* The detector: rounds with the most faulty rows flagged at the target
+ * share of healthy rows flagged; its thresholds; its chosen probabilities
+ * into best[n]. */
+static int select_detector(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
+			   const struct fit_opts *o, struct fit *f, float *best, char *err, size_t len)
+{
+	size_t rows = n ? n : 1;
+	float *oof = malloc(N_ROUNDS * rows * sizeof *oof), *healthy = malloc(rows * sizeof *healthy);
+	int rv = oof && healthy ? out_of_fold(d, m, idx, n, o->detector_folds, m->fault, false, oof, err, len)
+				: -ENOMEM;
+	double top = -1;
+	for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
+		const float *p = oof + r * n;
+		size_t nh = 0, faulty = 0, found = 0;
+		for (size_t i = 0; i < n; i++)
+			if (m->fault[idx[i]] < 0.5f)
+				healthy[nh++] = p[i];
+		double t = threshold_for(healthy, nh, o->false_alarm);
+		for (size_t i = 0; i < n; i++)
+			if (m->fault[idx[i]] > 0.5f)
+				faulty++, found += p[i] >= t;
+		double detection = faulty ? (double)found / (double)faulty : 0;
+		if (detection > top + 1e-9) {
+			top = detection;
+			f->fault = base_params;
+			f->fault.rounds = grid_rounds[r];
+			f->fault_threshold = t;
+			f->fault_suspect = threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
+			f->cv_detection = detection;
+			memcpy(best, p, n * sizeof *best);
+		}
+	}
+	if (rv == 0 && f->fault_suspect > f->fault_threshold)
+		f->fault_suspect = f->fault_threshold;
+	free(oof);
+	free(healthy);
+	return rv;
 }
 
 int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		const struct fit_opts *o, struct cause_fit fit[CAUSE_COUNT], char *err, size_t len)
+		const struct fit_opts *o, struct fit *f, char *err, size_t len)
 {
-	size_t cells = N_DEPTH * N_ROUNDS * (n ? n : 1);
-	float *oof = malloc(CAUSE_COUNT * cells * sizeof *oof);
-	if (oof == NULL)
-		return -ENOMEM;
-	float *best[CAUSE_COUNT];
-	int rv = 0;
+	memset(f, 0, sizeof *f);
+	size_t rows = n ? n : 1;
+	float *fault = malloc(rows * sizeof *fault), *oof = malloc(N_ROUNDS * rows * sizeof *oof);
+	float *prob[CAUSE_COUNT] = {0};
+	int rv = fault && oof ? 0 : -ENOMEM;
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
+		if ((prob[c] = malloc(rows * sizeof *prob[c])) == NULL)
+			rv = -ENOMEM;
+	if (rv == 0)
+		rv = select_detector(d, m, idx, n, o, f, fault, err, len);
+	if (o->verbose && rv == 0)
+		fprintf(stderr, "  detector        rounds %d threshold %.4f suspect %.4f: oof detection %.3f at "
+				"false alarms %.3f\n", f->fault.rounds, f->fault_threshold, f->fault_suspect,
+			f->cv_detection, o->false_alarm);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		float *mine = oof + (size_t)c * cells;
-		rv = out_of_fold(d, m, idx, n, o->folds, c, mine, err, len);
-		double top = -1;
-		for (size_t g = 0; rv == 0 && g < N_DEPTH; g++)
-			for (size_t r = 0; r < N_ROUNDS; r++)
-				for (int k = 0; k < N_THRESH; k++) {
-					const float *p = mine + (g * N_ROUNDS + r) * n;
-					struct counts kk = count_at(m, idx, n, c, p, thresh(k));
-					double f = f1_of(kk);
-					if (f > top + 1e-9) {
-						top = f;
-						best[c] = mine + (g * N_ROUNDS + r) * n;
-						fit[c].params = base_params;
-						fit[c].params.max_depth = grid_depth[g];
-						fit[c].params.rounds = grid_rounds[r];
-						fit[c].threshold = thresh(k);
-					}
-				}
-		if (o->verbose && rv == 0)
-			fprintf(stderr, "  %-15s depth %d rounds %d threshold %.3f oof F1 %.3f\n",
-				causes__name((enum cause_id)c), fit[c].params.max_depth, fit[c].params.rounds,
-				fit[c].threshold, top);
-	}
-	/* Until the share of healthy rows with any alarm is within the target,
-	 * raise by 0.01 the threshold that silences the most healthy-row
-	 * alarms of its cause per F1 it costs that cause. */
-	size_t blame[CAUSE_COUNT];
-	double fa = rv == 0 ? false_alarms(d, idx, n, best, fit, blame) : 0;
-	while (rv == 0 && fa > o->false_alarm) {
-		int pick = -1;
-		double pick_score = 0;
-		for (int c = 0; c < CAUSE_COUNT; c++) {
-			double t = fit[c].threshold;
-			if (t >= thresh(N_THRESH - 1) - 1e-9 || blame[c] == 0)
-				continue;
-			size_t silenced = 0;
-			for (size_t i = 0; i < n; i++)
-				silenced += d->meta[idx[i]].labels == 0 && best[c][i] >= t && best[c][i] < t + 0.01;
-			double cost = f1_of(count_at(m, idx, n, c, best[c], t)) -
-				      f1_of(count_at(m, idx, n, c, best[c], t + 0.01));
-			double score = (double)silenced / (cost > 0 ? cost + 1e-4 : 1e-4);
-			if (pick < 0 || score > pick_score) {
-				pick = c;
-				pick_score = score;
+		rv = out_of_fold(d, m, idx, n, o->folds, m->y[c], true, oof, err, len);
+		double top = INFINITY;
+		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
+			double loss = log_loss(m, idx, n, c, oof + r * n);
+			if (loss < top - 1e-12) {
+				top = loss;
+				f->cause[c] = base_params;
+				f->cause[c].rounds = grid_rounds[r];
+				memcpy(prob[c], oof + r * n, n * sizeof *prob[c]);
 			}
 		}
-		if (pick < 0)
-			break;
-		fit[pick].threshold += 0.01;
-		fa = false_alarms(d, idx, n, best, fit, blame);
+		if (o->verbose && rv == 0)
+			fprintf(stderr, "  %-15s rounds %d oof log-loss on faulty rows %.3f\n",
+				causes__name((enum cause_id)c), f->cause[c].rounds, top);
 	}
-	if (o->verbose && rv == 0)
-		fprintf(stderr, "  out-of-fold false alarms on healthy rows: %.3f (target %.3f)\n", fa, o->false_alarm);
-	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		struct counts k = count_at(m, idx, n, c, best[c], fit[c].threshold);
-		fit[c].f1 = f1_of(k);
-		fit[c].precision = k.tp + k.fp ? (double)k.tp / (double)(k.tp + k.fp) : 0;
-		fit[c].recall = k.tp + k.fn ? (double)k.tp / (double)(k.tp + k.fn) : 0;
-		/* Suspect from half the threshold: worth a look, not yet a verdict. */
-		fit[c].suspect = fit[c].threshold / 2;
+	struct counts k;
+	double top = -1;
+	for (size_t r = 0; rv == 0 && r < N_RATIO; r++) {
+		struct fit trial = *f;
+		trial.ratio = grid_ratio[r];
+		count_rule(d, idx, n, &trial, fault, prob, &k);
+		if (macro(&k) > top + 1e-9) {
+			top = macro(&k);
+			f->ratio = grid_ratio[r];
+		}
 	}
+	if (rv == 0) {
+		count_rule(d, idx, n, f, fault, prob, &k);
+		f->cv_macro_f1 = macro(&k);
+		size_t healthy = 0, alarms = 0;
+		for (size_t i = 0; i < n; i++)
+			if (m->fault[idx[i]] < 0.5f)
+				healthy++, alarms += fault[i] >= f->fault_threshold;
+		f->cv_false_alarm = healthy ? (double)alarms / (double)healthy : 0;
+		for (int c = 0; c < CAUSE_COUNT; c++) {
+			f->cv_f1[c] = f1_of(k.tp[c], k.fp[c], k.fn[c]);
+			f->cv_precision[c] = k.tp[c] + k.fp[c] ? (double)k.tp[c] / (double)(k.tp[c] + k.fp[c]) : 0;
+			f->cv_recall[c] = k.tp[c] + k.fn[c] ? (double)k.tp[c] / (double)(k.tp[c] + k.fn[c]) : 0;
+		}
+		if (o->verbose)
+			fprintf(stderr, "  ratio %.2f: oof macro-F1 %.3f, false alarms on healthy rows %.3f\n", f->ratio,
+				f->cv_macro_f1, f->cv_false_alarm);
+	}
+	free(fault);
 	free(oof);
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		free(prob[c]);
 	return rv;
 }
 
-int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n,
-	       const struct cause_fit fit[CAUSE_COUNT], void *boosters[CAUSE_COUNT], char *err, size_t len)
+int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n, const struct fit *f,
+	       struct fit_models *out, char *err, size_t len)
 {
-	struct boost_rows rows = {m->x, m->n_cols, idx, n};
-	int rv = 0;
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		boosters[c] = NULL;
+	memset(out, 0, sizeof *out);
+	size_t *faulty = malloc((n ? n : 1) * sizeof *faulty), nf = 0;
+	if (faulty == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (m->fault[idx[i]] > 0.5f)
+			faulty[nf++] = idx[i];
+	struct boost_rows all = {m->x, m->n_cols, idx, n}, some = {m->x, m->n_cols, faulty, nf};
+	int rv = boost__train(&all, m->fault, &f->fault, &out->fault, err, len);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
-		rv = boost__train(&rows, m->y[c], &fit[c].params, &boosters[c], err, len);
-	if (rv != 0)
-		for (int c = 0; c < CAUSE_COUNT; c++) {
-			boost__free(boosters[c]);
-			boosters[c] = NULL;
-		}
+		rv = boost__train(&some, m->y[c], &f->cause[c], &out->cause[c], err, len);
+	free(faulty);
 	return rv;
+}
+
+void fit__free_models(struct fit_models *models)
+{
+	boost__free(models->fault);
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		boost__free(models->cause[c]);
+	memset(models, 0, sizeof *models);
+}
+
+int fit__predict(const struct fit_models *models, const struct fit_matrix *m, const size_t *idx, size_t n,
+		 double *fault, double *prob, char *err, size_t len)
+{
+	float *p = malloc((n ? n : 1) * sizeof *p);
+	if (p == NULL)
+		return -ENOMEM;
+	struct boost_rows r = {m->x, m->n_cols, idx, n};
+	int rv = boost__predict(models->fault, &r, 0, p, err, len);
+	for (size_t i = 0; rv == 0 && i < n; i++)
+		fault[i] = p[i];
+	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+		rv = boost__predict(models->cause[c], &r, 0, p, err, len);
+		for (size_t i = 0; rv == 0 && i < n; i++)
+			prob[i * CAUSE_COUNT + (size_t)c] = p[i];
+	}
+	free(p);
+	return rv;
+}
+
+cause_set fit__decide(const struct fit *f, double fault, const double prob[CAUSE_COUNT])
+{
+	return fault >= f->fault_threshold ? model__report_causes(prob, f->ratio) : 0;
 }

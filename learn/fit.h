@@ -1,7 +1,12 @@
-/* Model selection for the per-cause classifiers: grouped cross-validation
- * (whole base programs held out) chooses each cause's tree depth and number
- * of rounds, then its decision threshold, then raises thresholds until the
- * false alarms on healthy rows meet the target. */
+/* Model selection for the diagnosis: a detector (is the run faulty at
+ * all?) and one classifier per root cause (which cause, given a fault).
+ * Grouped cross-validation (whole base programs held out) chooses the
+ * detector's rounds and its thresholds for a target share of false alarms
+ * on healthy rows (leaving one program out at a time, so that its models
+ * are as confident as the final one, which sets the thresholds' level),
+ * each cause's rounds, and the ranking ratio: a run the
+ * detector flags is given its most probable cause and every cause within
+ * that ratio of it (model__report_causes). */
 #ifndef DNNFAULT_FIT_H
 #define DNNFAULT_FIT_H
 
@@ -12,38 +17,61 @@
 #include "causes.h"
 #include "dataset.h"
 
-struct cause_fit {
-	struct boost_params params;
-	double threshold, suspect;
-	double f1, precision, recall;	/* out-of-fold, at the threshold */
+struct fit {
+	struct boost_params fault;		/* the detector */
+	double fault_threshold, fault_suspect;	/* faulty from, suspect from */
+	struct boost_params cause[CAUSE_COUNT];	/* trained on faulty rows only */
+	double ratio;
+	/* Out-of-fold measures at the chosen settings, for the record. */
+	double cv_detection, cv_false_alarm, cv_macro_f1;
+	double cv_precision[CAUSE_COUNT], cv_recall[CAUSE_COUNT], cv_f1[CAUSE_COUNT];
 };
 
 struct fit_opts {
-	int folds;			/* grouped folds for selection (2) */
-	double false_alarm;		/* healthy rows with any cause, target share (0.04) */
+	int folds;			/* grouped folds for the causes' selection (2) */
+	int detector_folds;		/* ... for the detector's (0: one per program) */
+	double false_alarm;		/* target share of healthy rows flagged faulty (0.04) */
 	bool verbose;			/* progress on stderr */
 };
 
 extern const struct fit_opts fit_defaults;
 
-/* The rows of a dataset as floats for XGBoost: x[n x n_features], and
- * y[cause][n] labels. Returns 0 or -ENOMEM; free with fit__free_matrix. */
+/* The rows of a dataset as floats for XGBoost: x[n x n_features],
+ * y[cause][n] labels and fault[n] (any cause). Returns 0 or -ENOMEM; free
+ * with fit__free_matrix. */
 struct fit_matrix {
 	float *x;
 	float *y[CAUSE_COUNT];
+	float *fault;
 	size_t n, n_cols;
 };
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m);
 void fit__free_matrix(struct fit_matrix *m);
 
-/* Chooses parameters and thresholds of every cause from rows idx[0..n).
- * Returns 0 or a negative errno with `err` set. */
+/* Chooses every setting of struct fit from rows idx[0..n). Returns 0 or a
+ * negative errno with `err` set. */
 int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		const struct fit_opts *o, struct cause_fit fit[CAUSE_COUNT], char *err, size_t len);
+		const struct fit_opts *o, struct fit *f, char *err, size_t len);
 
-/* Trains every cause's final model on rows idx with its chosen parameters
- * into boosters[] (free each with boost__free). */
-int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n,
-	       const struct cause_fit fit[CAUSE_COUNT], void *boosters[CAUSE_COUNT], char *err, size_t len);
+/* The trained boosters of a fit. */
+struct fit_models {
+	void *fault;
+	void *cause[CAUSE_COUNT];
+};
+
+/* Trains the detector on rows idx and each cause on the faulty ones among
+ * them. Returns 0 or a negative errno with `err` set; free with
+ * fit__free_models (also after a failure). */
+int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n, const struct fit *f,
+	       struct fit_models *out, char *err, size_t len);
+void fit__free_models(struct fit_models *models);
+
+/* Probabilities of rows idx from trained models: fault[n] and
+ * prob[n * CAUSE_COUNT]. */
+int fit__predict(const struct fit_models *models, const struct fit_matrix *m, const size_t *idx, size_t n,
+		 double *fault, double *prob, char *err, size_t len);
+
+/* The causes reported for one row under f's thresholds and ratio. */
+cause_set fit__decide(const struct fit *f, double fault, const double prob[CAUSE_COUNT]);
 
 #endif

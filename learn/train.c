@@ -43,19 +43,21 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 	}
 	for (size_t i = 0; i < d->n; i++)
 		idx[i] = i;
-	struct cause_fit fit[CAUSE_COUNT];
-	void *boosters[CAUSE_COUNT] = {0};
-	int rv = fit__select(d, &m, idx, d->n, o, fit, err, len);
+	struct fit fit;
+	struct fit_models models;
+	int rv = fit__select(d, &m, idx, d->n, o, &fit, err, len);
 	if (rv == 0)
-		rv = fit__train(&m, idx, d->n, fit, boosters, err, len);
+		rv = fit__train(&m, idx, d->n, &fit, &models, err, len);
+	else
+		memset(&models, 0, sizeof models);
 	if (rv == 0 && mkdir(out, 0755) != 0 && errno != EEXIST) {
 		snprintf(err, len, "%s: %s", out, strerror(errno));
 		rv = -errno;
 	}
-	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
+	for (int c = -1; rv == 0 && c < CAUSE_COUNT; c++) {
 		char path[4096];
-		snprintf(path, sizeof path, "%s/%s.json", out, causes__name((enum cause_id)c));
-		rv = boost__save(boosters[c], path, err, len);
+		snprintf(path, sizeof path, "%s/%s.json", out, c < 0 ? "fault" : causes__name((enum cause_id)c));
+		rv = boost__save(c < 0 ? models.fault : models.cause[c], path, err, len);
 	}
 	char path[4096];
 	snprintf(path, sizeof path, "%s/bundle.txt", out);
@@ -77,20 +79,22 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		model__write_header(f);
 		fprintf(f, "trained %s\nsource %s\nrows %zu\nruns %zu\nhealthy_runs %zu\nprograms %zu\n", when,
 			source, d->n, runs, healthy, d->n_groups);
-		fprintf(f, "selection grouped-cv folds %d false_alarm_target %.2f\n", o->folds, o->false_alarm);
+		fprintf(f, "selection grouped-cv folds %d detector_folds %d false_alarm_target %.2f\n", o->folds,
+			o->detector_folds, o->false_alarm);
+		fprintf(f, "fault threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
+			   " cv_false_alarm %.3f\n", fit.fault_threshold, fit.fault_suspect, fit.fault.max_depth,
+			fit.fault.rounds, fit.fault.eta, fit.cv_detection, fit.cv_false_alarm);
+		fprintf(f, "rank ratio %.2f cv_macro_f1 %.3f\n", fit.ratio, fit.cv_macro_f1);
 		for (int c = 0; c < CAUSE_COUNT; c++)
-			fprintf(f, "cause %s threshold %.3f suspect %.3f depth %d rounds %d eta %.2f"
-				   " cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",
-				causes__name((enum cause_id)c), fit[c].threshold, fit[c].suspect,
-				fit[c].params.max_depth, fit[c].params.rounds, fit[c].params.eta,
-				fit[c].precision, fit[c].recall, fit[c].f1);
+			fprintf(f, "cause %s depth %d rounds %d eta %.2f cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",
+				causes__name((enum cause_id)c), fit.cause[c].max_depth, fit.cause[c].rounds,
+				fit.cause[c].eta, fit.cv_precision[c], fit.cv_recall[c], fit.cv_f1[c]);
 		if (fclose(f) != 0 && rv == 0) {
 			snprintf(err, len, "%s: %s", path, strerror(errno));
 			rv = -EIO;
 		}
 	}
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		boost__free(boosters[c]);
+	fit__free_models(&models);
 	free(idx);
 	fit__free_matrix(&m);
 	return rv;

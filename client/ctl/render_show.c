@@ -30,8 +30,10 @@ static void show__summary(const Dnnfault__RunSummary *s, FILE *out)
 {
 	char a[40], b[40];
 	fprintf(out, SHOW_KEY "%s (id %s)\n", "run", text__str(s->name), s->id);
-	fprintf(out, SHOW_KEY "%s, health %s\n", "state", text__str(s->state),
-		text__str(s->health));
+	fprintf(out, SHOW_KEY "%s, health %s", "state", text__str(s->state), text__str(s->health));
+	if (s->has_fault_probability)
+		fprintf(out, " (fault probability %.2f)", s->fault_probability);
+	fputc('\n', out);
 	fprintf(out, SHOW_KEY "%s (%s stored", "step",
 		text__u64(a, sizeof a, s->has_step, s->step),
 		text__u64(b, sizeof b, s->has_steps_stored, s->steps_stored));

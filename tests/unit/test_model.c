@@ -1,6 +1,6 @@
 /* Model bundles: what training writes, loading reads back and predicts
  * with exactly the same probabilities; learn__train's bundle diagnoses the
- * obvious cases; loading refuses bundles of another schema or malformed
+ * obvious cases; the ranking rule; loading refuses bundles of another schema or malformed
  * ones with the documented errors. The data are synthetic: lr_high when
  * feature 0 > 0.5, loss when feature 1 > 0.5, noise elsewhere. */
 #include <stdarg.h>
@@ -135,18 +135,19 @@ static const struct boost_params small = {
 	.seed = 1,
 };
 
-/* Trains every cause with `small` on all rows of d into boosters[]. */
-static void train_small(const struct dataset *d, struct fit_matrix *m, size_t *idx,
-			struct cause_fit fit[CAUSE_COUNT], void *boosters[CAUSE_COUNT])
+/* Trains the detector and every cause with `small` on all rows of d. */
+static void train_small(const struct dataset *d, struct fit_matrix *m, size_t *idx, struct fit *fit,
+			struct fit_models *models)
 {
 	char err[256] = "";
 	assert_int_equal(fit__matrix(d, false, m), 0);
 	assert_int_equal(m->n_cols, features__count());
 	for (size_t i = 0; i < d->n; i++)
 		idx[i] = i;
+	*fit = (struct fit){.fault = small, .fault_threshold = 0.5, .fault_suspect = 0.25, .ratio = 0.5};
 	for (int c = 0; c < CAUSE_COUNT; c++)
-		fit[c] = (struct cause_fit){.params = small, .threshold = 0.5, .suspect = 0.25};
-	int rv = fit__train(m, idx, d->n, fit, boosters, err, sizeof err);
+		fit->cause[c] = small;
+	int rv = fit__train(m, idx, d->n, fit, models, err, sizeof err);
 	if (rv != 0)
 		fail_msg("fit__train: %d %s", rv, err);
 }
@@ -167,28 +168,28 @@ static void test_round_trip(void **state)
 	synthetic(&d);
 	struct fit_matrix m;
 	size_t idx[ROWS];
-	struct cause_fit fit[CAUSE_COUNT];
-	void *boosters[CAUSE_COUNT];
-	train_small(&d, &m, idx, fit, boosters);
+	struct fit fit;
+	struct fit_models models;
+	train_small(&d, &m, idx, &fit, &models);
 
 	char err[256] = "";
-	static float mem[CAUSE_COUNT][ROWS];
-	struct boost_rows rows = {m.x, m.n_cols, idx, d.n};
+	static double mem_fault[ROWS], mem[ROWS * CAUSE_COUNT];
+	assert_int_equal(fit__predict(&models, &m, idx, d.n, mem_fault, mem, err, sizeof err), 0);
 	const char *dir = *state;
 	char path[4096];
-	for (int c = 0; c < CAUSE_COUNT; c++) {
-		assert_int_equal(boost__predict(boosters[c], &rows, 0, mem[c], err, sizeof err), 0);
-		snprintf(path, sizeof path, "%s/%s.json", dir, causes__name((enum cause_id)c));
-		assert_int_equal(boost__save(boosters[c], path, err, sizeof err), 0);
-		boost__free(boosters[c]);
+	for (int c = -1; c < CAUSE_COUNT; c++) {
+		snprintf(path, sizeof path, "%s/%s.json", dir, c < 0 ? "fault" : causes__name((enum cause_id)c));
+		assert_int_equal(boost__save(c < 0 ? models.fault : models.cause[c], path, err, sizeof err), 0);
 	}
+	fit__free_models(&models);
 	snprintf(path, sizeof path, "%s/bundle.txt", dir);
 	FILE *f = fopen(path, "w");
 	assert_non_null(f);
 	assert_int_equal(model__write_header(f), 0);
+	fprintf(f, "fault threshold %.2f suspect %.2f\nrank ratio %.2f\n", fit.fault_threshold, fit.fault_suspect,
+		fit.ratio);
 	for (int c = 0; c < CAUSE_COUNT; c++)
-		fprintf(f, "cause %s threshold %.2f suspect %.2f\n", causes__name((enum cause_id)c),
-			fit[c].threshold, fit[c].suspect);
+		fprintf(f, "cause %s\n", causes__name((enum cause_id)c));
 	assert_int_equal(fclose(f), 0);
 
 	struct model *model = NULL;
@@ -199,25 +200,34 @@ static void test_round_trip(void **state)
 	assert_int_equal(model->schema_version, FEATURES_SCHEMA_VERSION);
 	assert_true(model->schema_hash == features__schema_hash());
 	assert_string_equal(model->path, dir);
-	assert_non_null(strstr(model->text, "cause lr_high threshold 0.50 suspect 0.25\n"));
-	for (int c = 0; c < CAUSE_COUNT; c++) {
+	assert_non_null(strstr(model->text, "fault threshold 0.50 suspect 0.25\n"));
+	assert_true(model->threshold == 0.5 && model->suspect == 0.25 && model->ratio == 0.5);
+	assert_true(model->fault.present);
+	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
-		assert_true(model->cause[c].threshold == 0.5);
-		assert_true(model->cause[c].suspect == 0.25);
-	}
 
-	double *prob = malloc(ROWS * CAUSE_COUNT * sizeof *prob);
+	double *fault = malloc(ROWS * sizeof *fault), *prob = malloc(ROWS * CAUSE_COUNT * sizeof *prob);
+	assert_non_null(fault);
 	assert_non_null(prob);
-	assert_int_equal(model__predict(model, d.x, d.n, prob), 0);
-	for (size_t i = 0; i < d.n; i++)
+	assert_int_equal(model__predict(model, d.x, d.n, fault, prob), 0);
+	for (size_t i = 0; i < d.n; i++) {
+		if (fault[i] != mem_fault[i])
+			fail_msg("row %zu fault: loaded %.9g, in memory %.9g", i, fault[i], mem_fault[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
-			if (prob[i * CAUSE_COUNT + (size_t)c] != (double)mem[c][i])
+			if (prob[i * CAUSE_COUNT + (size_t)c] != mem[i * CAUSE_COUNT + (size_t)c])
 				fail_msg("row %zu %s: loaded %.9g, in memory %.9g", i,
 					 causes__name((enum cause_id)c), prob[i * CAUSE_COUNT + (size_t)c],
-					 (double)mem[c][i]);
-	/* The signal is a single split: every training row is right. */
+					 mem[i * CAUSE_COUNT + (size_t)c]);
+	}
+	/* The signal is two splits: every training row is right; the causes
+	 * learnt from the faulty rows (fewer, so coarser histogram bins) tell
+	 * those apart away from the split. */
 	for (size_t i = 0; i < d.n; i++) {
 		const double *x = d.x + i * d.n_features, *p = prob + i * CAUSE_COUNT;
+		bool faulty = x[0] > 0.5 || x[1] > 0.5;
+		assert_int_equal(fault[i] > 0.5, faulty);
+		if (!faulty || fabs(x[0] - 0.5) < 0.05 || fabs(x[1] - 0.5) < 0.05)
+			continue;
 		assert_int_equal(p[CAUSE_lr_high] > 0.5, x[0] > 0.5);
 		assert_int_equal(p[CAUSE_loss] > 0.5, x[1] > 0.5);
 		assert_true(p[CAUSE_init] < 0.5);
@@ -231,23 +241,44 @@ static void test_round_trip(void **state)
 	probe(probes + 2 * nf, 0, 0);
 	probe(probes + 3 * nf, 1, 1);
 	probes[2 * nf + 3] = NAN;
-	assert_int_equal(model__predict(model, probes, 4, prob), 0);
-	assert_true(prob[0 * CAUSE_COUNT + CAUSE_lr_high] > 0.5);
-	assert_true(prob[0 * CAUSE_COUNT + CAUSE_loss] < 0.5);
-	assert_true(prob[1 * CAUSE_COUNT + CAUSE_lr_high] < 0.5);
-	assert_true(prob[1 * CAUSE_COUNT + CAUSE_loss] > 0.5);
-	assert_true(prob[2 * CAUSE_COUNT + CAUSE_lr_high] < 0.25);
-	assert_true(prob[2 * CAUSE_COUNT + CAUSE_loss] < 0.25);
-	assert_int_equal(model__health(model, prob + 0 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_equal(model__health(model, prob + 1 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_equal(model__health(model, prob + 3 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_equal(model__health(model, prob + 2 * CAUSE_COUNT), MODEL_HEALTHY);
+	assert_int_equal(model__predict(model, probes, 4, fault, prob), 0);
+	assert_int_equal(model__health(model, fault[0]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[1]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[3]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[2]), MODEL_HEALTHY);
+	assert_true(fault[2] < 0.25);
+	assert_int_equal(model__report_causes(prob, model->ratio), 1u << CAUSE_lr_high);
+	assert_int_equal(model__report_causes(prob + CAUSE_COUNT, model->ratio), 1u << CAUSE_loss);
+	assert_int_equal(model__report_causes(prob + 3 * CAUSE_COUNT, model->ratio),
+			 1u << CAUSE_lr_high | 1u << CAUSE_loss);
 
 	free(probes);
+	free(fault);
 	free(prob);
 	model__free(model);
 	fit__free_matrix(&m);
 	dataset__free(&d);
+}
+
+/* The ranking rule: the top cause, and those within the ratio of it. */
+static void test_report_causes(void **state)
+{
+	double p[CAUSE_COUNT];
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		p[c] = NAN;	/* a bundle without that cause */
+	assert_int_equal(model__report_causes(p, 0.5), 0);
+	p[CAUSE_init] = 0.8;
+	p[CAUSE_data] = 0.41;
+	p[CAUSE_labels] = 0.39;
+	assert_int_equal(model__report_causes(p, 0.5), 1u << CAUSE_init | 1u << CAUSE_data);
+	assert_int_equal(model__report_causes(p, 1.0), 1u << CAUSE_init);
+	assert_int_equal(model__report_causes(p, 0.3), 1u << CAUSE_init | 1u << CAUSE_data | 1u << CAUSE_labels);
+	p[CAUSE_data] = 0.8;
+	assert_int_equal(model__report_causes(p, 1.0), 1u << CAUSE_init | 1u << CAUSE_data);
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		p[c] = 0;
+	assert_int_equal(model__report_causes(p, 0.5), 0);
+	(void)state;
 }
 
 /* learn__train's own selection on the same rows: the bundle it writes
@@ -270,25 +301,26 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nsource synthetic\n"));
 	assert_non_null(strstr(model->text, "\nrows 240\n"));
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
+	assert_true(model->fault.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
 
 	size_t nf = features__count();
-	double *x = malloc(4 * nf * sizeof *x), prob[4 * CAUSE_COUNT];
+	double *x = malloc(4 * nf * sizeof *x), fault[4], prob[4 * CAUSE_COUNT];
 	assert_non_null(x);
 	probe(x, 1, 0);
 	probe(x + nf, 0, 1);
 	probe(x + 2 * nf, 1, 1);
 	probe(x + 3 * nf, 0, 0);
-	assert_int_equal(model__predict(model, x, 4, prob), 0);
-	assert_true(prob[0 * CAUSE_COUNT + CAUSE_lr_high] >= model->cause[CAUSE_lr_high].threshold);
-	assert_true(prob[1 * CAUSE_COUNT + CAUSE_loss] >= model->cause[CAUSE_loss].threshold);
-	assert_int_equal(model__health(model, prob + 0 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_equal(model__health(model, prob + 1 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_equal(model__health(model, prob + 2 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_int_not_equal(model__health(model, prob + 3 * CAUSE_COUNT), MODEL_FAULTY);
-	assert_true(prob[3 * CAUSE_COUNT + CAUSE_lr_high] < model->cause[CAUSE_lr_high].suspect);
-	assert_true(prob[3 * CAUSE_COUNT + CAUSE_loss] < model->cause[CAUSE_loss].suspect);
+	assert_int_equal(model__predict(model, x, 4, fault, prob), 0);
+	assert_int_equal(model__health(model, fault[0]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[1]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[2]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[3]), MODEL_HEALTHY);
+	assert_true(model__report_causes(prob, model->ratio) >> CAUSE_lr_high & 1);
+	assert_true(model__report_causes(prob + CAUSE_COUNT, model->ratio) >> CAUSE_loss & 1);
+	assert_false(model__report_causes(prob, model->ratio) >> CAUSE_loss & 1);
+	assert_false(model__report_causes(prob + CAUSE_COUNT, model->ratio) >> CAUSE_lr_high & 1);
 
 	free(x);
 	model__free(model);
@@ -308,46 +340,50 @@ struct bundle_case {
 	const char *says;	/* in the error message */
 };
 
+#define VALID "fault threshold 0.5 suspect 0.25\nrank ratio 0.5\ncause lr_high\n"
+#define AFTER_FAULT "rank ratio 0.5\ncause lr_high\n"
+
 static const struct bundle_case bundle_cases[] = {
-	{"valid", .body = "cause lr_high threshold 0.5 suspect 0.25\n"},
-	{"threshold 1", .body = "cause lr_high threshold 1 suspect 1\n"},
-	{"another format", .format_delta = 1, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "format"},
-	{"another schema version", .version_delta = 1, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "schema"},
-	{"no schema version", .no_version = true, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "schema"},
-	{"another schema hash", .hash_xor = 1, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "schema"},
-	{"no schema hash", .no_hash = true, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "schema"},
-	{"one feature more", .features_delta = 1, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "features"},
-	{"one feature less", .features_delta = -1, .body = "cause lr_high threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "features"},
-	{"missing model file", .body = "cause lr_high threshold 0.5 suspect 0.25\n"
-				       "cause lr_low threshold 0.5 suspect 0.25\n",
-	 .rv = -EIO, .says = "lr_low.json"},
-	{"corrupt model file", .body = "cause init threshold 0.5 suspect 0.25\n", .rv = -EIO,
-	 .says = "init.json"},
-	{"unknown cause", .body = "cause lr_high threshold 0.5 suspect 0.25\n"
-				  "cause lr_huge threshold 0.5 suspect 0.25\n",
-	 .rv = -EINVAL, .says = "unknown cause 'lr_huge'"},
-	{"cause twice", .body = "cause lr_high threshold 0.5 suspect 0.25\n"
-				"cause lr_high threshold 0.6 suspect 0.3\n",
-	 .rv = -EINVAL, .says = "twice"},
-	{"threshold 0", .body = "cause lr_high threshold 0 suspect 0\n", .rv = -EINVAL, .says = "bad cause line"},
-	{"threshold above 1", .body = "cause lr_high threshold 1.5 suspect 0.25\n", .rv = -EINVAL,
-	 .says = "bad cause line"},
-	{"negative threshold", .body = "cause lr_high threshold -0.5 suspect 0.25\n", .rv = -EINVAL,
-	 .says = "bad cause line"},
-	{"threshold nan", .body = "cause lr_high threshold nan suspect 0.25\n", .rv = -EINVAL,
-	 .says = "bad cause line"},
-	{"suspect above threshold", .body = "cause lr_high threshold 0.5 suspect 0.6\n", .rv = -EINVAL,
-	 .says = "bad cause line"},
-	{"suspect 0", .body = "cause lr_high threshold 0.5 suspect 0\n", .rv = -EINVAL, .says = "bad cause line"},
-	{"cause line cut short", .body = "cause lr_high threshold 0.5\n", .rv = -EINVAL, .says = "bad cause line"},
-	{"no causes", .body = "trained 2024-01-01T00:00:00Z\n", .rv = -EINVAL, .says = "no cause models"},
+	{"valid", .body = VALID},
+	{"threshold 1", .body = "fault threshold 1 suspect 1\n" AFTER_FAULT},
+	{"ratio 1", .body = "fault threshold 0.5 suspect 0.25\nrank ratio 1\ncause lr_high\n"},
+	{"another format", .format_delta = 1, .body = VALID, .rv = -EINVAL, .says = "format"},
+	{"an older format", .format_delta = -1, .body = VALID, .rv = -EINVAL, .says = "format"},
+	{"another schema version", .version_delta = 1, .body = VALID, .rv = -EINVAL, .says = "schema"},
+	{"no schema version", .no_version = true, .body = VALID, .rv = -EINVAL, .says = "schema"},
+	{"another schema hash", .hash_xor = 1, .body = VALID, .rv = -EINVAL, .says = "schema"},
+	{"no schema hash", .no_hash = true, .body = VALID, .rv = -EINVAL, .says = "schema"},
+	{"one feature more", .features_delta = 1, .body = VALID, .rv = -EINVAL, .says = "features"},
+	{"one feature less", .features_delta = -1, .body = VALID, .rv = -EINVAL, .says = "features"},
+	{"missing model file", .body = VALID "cause lr_low\n", .rv = -EIO, .says = "lr_low.json"},
+	{"corrupt model file", .body = VALID "cause init\n", .rv = -EIO, .says = "init.json"},
+	{"unknown cause", .body = VALID "cause lr_huge\n", .rv = -EINVAL, .says = "unknown cause 'lr_huge'"},
+	{"cause twice", .body = VALID "cause lr_high\n", .rv = -EINVAL, .says = "twice"},
+	{"cause line cut short", .body = VALID "cause\n", .rv = -EINVAL, .says = "bad cause line"},
+	{"fault twice", .body = VALID "fault threshold 0.5 suspect 0.25\n", .rv = -EINVAL, .says = "twice"},
+	{"no fault line", .body = AFTER_FAULT, .rv = -EINVAL, .says = "no fault line"},
+	{"threshold 0", .body = "fault threshold 0 suspect 0\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"threshold above 1", .body = "fault threshold 1.5 suspect 0.25\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"negative threshold", .body = "fault threshold -0.5 suspect 0.25\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"threshold nan", .body = "fault threshold nan suspect 0.25\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"suspect above threshold", .body = "fault threshold 0.5 suspect 0.6\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"suspect 0", .body = "fault threshold 0.5 suspect 0\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"fault line cut short", .body = "fault threshold 0.5\n" AFTER_FAULT, .rv = -EINVAL,
+	 .says = "bad fault line"},
+	{"no rank ratio", .body = "fault threshold 0.5 suspect 0.25\ncause lr_high\n", .rv = -EINVAL,
+	 .says = "no rank ratio"},
+	{"ratio 0", .body = "fault threshold 0.5 suspect 0.25\nrank ratio 0\ncause lr_high\n", .rv = -EINVAL,
+	 .says = "bad rank line"},
+	{"ratio above 1", .body = "fault threshold 0.5 suspect 0.25\nrank ratio 1.5\ncause lr_high\n",
+	 .rv = -EINVAL, .says = "bad rank line"},
+	{"no causes", .body = "fault threshold 0.5 suspect 0.25\nrank ratio 0.5\n", .rv = -EINVAL,
+	 .says = "no cause models"},
 };
 
 static void write_bundle(const char *dir, const struct bundle_case *k)
@@ -385,6 +421,10 @@ static void test_refusals(void **state)
 	snprintf(path, sizeof path, "%s/lr_high.json", dir);
 	assert_int_equal(boost__save(b, path, err, sizeof err), 0);
 	boost__free(b);
+	assert_int_equal(boost__train(&rows, m.fault, &small, &b, err, sizeof err), 0);
+	snprintf(path, sizeof path, "%s/fault.json", dir);
+	assert_int_equal(boost__save(b, path, err, sizeof err), 0);
+	boost__free(b);
 	write_file(dir, "init.json", "{\"learner\": not a model");
 
 	for (size_t i = 0; i < sizeof bundle_cases / sizeof bundle_cases[0]; i++) {
@@ -400,8 +440,9 @@ static void test_refusals(void **state)
 			assert_non_null(model);
 			assert_true(model->cause[CAUSE_lr_high].present);
 			assert_false(model->cause[CAUSE_lr_low].present);
-			double prob[CAUSE_COUNT];
-			assert_int_equal(model__predict(model, d.x, 1, prob), 0);
+			double fault, prob[CAUSE_COUNT];
+			assert_int_equal(model__predict(model, d.x, 1, &fault, prob), 0);
+			assert_true(fault >= 0 && fault <= 1);
 			assert_true(prob[CAUSE_lr_high] >= 0 && prob[CAUSE_lr_high] <= 1);
 			assert_true(isnan(prob[CAUSE_lr_low]));
 			model__free(model);
@@ -447,6 +488,7 @@ int main(void)
 	one_thread();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, temp_dir, remove_temp_dir),
+		cmocka_unit_test(test_report_causes),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
 		cmocka_unit_test_setup_teardown(test_refusals, temp_dir, remove_temp_dir),
 	};
