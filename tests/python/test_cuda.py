@@ -182,3 +182,38 @@ def test_cuda_wrapped_frozen_nan_and_moved(daemon):
         assert num(frozen["update_ratio"]) == 0
     assert num(rows[5]["layers"]["0"]["grad_norm"]) > 0
     assert num(rows[10]["layers"]["0"]["nan_count"]) > 0
+
+
+def test_cuda_big_layers_grouped_and_chunked(daemon):
+    """Layers around the GPU group size (CHUNK_GPU weights): grouped, and
+    one cut into chunks; every layer's norms equal torch's."""
+    from dnnfault import _stats
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                          nn.Linear(1024, 2100), nn.ReLU(), nn.Linear(2100, 10)).to(DEV)
+    assert model[4].weight.numel() > _stats.CHUNK_GPU
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data()
+    expected = {}
+    with dnnfault.watch(model, opt, lf, run="cuda-big", every=2, address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 64, 8):
+            opt.zero_grad()
+            out = model(xb)
+            loss = lf(out, yb)
+            loss.backward()
+            opt.step()
+            mon.step(loss, output=out, target=yb, inputs=xb)
+            if t % 2 == 0:
+                expected[t] = {}
+                for k in ("0", "2", "4", "6"):
+                    m = model[int(k)]
+                    w = torch.cat([m.weight.reshape(-1), m.bias.reshape(-1)])
+                    g = torch.cat([m.weight.grad.reshape(-1), m.bias.grad.reshape(-1)])
+                    expected[t][k] = (w.norm().item(), g.norm().item())
+    rows = daemon.export("cuda-big")
+    assert [r["step"] for r in rows] == sorted(expected)
+    for r in rows:
+        for k, (wn, gn) in expected[r["step"]].items():
+            assert num(r["layers"][k]["weight_norm"]) == pytest.approx(wn, rel=1e-4), (r["step"], k)
+            assert num(r["layers"][k]["grad_norm"]) == pytest.approx(gn, rel=1e-4), (r["step"], k)

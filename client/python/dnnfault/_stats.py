@@ -6,8 +6,8 @@ passes over memory, so the work is laid out to need few of either,
 whatever the layer count:
 
 - The layers are packed into groups (consecutive layers on one device, at
-  most CHUNK weights per group; a bigger layer is cut into chunks, each a
-  group of its own). Per group and step one `cat` writes the weights, the
+  most CHUNK weights per group, CHUNK_GPU on a GPU; a bigger layer is cut
+  into chunks, each a group of its own). Per group and step one `cat` writes the weights, the
   gradients (same order, zeros where a parameter has none) and the
   recorded outputs of its layers into row 0 of a scratch matrix
   M[ROWS, n] that is reused from step to step. Outputs of BIG_OUTPUT
@@ -43,7 +43,7 @@ buffers page-fault anew (~250 faults, +15% step time on the small CNN).
 
 Scratch and sums are float32 (float64 for a group with a float64
 parameter). Counts are sums of 0/1 floats: exact up to 2**24 per chunk
-(CHUNK is 2**19). Where x² overflows float32 (|x| > 1.8e19) the norm is
+(CHUNK is 2**19, CHUNK_GPU 2**21). Where x² overflows float32 (|x| > 1.8e19) the norm is
 inf, as torch.linalg.vector_norm's is in float32.
 """
 
@@ -62,6 +62,13 @@ INF = float("inf")
 # many again): the scratch is at most ROWS * 3 * CHUNK elements (24 MB in
 # float32), made once per device and dtype, as big as the biggest group.
 CHUNK = 1 << 19
+# On a GPU a launch costs more than a pass over memory: groups up to 4x
+# bigger (the scratch at most ~100 MB, made only for layers that big).
+CHUNK_GPU = 1 << 21
+
+
+def _chunk(device):
+    return CHUNK if device.type == "cpu" else CHUNK_GPU
 # Outputs of at least this many elements are reduced where they lie
 # (a few launches of their own) instead of being copied into a group.
 BIG_OUTPUT = 1 << 15
@@ -135,12 +142,13 @@ def _plan(layers):
         dev = l.params[0].device
         dt = torch.float64 if any(p.dtype == torch.float64 for p in l.params) else torch.float32
         pieces = [(k, 0, p.numel()) for k, p in enumerate(l.params) if p.numel()]
-        if l.n_weights > CHUNK:
+        chunk = _chunk(dev)
+        if l.n_weights > chunk:
             cur = None
-            # Cut the layer into chunks of CHUNK elements, each its own group.
+            # Cut the layer into chunks of `chunk` elements, each its own group.
             start = 0
             while start < l.n_weights:
-                end = min(start + CHUNK, l.n_weights)
+                end = min(start + chunk, l.n_weights)
                 g = _Group(dev, dt)
                 ps = []
                 off = 0
@@ -154,7 +162,7 @@ def _plan(layers):
                 groups.append(g)
                 start = end
             continue
-        if cur is None or cur.device != dev or cur.n + l.n_weights > CHUNK:
+        if cur is None or cur.device != dev or cur.n + l.n_weights > chunk:
             cur = _Group(dev, dt)
             groups.append(cur)
         elif dt == torch.float64:
@@ -312,7 +320,8 @@ class Stats:
                     continue
                 acts[i] = None
                 if (a.device != g.device or (a.dtype == torch.float64 and g.dtype != a.dtype)
-                        or a.is_complex() or na[i] >= BIG_OUTPUT or in_group + na[i] > CHUNK):
+                        or a.is_complex() or na[i] >= BIG_OUTPUT
+                        or in_group + na[i] > _chunk(g.device)):
                     loose.append((i, a.reshape(-1)))
                     continue
                 mine.append(i)
@@ -352,7 +361,7 @@ class Stats:
         else:
             self.prev = None
         # Layers without their weights in one group, and outputs that did
-        # not fit: output-only groups of at most CHUNK elements.
+        # not fit: output-only groups of at most _chunk(device) elements.
         for i, a in enumerate(acts):
             if a is not None:
                 loose.append((i, a.reshape(-1)))
@@ -438,18 +447,19 @@ class Stats:
 
     def _loose(self, loose, vals, recs, pos):
         """Outputs by themselves: packed per device and dtype into groups of
-        at most CHUNK elements (a bigger one is cut)."""
+        at most _chunk(device) elements (a bigger one is cut)."""
         bins = {}
         for i, a in loose:
             dt = torch.float64 if a.dtype == torch.float64 else torch.float32
             key = (a.device, dt)
             n = a.numel()
+            chunk = _chunk(a.device)
             start = 0
             if n >= BIG_OUTPUT and a.dtype == dt:
                 # Big enough that a launch more does not matter: read it
                 # where it is instead of copying it into row 0.
                 while start < n:
-                    m = min(n - start, CHUNK)
+                    m = min(n - start, chunk)
                     x = a if m == n else a[start:start + m]
                     M = self._buffer(a.device, dt, m)
                     _output_features(M, x)
@@ -461,11 +471,11 @@ class Stats:
                 continue
             while start < n:
                 b = bins.get(key)
-                if b is None or b[0] >= CHUNK:
+                if b is None or b[0] >= chunk:
                     b = [0, []]
                     bins[key] = b
                     bins.setdefault(("all",), []).append((key, b))
-                take = min(n - start, CHUNK - b[0])
+                take = min(n - start, chunk - b[0])
                 b[1].append((i, a if take == n else a[start:start + take], take))
                 b[0] += take
                 start += take
