@@ -10,6 +10,7 @@ should report as a faulty run. Runs in a few seconds on a CPU.
 
 import argparse
 import json
+import time
 
 import torch
 from sklearn.datasets import load_digits
@@ -79,8 +80,16 @@ def main():
                       val_metric=val_acc)
             print("epoch %2d  train loss %.4f acc %.3f  val loss %.4f acc %.3f"
                   % (epoch, train_loss, train_acc, val_loss, val_acc))
-        mon.flush()
+    # The run ended with the block: the daemon analyses it once more; wait
+    # (briefly) for the diagnosis that covers its last step.
+    deadline = time.monotonic() + 10
+    while True:
         diagnosis = mon.diagnosis()
+        done = diagnosis is None or (diagnosis.get("diagnosed_step") is not None
+                                     and diagnosis.get("diagnosed_step") == diagnosis.get("step"))
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     s = mon.stats()
     print("telemetry: %d steps sampled, %d messages acknowledged, %d dropped"
           % (s["sampled"], s["acked"], s["dropped"]))
