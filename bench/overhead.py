@@ -11,7 +11,8 @@ Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
 (monitored time / plain time). It starts its own dnnfaultd on a temporary
 socket. --stats-cost instead times the statistics of one sampled step alone
-(microseconds; no daemon, no training loop).
+(microseconds, with the number of groups of layers and of torch calls it
+makes; no daemon, no training loop).
 """
 
 import argparse
@@ -116,7 +117,14 @@ def stats_cost(make, x, y, batch, repeats):
         Stats.finish(Stats.gather(vals), layout)  # gather's copy waits for the device
 
     n = max(10, int(0.2 / max(_timed(once, 3), 1e-6)))
-    return min(_timed(once, n) for _ in range(repeats)) * 1e6
+    us = min(_timed(once, n) for _ in range(repeats)) * 1e6
+    # What the time is made of: torch calls (each a launch on a GPU) and
+    # groups of layers (docs/python.md).
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        once()
+    calls = sum(1 for e in prof.events() if e.cpu_parent is None)
+    return us, len(st.groups), calls
 
 
 def _timed(f, n):
@@ -156,8 +164,8 @@ def main():
               "(best of %d)" % (torch.__version__, torch.get_num_threads(), args.batch, where,
                                args.repeats))
         for name in args.models.split(","):
-            print("%-9s %9.1f us" % (name, stats_cost(MODELS[name][0], x, y, args.batch,
-                                                        args.repeats)))
+            us, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch, args.repeats)
+            print("%-9s %9.1f us  %2d groups  %3d torch calls" % (name, us, groups, calls))
         return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")

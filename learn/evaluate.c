@@ -23,7 +23,7 @@ static const struct boost_params deepfd_forest = {
 };
 
 struct tally {
-	size_t tp[CAUSE_COUNT], fp[CAUSE_COUNT], fn[CAUSE_COUNT];
+	struct fit_counts k;
 	size_t rows, exact, healthy, alarms, faulty, found;	/* found: faulty rows with a true cause reported */
 };
 
@@ -38,33 +38,20 @@ static void tally(struct tally *t, cause_set truth, cause_set pred)
 		t->faulty++;
 		t->found += (truth & pred) != 0;
 	}
-	for (int c = 0; c < CAUSE_COUNT; c++) {
-		bool y = truth >> c & 1, p = pred >> c & 1;
-		t->tp[c] += y && p;
-		t->fp[c] += !y && p;
-		t->fn[c] += y && !p;
-	}
-}
-
-static double f1(size_t tp, size_t fp, size_t fn)
-{
-	return tp ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0;
+	fit__count(&t->k, truth, pred);
 }
 
 static double macro_f1(const struct tally *t)
 {
-	double s = 0;
-	for (int c = 0; c < CAUSE_COUNT; c++)
-		s += f1(t->tp[c], t->fp[c], t->fn[c]);
-	return s / CAUSE_COUNT;
+	return fit__macro_f1(&t->k);
 }
 
 static double micro_f1(const struct tally *t)
 {
 	size_t tp = 0, fp = 0, fn = 0;
 	for (int c = 0; c < CAUSE_COUNT; c++)
-		tp += t->tp[c], fp += t->fp[c], fn += t->fn[c];
-	return f1(tp, fp, fn);
+		tp += t->k.tp[c], fp += t->k.fp[c], fn += t->k.fn[c];
+	return fit__f1(tp, fp, fn);
 }
 
 static double share(size_t a, size_t b)
@@ -175,16 +162,11 @@ static void table_head(FILE *out, const char *first, bool by_point)
 	fprintf(out, "\n");
 }
 
-static int cmp_desc(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x < y) - (x > y);
-}
-
-/* Not a result: the same held-out probabilities with the detector's
- * threshold placed on the held-out healthy runs themselves for 5% false
- * alarms (each fold's ratio kept), i.e. how much better the threshold
- * could have been chosen. */
+/* Not results: how good the detector's threshold and the ranking are
+ * apart. The same held-out probabilities with the threshold placed on the
+ * held-out healthy runs themselves for 5% false alarms (each fold's ratio
+ * kept); and the share of faulty runs, found or not, whose most probable
+ * cause is a true one. */
 static void ceiling(const struct dataset *d, const struct held_out *h, FILE *out)
 {
 	const int last = DATASET_POINTS - 1;
@@ -195,11 +177,11 @@ static void ceiling(const struct dataset *d, const struct held_out *h, FILE *out
 	for (size_t i = 0; i < d->n; i++)
 		if (d->meta[i].point == last && d->meta[i].labels == 0)
 			healthy[nh++] = h->fault[i];
-	qsort(healthy, nh, sizeof *healthy, cmp_desc);
-	double t = nh ? nextafter(healthy[(size_t)floor(0.05 * (double)nh)], 2.0) : 0.5;
+	double t = fit__threshold_for(healthy, nh, 0.05);
 	free(healthy);
 	struct tally x;
 	memset(&x, 0, sizeof x);
+	size_t top_right = 0;
 	for (size_t i = 0; i < d->n; i++) {
 		if (d->meta[i].point != last)
 			continue;
@@ -208,12 +190,14 @@ static void ceiling(const struct dataset *d, const struct held_out *h, FILE *out
 			p[c] = h->prob[i * CAUSE_COUNT + c];
 		cause_set pred = h->fault[i] >= t ? model__report_causes(p, h->ratio[d->meta[i].group]) : 0;
 		tally(&x, d->meta[i].labels, pred);
+		top_right += (model__report_causes(p, 1.0) & d->meta[i].labels) != 0;
 	}
-	fprintf(out, "\n### Ceiling of the threshold choice (not a result)\n\n"
+	fprintf(out, "\n### Detection and ranking apart (not results)\n\n"
 		     "The same held-out probabilities with the detector's threshold placed on the held-out\n"
 		     "healthy runs themselves (%.4f, for 5%% false alarms), at the end of training:\n"
-		     "macro-F1 %.3f, false alarms %.3f, faulty runs with a true cause found %.3f.\n",
-		t, macro_f1(&x), share(x.alarms, x.healthy), share(x.found, x.faulty));
+		     "macro-F1 %.3f, false alarms %.3f, faulty runs with a true cause found %.3f.\n"
+		     "Faulty runs, found or not, whose most probable cause is a true one: %.3f.\n",
+		t, macro_f1(&x), share(x.alarms, x.healthy), share(x.found, x.faulty), share(top_right, x.faulty));
 }
 
 static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
@@ -237,9 +221,9 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	fprintf(out, "| cause | runs | precision | recall | F1 |\n|---|---|---|---|---|\n");
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		const struct tally *x = &t[M_OURS][last];
-		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", causes__name((enum cause_id)c), x->tp[c] + x->fn[c],
-			share(x->tp[c], x->tp[c] + x->fp[c]), share(x->tp[c], x->tp[c] + x->fn[c]),
-			f1(x->tp[c], x->fp[c], x->fn[c]));
+		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", causes__name((enum cause_id)c), x->k.tp[c] + x->k.fn[c],
+			share(x->k.tp[c], x->k.tp[c] + x->k.fp[c]), share(x->k.tp[c], x->k.tp[c] + x->k.fn[c]),
+			fit__f1(x->k.tp[c], x->k.fp[c], x->k.fn[c]));
 	}
 
 	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n");
@@ -247,7 +231,7 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		fprintf(out, "| %s |", causes__name((enum cause_id)c));
 		for (int m = 0; m < M_COUNT; m++)
-			fprintf(out, " %.3f |", f1(t[m][last].tp[c], t[m][last].fp[c], t[m][last].fn[c]));
+			fprintf(out, " %.3f |", fit__f1(t[m][last].k.tp[c], t[m][last].k.fp[c], t[m][last].k.fn[c]));
 		fprintf(out, "\n");
 	}
 
@@ -265,7 +249,7 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		fprintf(out, "| %s |", causes__name((enum cause_id)c));
 		for (int k = 0; k < DATASET_POINTS; k++)
-			fprintf(out, " %.3f |", f1(t[M_OURS][k].tp[c], t[M_OURS][k].fp[c], t[M_OURS][k].fn[c]));
+			fprintf(out, " %.3f |", fit__f1(t[M_OURS][k].k.tp[c], t[M_OURS][k].k.fp[c], t[M_OURS][k].k.fn[c]));
 		fprintf(out, "\n");
 	}
 	fprintf(out, "| micro-F1 |");

@@ -118,13 +118,11 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 
 static int cmp_desc(const void *a, const void *b)
 {
-	float x = *(const float *)a, y = *(const float *)b;
+	double x = *(const double *)a, y = *(const double *)b;
 	return (x < y) - (x > y);
 }
 
-/* The lowest threshold at which at most `share` of the healthy rows score
- * at or above it (scores[] of the healthy rows, sorted in place). */
-static double threshold_for(float *healthy, size_t n_healthy, double share)
+double fit__threshold_for(double *healthy, size_t n_healthy, double share)
 {
 	if (n_healthy == 0)
 		return 0.5;
@@ -133,42 +131,42 @@ static double threshold_for(float *healthy, size_t n_healthy, double share)
 	if (allowed >= n_healthy)
 		return 0;
 	/* Just above the first healthy score that must stay below. */
-	return fmin(1.0, nextafter((double)healthy[allowed], 2.0));
+	return fmin(1.0, nextafter(healthy[allowed], 2.0));
 }
 
-struct counts {
-	size_t tp[CAUSE_COUNT], fp[CAUSE_COUNT], fn[CAUSE_COUNT];
-};
+void fit__count(struct fit_counts *k, cause_set truth, cause_set pred)
+{
+	for (int c = 0; c < CAUSE_COUNT; c++) {
+		bool y = truth >> c & 1, q = pred >> c & 1;
+		k->tp[c] += y && q;
+		k->fp[c] += !y && q;
+		k->fn[c] += y && !q;
+	}
+}
 
-static double f1_of(size_t tp, size_t fp, size_t fn)
+double fit__f1(size_t tp, size_t fp, size_t fn)
 {
 	return tp ? 2.0 * (double)tp / (double)(2 * tp + fp + fn) : 0;
 }
 
-static double macro(const struct counts *k)
+double fit__macro_f1(const struct fit_counts *k)
 {
 	double s = 0;
 	for (int c = 0; c < CAUSE_COUNT; c++)
-		s += f1_of(k->tp[c], k->fp[c], k->fn[c]);
+		s += fit__f1(k->tp[c], k->fp[c], k->fn[c]);
 	return s / CAUSE_COUNT;
 }
 
 /* Counts of the rule with f's settings over out-of-fold probabilities. */
 static void count_rule(const struct dataset *d, const size_t *idx, size_t n, const struct fit *f,
-		       const float *fault, float *const prob[CAUSE_COUNT], struct counts *k)
+		       const float *fault, float *const prob[CAUSE_COUNT], struct fit_counts *k)
 {
 	memset(k, 0, sizeof *k);
 	for (size_t i = 0; i < n; i++) {
 		double p[CAUSE_COUNT];
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			p[c] = prob[c][i];
-		cause_set pred = fit__decide(f, fault[i], p), truth = d->meta[idx[i]].labels;
-		for (int c = 0; c < CAUSE_COUNT; c++) {
-			bool y = truth >> c & 1, q = pred >> c & 1;
-			k->tp[c] += y && q;
-			k->fp[c] += !y && q;
-			k->fn[c] += y && !q;
-		}
+		fit__count(k, d->meta[idx[i]].labels, fit__decide(f, fault[i], p));
 	}
 }
 
@@ -195,7 +193,8 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 			   const struct fit_opts *o, struct fit *f, float *best, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
-	float *oof = malloc(N_ROUNDS * rows * sizeof *oof), *healthy = malloc(rows * sizeof *healthy);
+	float *oof = malloc(N_ROUNDS * rows * sizeof *oof);
+	double *healthy = malloc(rows * sizeof *healthy);
 	int rv = oof && healthy ? out_of_fold(d, m, idx, n, o->detector_folds, m->fault, false, oof, err, len)
 				: -ENOMEM;
 	double top = -1;
@@ -205,7 +204,7 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 		for (size_t i = 0; i < n; i++)
 			if (m->fault[idx[i]] < 0.5f)
 				healthy[nh++] = p[i];
-		double t = threshold_for(healthy, nh, o->false_alarm);
+		double t = fit__threshold_for(healthy, nh, o->false_alarm);
 		for (size_t i = 0; i < n; i++)
 			if (m->fault[idx[i]] > 0.5f)
 				faulty++, found += p[i] >= t;
@@ -215,7 +214,7 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 			f->fault = base_params;
 			f->fault.rounds = grid_rounds[r];
 			f->fault_threshold = t;
-			f->fault_suspect = threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
+			f->fault_suspect = fit__threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
 			f->cv_detection = detection;
 			memcpy(best, p, n * sizeof *best);
 		}
@@ -260,27 +259,27 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 			fprintf(stderr, "  %-15s rounds %d oof log-loss on faulty rows %.3f\n",
 				causes__name((enum cause_id)c), f->cause[c].rounds, top);
 	}
-	struct counts k;
+	struct fit_counts k;
 	double top = -1;
 	for (size_t r = 0; rv == 0 && r < N_RATIO; r++) {
 		struct fit trial = *f;
 		trial.ratio = grid_ratio[r];
 		count_rule(d, idx, n, &trial, fault, prob, &k);
-		if (macro(&k) > top + 1e-9) {
-			top = macro(&k);
+		if (fit__macro_f1(&k) > top + 1e-9) {
+			top = fit__macro_f1(&k);
 			f->ratio = grid_ratio[r];
 		}
 	}
 	if (rv == 0) {
 		count_rule(d, idx, n, f, fault, prob, &k);
-		f->cv_macro_f1 = macro(&k);
+		f->cv_macro_f1 = fit__macro_f1(&k);
 		size_t healthy = 0, alarms = 0;
 		for (size_t i = 0; i < n; i++)
 			if (m->fault[idx[i]] < 0.5f)
 				healthy++, alarms += fault[i] >= f->fault_threshold;
 		f->cv_false_alarm = healthy ? (double)alarms / (double)healthy : 0;
 		for (int c = 0; c < CAUSE_COUNT; c++) {
-			f->cv_f1[c] = f1_of(k.tp[c], k.fp[c], k.fn[c]);
+			f->cv_f1[c] = fit__f1(k.tp[c], k.fp[c], k.fn[c]);
 			f->cv_precision[c] = k.tp[c] + k.fp[c] ? (double)k.tp[c] / (double)(k.tp[c] + k.fp[c]) : 0;
 			f->cv_recall[c] = k.tp[c] + k.fn[c] ? (double)k.tp[c] / (double)(k.tp[c] + k.fn[c]) : 0;
 		}

@@ -74,4 +74,17 @@ int fit__predict(const struct fit_models *models, const struct fit_matrix *m, co
 /* The causes reported for one row under f's thresholds and ratio. */
 cause_set fit__decide(const struct fit *f, double fault, const double prob[CAUSE_COUNT]);
 
+/* Per-cause counts of reported against true cause sets: what selection
+ * and the evaluation score. */
+struct fit_counts {
+	size_t tp[CAUSE_COUNT], fp[CAUSE_COUNT], fn[CAUSE_COUNT];
+};
+void fit__count(struct fit_counts *k, cause_set truth, cause_set pred);
+double fit__f1(size_t tp, size_t fp, size_t fn);
+double fit__macro_f1(const struct fit_counts *k);
+
+/* The lowest threshold at which at most `share` of the healthy rows'
+ * scores healthy[0..n) reach it (sorts healthy in place). */
+double fit__threshold_for(double *healthy, size_t n, double share);
+
 #endif

@@ -29,6 +29,18 @@ def _batches(x, y, batch, steps, seed=0):
         yield t, x[idx], y[idx]
 
 
+def _train_step(model, opt, lf, xb, yb, spoil=None):
+    """One optimizer step; spoil(loss) may replace the loss before backward."""
+    opt.zero_grad()
+    out = model(xb)
+    loss = lf(out, yb)
+    if spoil is not None:
+        loss = spoil(loss)
+    loss.backward()
+    opt.step()
+    return out, loss
+
+
 def test_cuda_values_match_torch(daemon):
     torch.manual_seed(1)
     model = mlp().to(DEV)
@@ -40,11 +52,7 @@ def test_cuda_values_match_torch(daemon):
     with dnnfault.watch(model, opt, lf, run="cuda-values", every=every,
                         address=daemon.address) as mon:
         for t, xb, yb in _batches(x, y, 64, steps):
-            opt.zero_grad()
-            out = model(xb)
-            loss = lf(out, yb)
-            loss.backward()
-            opt.step()
+            out, loss = _train_step(model, opt, lf, xb, yb)
             mon.step(loss, output=out, target=yb, inputs=xb)
             if t % every == 0:
                 first, last = model[0], model[4]
@@ -122,11 +130,7 @@ def test_cuda_one_copy_per_sampled_step(daemon):
     with dnnfault.watch(model, opt, lf, run="cuda-copies", every=1,
                         address=daemon.address) as mon:
         for t, xb, yb in _batches(x, y, 32, 6):
-            opt.zero_grad()
-            out = model(xb)
-            loss = lf(out, yb)
-            loss.backward()
-            opt.step()
+            out, loss = _train_step(model, opt, lf, xb, yb)
             torch.cuda.synchronize()
             if t < 2:  # the first step also describes the run
                 mon.step(loss, output=out, target=yb, inputs=xb)
@@ -159,13 +163,8 @@ def test_cuda_wrapped_frozen_nan_and_moved(daemon):
                         address=daemon.address) as mon:
         model.to(DEV)  # after watch(): the statistics follow the parameters
         for t, xb, yb in _batches(x, y, 32, steps):
-            opt.zero_grad()
-            out = model(xb)
-            loss = lf(out, yb)
-            if t == 8:
-                loss = loss * float("nan")
-            loss.backward()
-            opt.step()
+            out, loss = _train_step(model, opt, lf, xb, yb,
+                                    (lambda l: l * float("nan")) if t == 8 else None)
             mon.step(loss, output=out, target=yb, inputs=xb)
     assert daemon.status("cuda-wrapped")["steps_stored"] == steps
     show = daemon.show("cuda-wrapped")
@@ -198,11 +197,7 @@ def test_cuda_big_layers_grouped_and_chunked(daemon):
     expected = {}
     with dnnfault.watch(model, opt, lf, run="cuda-big", every=2, address=daemon.address) as mon:
         for t, xb, yb in _batches(x, y, 64, 8):
-            opt.zero_grad()
-            out = model(xb)
-            loss = lf(out, yb)
-            loss.backward()
-            opt.step()
+            out, loss = _train_step(model, opt, lf, xb, yb)
             mon.step(loss, output=out, target=yb, inputs=xb)
             if t % 2 == 0:
                 expected[t] = {}
