@@ -13,16 +13,16 @@ const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_al
 /* One model per setting is trained with the most rounds and predicted
  * with each shorter prefix of its rounds. One depth keeps the nested
  * leave-one-program-out evaluation within minutes on two cores. */
-static const int grid_rounds[] = {50, 100, 200, 300};
+static const int grid_rounds[] = {50, 100, 200, 400};
 #define N_ROUNDS (sizeof grid_rounds / sizeof grid_rounds[0])
-#define DEPTH 4
+#define DEPTH 3
 static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
 #define N_RATIO (sizeof grid_ratio / sizeof grid_ratio[0])
 /* "Suspect" flags about this many times the target share of healthy rows. */
 #define SUSPECT_FACTOR 3
 
 static const struct boost_params base_params = {
-	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 1, .subsample = 0.8, .colsample = 0.8, .seed = 1,
+	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 5, .subsample = 0.8, .colsample = 0.3, .seed = 1,
 };
 
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
