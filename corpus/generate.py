@@ -13,6 +13,13 @@ validation metric over the seeds is significantly worse than the original's
 mutant's causes. A mutant that does not hurt is labelled healthy. A healthy
 variation that hurts is left unlabelled (it is no clean example of either).
 Labels are set on the daemon's runs with `dnnfaultctl label`.
+
+After a change to how some operators are trained, `--redo OP,... --store
+PATH` trains again only the configurations of the manifest that use one of
+those operators (same plan, same seeds), replaces their manifest lines, and
+deletes their earlier runs from the store (the daemon's SQLite file; it may
+keep running). Each configuration is replaced as soon as it is done, so an
+interrupted redo leaves a consistent corpus; running it again redoes them all.
 """
 
 import argparse
@@ -22,6 +29,7 @@ import math
 import multiprocessing
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -117,6 +125,27 @@ def label_runs(ctl, address, run_ids, causes):
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
+def delete_runs(store, run_ids):
+    """Removes runs (by their client-side ids) and everything stored for
+    them; SQLite's locking makes this safe beside a running daemon."""
+    ids = [r for r in run_ids if r]
+    db = sqlite3.connect(store, timeout=60)
+    try:
+        db.execute("PRAGMA foreign_keys = ON")
+        with db:
+            db.executemany("DELETE FROM runs WHERE uid = ?", [(r,) for r in ids])
+    finally:
+        db.close()
+
+
+def write_manifest(path, records):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for cid in sorted(records):
+            f.write(json.dumps(records[cid]) + "\n")
+    os.replace(tmp, path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", type=int, default=800, help="configs; each is trained %d times" % SEEDS)
@@ -125,19 +154,32 @@ def main():
     ap.add_argument("--address", required=True)
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--ctl", default=os.environ.get("DNNFAULTCTL", "build/client/dnnfaultctl"))
+    ap.add_argument("--redo", default="",
+                    help="comma list of operators: train their configs again (needs --store)")
+    ap.add_argument("--store", help="the daemon's database, where --redo deletes replaced runs")
     args = ap.parse_args()
+    redo_ops = {o for o in args.redo.split(",") if o}
+    unknown = redo_ops - {o.name for o in mutations.OPERATORS}
+    if unknown or (redo_ops and not args.store):
+        ap.error("--redo: unknown operator %s" % ",".join(sorted(unknown)) if unknown
+                 else "--redo needs --store")
 
     items = plan(args.configs, args.seed)
     # Resuming: configs in the manifest are done; originals give their metrics.
-    done, originals = set(), {}
+    done, originals, records = set(), {}, {}
     if os.path.exists(args.manifest):
         with open(args.manifest) as f:
             for line in f:
                 if line.strip():
                     r = json.loads(line)
-                    done.add(r["config_id"])
+                    records[r["config_id"]] = r
                     if r["kind"] == "original":
                         originals[r["program"]] = r["metrics"]
+                    if not redo_ops & {o["op"] for o in r["operators"]}:
+                        done.add(r["config_id"])
+    if redo_ops:
+        # Only the configs of the manifest: the others are not this redo's.
+        items = [it for it in items if it["config_id"] in records]
     start = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool, \
             open(args.manifest, "a") as manifest:
@@ -171,8 +213,16 @@ def main():
                           seeds=list(range(SEEDS)), run_ids=run_ids,
                           seconds=[r["seconds"] for r in results],
                           errors=[r.get("error") for r in results if r.get("error")])
-            manifest.write(json.dumps(record) + "\n")
-            manifest.flush()
+            old = records.get(item["config_id"])
+            if old is not None:
+                # A redo: the new runs replace the old ones, in the manifest
+                # and in the store.
+                records[item["config_id"]] = record
+                write_manifest(args.manifest, records)
+                delete_runs(args.store, old["run_ids"])
+            else:
+                manifest.write(json.dumps(record) + "\n")
+                manifest.flush()
             print("[%6.0fs] %4d/%d %-18s %-40s %s" % (
                 time.monotonic() - start, item["config_id"] + 1, len(items), item["program"],
                 ",".join(o["op"] for o in item["operators"]) or item["kind"],

@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 # Base configs. Keys every program has:
 #   task: "classification" or "regression"; classes: number of classes (1 = binary)
 #   model: architecture family; hidden: widths; activation: hidden activation;
-#   output_activation: applied to the output before the loss ("none" normally)
-#   loss: loss kind; optimizer, lr, momentum, betas, weight_decay; batch_size; epochs
+#   output_activation: the model's last module ("none" normally)
+#   loss: loss kind (a softmax output for the losses that want probabilities); optimizer, lr, momentum, betas, weight_decay; batch_size; epochs
 #   init: "default" or a mutated scheme; init_scale; dropout
 #   normalize: inputs standardised; input_scale: factor applied after that
 #   label_noise: share of training labels replaced
@@ -127,6 +127,36 @@ def _outputs(config):
     return 1 if config["task"] == "regression" or config["classes"] == 1 else config["classes"]
 
 
+# Losses a mutant computes on probabilities: the model ends with a softmax,
+# as in a user's program that puts nn.Softmax last.
+PROBABILITY_LOSSES = ("mse_probs", "double_softmax")
+
+
+def _output_modules(config):
+    """The modules after the last layer, in the model itself (where the
+    client sees them, as it would in a user's program)."""
+    mods = []
+    if config["output_activation"] != "none":
+        mods.append(_act(config["output_activation"]))
+    if config["loss"] in PROBABILITY_LOSSES:
+        mods.append(nn.Softmax(dim=1))
+    return mods
+
+
+def _add_output(module, config):
+    # Registered after the head, so that they follow it among the children.
+    module.out_names = []
+    for k, m in enumerate(_output_modules(config)):
+        module.add_module("out%d" % k, m)
+        module.out_names.append("out%d" % k)
+
+
+def _apply_output(module, x):
+    for name in module.out_names:
+        x = getattr(module, name)(x)
+    return x
+
+
 def _mlp(config, n_in):
     layers, width = [], n_in
     for h in config["hidden"]:
@@ -135,7 +165,7 @@ def _mlp(config, n_in):
             layers.append(nn.Dropout(config["dropout"]))
         width = h
     layers.append(nn.Linear(width, _outputs(config)))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, *_output_modules(config))
 
 
 def _cnn(config):
@@ -146,7 +176,7 @@ def _cnn(config):
     if config["dropout"] > 0:
         layers.append(nn.Dropout(config["dropout"]))
     layers.append(nn.Linear(c2 * 16, _outputs(config)))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, *_output_modules(config))
 
 
 class ResidualBlock(nn.Module):
@@ -176,10 +206,11 @@ class ResNet(nn.Module):
                                       for _ in config["hidden"]])
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.head = nn.Linear(c * 4, _outputs(config))
+        _add_output(self, config)
 
     def forward(self, x):
         x = self.blocks(self.stem_act(self.stem(x)))
-        return self.head(torch.flatten(self.pool(x), 1))
+        return _apply_output(self, self.head(torch.flatten(self.pool(x), 1)))
 
 
 class GRUClassifier(nn.Module):
@@ -188,10 +219,11 @@ class GRUClassifier(nn.Module):
         self.gru = nn.GRU(1, config["hidden"][0], batch_first=True)
         self.drop = nn.Dropout(config["dropout"]) if config["dropout"] > 0 else nn.Identity()
         self.head = nn.Linear(config["hidden"][0], _outputs(config))
+        _add_output(self, config)
 
     def forward(self, x):
         out, _ = self.gru(x)
-        return self.head(self.drop(out[:, -1]))
+        return _apply_output(self, self.head(self.drop(out[:, -1])))
 
 
 def _init(model, config):

@@ -20,52 +20,35 @@ SAMPLES_PER_RUN = 100
 
 
 def loss_function(config):
-    """The loss as a callable(output, target), named like the user's code."""
+    """The loss module, as a user's program would write it. The faulty ones
+    are standard losses in the wrong place (their probabilities come from
+    the model's softmax, programs.PROBABILITY_LOSSES); _target() shapes the
+    labels the way such a program would have to."""
     kind, task, classes = config["loss"], config["task"], config["classes"]
     if kind == "default":
         if task == "regression":
             return torch.nn.MSELoss()
         return torch.nn.BCEWithLogitsLoss() if classes == 1 else torch.nn.CrossEntropyLoss()
-    if kind == "mse_probs":          # MSE on class probabilities
-        def mse_probs(out, y):
-            return F.mse_loss(torch.softmax(out, 1), F.one_hot(y, out.shape[1]).float())
-        return mse_probs
-    if kind == "double_softmax":     # softmax before CrossEntropyLoss
-        def double_softmax(out, y):
-            return F.cross_entropy(torch.softmax(out, 1), y)
-        return double_softmax
-    if kind == "nll_logits":         # NLLLoss without log_softmax
-        def nll_logits(out, y):
-            return F.nll_loss(out, y)
-        return nll_logits
-    if kind == "mse_logits":         # regression loss on a binary classifier
-        def mse_logits(out, y):
-            return F.mse_loss(out.squeeze(1), y.float())
-        return mse_logits
-    if kind == "bce_regression":     # classification loss on regression targets
-        def bce_regression(out, y):
-            return F.binary_cross_entropy_with_logits(out, y)
-        return bce_regression
-    raise ValueError("unknown loss %r" % kind)
-
-
-def _output(config, out):
-    act = config["output_activation"]
-    if act == "relu":
-        return torch.relu(out)
-    if act == "sigmoid":
-        return torch.sigmoid(out)
-    if act == "softmax":
-        return torch.softmax(out, 1)
-    return out
+    losses = {
+        "mse_probs": torch.nn.MSELoss,               # MSE on class probabilities
+        "double_softmax": torch.nn.CrossEntropyLoss,  # softmax before CrossEntropyLoss
+        "nll_logits": torch.nn.NLLLoss,              # NLLLoss without log_softmax
+        "mse_logits": torch.nn.MSELoss,              # regression loss on a binary classifier
+        "bce_regression": torch.nn.BCEWithLogitsLoss,  # classification loss on regression targets
+    }
+    if kind not in losses:
+        raise ValueError("unknown loss %r" % kind)
+    return losses[kind]()
 
 
 def _target(config, y):
-    # Losses that compare with the (N, 1) output need targets of that shape.
+    """The labels in the shape and type the loss takes."""
     if config["task"] == "regression":
-        return y.unsqueeze(1)
+        return y.unsqueeze(1)            # (N, 1) like the output
+    if config["loss"] == "mse_probs":
+        return F.one_hot(y, config["classes"]).float()
     if config["classes"] == 1:
-        return y.float().unsqueeze(1) if config["loss"] == "default" else y
+        return y.float().unsqueeze(1)    # BCE-with-logits or MSE on the (N, 1) logit
     return y
 
 
@@ -117,7 +100,7 @@ def train(config, seed, name, address=None, labels=None):
                 idx = order[i:i + batch]
                 x, y = xtr[idx], ytr[idx]
                 optimizer.zero_grad()
-                out = _output(config, model(x))
+                out = model(x)
                 loss = loss_fn(out, _target(config, y))
                 loss.backward()
                 optimizer.step()
@@ -126,8 +109,7 @@ def train(config, seed, name, address=None, labels=None):
                 seen += len(idx)
             model.eval()
             with torch.no_grad():
-                out_tr = _output(config, model(xtr))
-                out_va = _output(config, model(xva))
+                out_tr, out_va = model(xtr), model(xva)
                 val_loss = float(loss_fn(out_va, _target(config, yva)))
                 train_metric, val_metric = metric(config, out_tr, ytr), metric(config, out_va, yva)
             train_loss = total_loss / max(1, seen)

@@ -302,6 +302,7 @@ static void static_features(struct sink *k, const struct series *s, size_t n, do
 	put(k, "momentum", s->momentum);
 	put(k, "weight_decay_log10", s->weight_decay > 0 ? log10(s->weight_decay) : (s->weight_decay == 0 ? -12 : NAN));
 	put(k, "beta1", s->beta1);
+	put(k, "beta2", s->beta2);
 	put(k, "rmsprop_alpha", s->alpha);
 	put(k, "batch_size_log10", log10_or_nan(s->batch_size));
 	put(k, "batch_over_dataset", s->dataset_size ? (double)s->batch_size / (double)s->dataset_size : NAN);
@@ -565,7 +566,7 @@ static void schema_init(void)
 {
 	struct series empty;
 	memset(&empty, 0, sizeof empty);
-	empty.initial_lr = empty.momentum = empty.weight_decay = empty.beta1 = empty.alpha = NAN;
+	empty.initial_lr = empty.momentum = empty.weight_decay = empty.beta1 = empty.beta2 = empty.alpha = NAN;
 	struct sink count = {0};
 	compute(&count, &empty, 0);
 	schema.names = calloc(count.n, sizeof *schema.names);

@@ -15,7 +15,7 @@
 
 #include "series.h"
 
-#define FEATURES_SCHEMA_VERSION 1
+#define FEATURES_SCHEMA_VERSION 2
 #define FEATURES_NAME_MAX 48
 
 /* The number of features of this schema version. */

@@ -42,7 +42,7 @@ struct series {
 	uint32_t planned_epochs;
 	double initial_lr;		/* optimizer "lr" parameter, NaN if unknown */
 	/* Other optimizer settings, NaN when the optimizer has none. */
-	double momentum, weight_decay, beta1, alpha;
+	double momentum, weight_decay, beta1, beta2, alpha;
 };
 
 static inline float series__stat(const struct series *s, size_t i, size_t layer, int stat)

@@ -498,6 +498,7 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 	out->momentum = optimizer_param(m, "momentum");
 	out->weight_decay = optimizer_param(m, "weight_decay");
 	out->beta1 = optimizer_param(m, "betas.0");
+	out->beta2 = optimizer_param(m, "betas.1");
 	out->alpha = optimizer_param(m, "alpha");
 	protobuf_c_message_free_unpacked(&m->base, NULL);
 	return rv;

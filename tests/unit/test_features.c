@@ -95,7 +95,7 @@ static void begin(struct builder *b, const struct series_layer *layers, size_t n
 	assert_int_equal(series__set_layers(&b->s, layers, nl), 0);
 	b->s.task = CLS;
 	b->s.num_classes = 10;
-	b->s.initial_lr = b->s.momentum = b->s.weight_decay = b->s.beta1 = b->s.alpha = NAN;
+	b->s.initial_lr = b->s.momentum = b->s.weight_decay = b->s.beta1 = b->s.beta2 = b->s.alpha = NAN;
 }
 
 /* Starts a step that sends nothing but its number: every layer statistic
@@ -567,6 +567,7 @@ static void optimizer_and_run_shape(void **state)
 	expect(x, "momentum", 0.9);
 	expect(x, "weight_decay_log10", -4);
 	expect(x, "beta1", NAN);
+	expect(x, "beta2", NAN);
 	expect(x, "rmsprop_alpha", NAN);
 	expect(x, "batch_size_log10", log10(32));
 	expect(x, "batch_over_dataset", 0.032);
@@ -824,7 +825,7 @@ static void empty_series(void **state)
 	(void)state;
 	struct series s;
 	memset(&s, 0, sizeof s);
-	s.initial_lr = s.momentum = s.weight_decay = s.beta1 = s.alpha = NAN;
+	s.initial_lr = s.momentum = s.weight_decay = s.beta1 = s.beta2 = s.alpha = NAN;
 	/* No loss name is no standard loss; no layers, no known activation. */
 	const char *const unknown[] = {"loss_custom", "output_activation", NULL};
 	for (size_t upto = 0; upto < 2; upto++) {
@@ -867,6 +868,7 @@ static void nonfinite_telemetry(void **state)
 	b.s.momentum = -INFINITY;
 	b.s.weight_decay = INFINITY;
 	b.s.beta1 = NAN;
+	b.s.beta2 = -INFINITY;
 	b.s.alpha = 1e308;
 	b.s.planned_steps = 1;
 	const double odd[] = {NAN, INFINITY, -INFINITY, 1e308, -1e308, 1e308, 0, 5e-324};
