@@ -6,13 +6,16 @@ sampling interval and at every step.
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
         [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost]
+        [--breakdown]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
 (monitored time / plain time). It starts its own dnnfaultd on a temporary
 socket. --stats-cost instead times the statistics of one sampled step alone
 (microseconds, with the number of groups of layers and of torch calls it
-makes; no daemon, no training loop).
+makes; no daemon, no training loop). --breakdown splits the every-step
+cost inside the training loop: forward hooks alone, hooks and statistics
+(no client), the whole monitor, each against the plain loop.
 """
 
 import argparse
@@ -82,6 +85,44 @@ def run(make, steps, x, y, batch, every, address, seed):
     return elapsed / steps
 
 
+def run_parts(make, steps, x, y, batch, part, seed):
+    """Seconds per step with only part of the monitor, every step:
+    "hooks" (the forward hooks that record outputs) or "stats" (hooks and
+    the statistics, computed, copied and finished, but sent nowhere)."""
+    from dnnfault import _describe
+    from dnnfault._monitor import _recorder
+    from dnnfault._stats import Layer, Stats
+    torch.manual_seed(seed)
+    model = make().to(x.device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(x), (steps + 5, batch), generator=g).to(x.device)
+    layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+    for l in layers:
+        l.module.register_forward_hook(_recorder(l))
+    st = Stats(layers) if part == "stats" else None
+    t0 = 0.0
+    for t in range(steps + 5):
+        if t == 5:
+            _sync(x.device)
+            t0 = time.perf_counter()
+        xb, yb = x[idx[t]], y[idx[t]]
+        opt.zero_grad()
+        out = model(xb)
+        loss = lf(out, yb)
+        loss.backward()
+        opt.step()
+        if st is not None:
+            vals, layout = st.compute(loss, out, yb, xb, "logits", True)
+            Stats.finish(Stats.gather(vals), layout)
+        else:
+            for l in layers:
+                l.act = None
+    _sync(x.device)
+    return (time.perf_counter() - t0) / steps
+
+
 def _sync(device):
     """Waits for queued kernels, so that a time covers the work itself."""
     if device.type == "cuda":
@@ -134,6 +175,30 @@ def _timed(f, n):
     return (time.perf_counter() - t0) / n
 
 
+def breakdown(args, x, y, address):
+    """Every step sampled: the step-time ratio to the plain loop (median
+    over repeats, all four loops interleaved per repeat) of the hooks
+    alone, hooks and statistics, and the whole monitor."""
+    parts = ("hooks", "stats", "monitor")
+    print("%-9s %10s %8s %8s %8s" % ("model", "plain ms", *parts))
+    for name in args.models.split(","):
+        make, steps = MODELS[name]
+        steps = max(10, int(steps * args.scale))
+        ratios = {p: [] for p in parts}
+        plain = []
+        for r in range(args.repeats):
+            seed = 100 + r
+            base = run(make, steps, x, y, args.batch, 0, address, seed)
+            plain.append(base)
+            for p in parts:
+                t = run(make, steps, x, y, args.batch, 1, address, seed) if p == "monitor" \
+                    else run_parts(make, steps, x, y, args.batch, p, seed)
+                ratios[p].append(t / base)
+        print("%-9s %10.3f %7.3fx %7.3fx %7.3fx" % (
+            name, statistics.median(plain) * 1e3,
+            *(statistics.median(ratios[p]) for p in parts)))
+
+
 def main():
     ap = argparse.ArgumentParser(description="dnnfault monitoring overhead")
     ap.add_argument("--daemon", default=os.environ.get("DNNFAULTD", "build/daemon/dnnfaultd"))
@@ -146,6 +211,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--stats-cost", action="store_true",
                     help="only time the statistics of one sampled step (no daemon, no training)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="split the every-step cost: hooks, statistics, the whole monitor")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,6 +252,9 @@ def main():
         address = "unix:" + sock
         print("torch %s, %d threads, batch %d, %d repeats, device %s"
               % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats, where))
+        if args.breakdown:
+            breakdown(args, x, y, address)
+            return
         print("%-9s %7s %12s %12s %7s" % ("model", "every", "plain ms", "watched ms", "ratio"))
         for name in args.models.split(","):
             make, steps = MODELS[name]

@@ -45,10 +45,11 @@ SEEDS = 5
 MULTI_FAULT_SHARE = 0.2
 
 
-def plan(n_configs, seed):
-    """The configs to train: originals first, then variations and mutants."""
+def plan(n_configs, seed, names=None):
+    """The configs to train: originals first, then variations and mutants,
+    of the programs named (default: all of programs.PROGRAMS)."""
     rng = random.Random(seed)
-    names = sorted(programs.PROGRAMS)
+    names = sorted(names or programs.PROGRAMS)
     out = [dict(kind="original", program=p, operators=[]) for p in names]
     n_neutral = max(0, round((n_configs - len(out)) * 0.12))
     for i in range(n_neutral):
@@ -153,6 +154,9 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--address", required=True)
     ap.add_argument("--manifest", required=True)
+    ap.add_argument("--programs", default="",
+                    help="comma list of base programs (default: all; the corpus of seeds 1 "
+                         "and 2 was planned over programs.FIRST_PROGRAMS)")
     ap.add_argument("--ctl", default=os.environ.get("DNNFAULTCTL", "build/client/dnnfaultctl"))
     ap.add_argument("--redo", default="",
                     help="comma list of operators: train their configs again (needs --store)")
@@ -164,7 +168,11 @@ def main():
         ap.error("--redo: unknown operator %s" % ",".join(sorted(unknown)) if unknown
                  else "--redo needs --store")
 
-    items = plan(args.configs, args.seed)
+    names = [p for p in args.programs.split(",") if p]
+    unknown_programs = [p for p in names if p not in programs.PROGRAMS]
+    if unknown_programs:
+        ap.error("--programs: unknown program %s" % ",".join(unknown_programs))
+    items = plan(args.configs, args.seed, names)
     # Resuming: configs in the manifest are done; originals give their metrics.
     done, originals, records = set(), {}, {}
     if os.path.exists(args.manifest):
@@ -177,6 +185,12 @@ def main():
                         originals[r["program"]] = r["metrics"]
                     if not redo_ops & {o["op"] for o in r["operators"]}:
                         done.add(r["config_id"])
+    planned = {it["config_id"]: it["program"] for it in items}
+    stray = sorted(cid for cid, r in records.items() if planned.get(cid) != r["program"])
+    if stray:
+        sys.exit("%s: config %d was not planned by --configs %d --seed %d --programs %s; "
+                 "resume with the arguments that made it" % (
+                     args.manifest, stray[0], args.configs, args.seed, args.programs or "(all)"))
     if redo_ops:
         # Only the configs of the manifest: the others are not this redo's.
         items = [it for it in items if it["config_id"] in records]

@@ -9,23 +9,29 @@ import sys
 
 from conftest import CTL, ROOT
 
+sys.path.insert(0, os.path.join(ROOT, "corpus"))
+import programs  # noqa: E402
+
+# Every program's original, then mutants for the first causes.
+CONFIGS = len(programs.PROGRAMS) + 3
+
 
 def test_small_corpus(daemon, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "client", "python"))
-    # 8 originals, then mutants for the first causes.
     r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "generate.py"),
-                        "--configs", "11", "--seed", "3", "--workers", "2",
+                        "--configs", str(CONFIGS), "--seed", "3", "--workers", "2",
                         "--address", daemon.address, "--manifest", str(manifest), "--ctl", CTL],
                        env=env, capture_output=True, text=True, timeout=500)
     assert r.returncode == 0, r.stderr[-2000:]
     records = [json.loads(line) for line in manifest.read_text().splitlines()]
-    assert [x["config_id"] for x in records] == list(range(11))
+    assert [x["config_id"] for x in records] == list(range(CONFIGS))
     originals = [x for x in records if x["kind"] == "original"]
-    assert len(originals) == 8 and all(x["label"] == [] for x in originals)
+    assert len(originals) == len(programs.PROGRAMS)
+    assert all(x["label"] == [] for x in originals)
     # The base programs reach a good quality (accuracy or R^2).
     for x in originals:
-        floor = 0.3 if x["program"] == "mlp_diabetes" else 0.8
+        floor = 0.3 if programs.PROGRAMS[x["program"]]["task"] == "regression" else 0.8
         assert min(x["metrics"]) > floor, (x["program"], x["metrics"])
     mutants = [x for x in records if x["kind"] == "mutant"]
     assert mutants and all(x["operators"] and x["causes"] for x in mutants)
@@ -40,8 +46,38 @@ def test_small_corpus(daemon, tmp_path):
             assert run["steps_stored"] > 0
     # Resuming with the same manifest does no work twice.
     r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "generate.py"),
-                        "--configs", "11", "--seed", "3", "--workers", "2",
+                        "--configs", str(CONFIGS), "--seed", "3", "--workers", "2",
                         "--address", daemon.address, "--manifest", str(manifest), "--ctl", CTL],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
-    assert len(manifest.read_text().splitlines()) == 11
+    assert len(manifest.read_text().splitlines()) == CONFIGS
+    # Another plan does not resume this manifest.
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "generate.py"),
+                        "--configs", str(CONFIGS), "--seed", "4", "--workers", "2",
+                        "--address", daemon.address, "--manifest", str(manifest), "--ctl", CTL],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "was not planned" in r.stderr, r.stderr
+
+    # --redo trains the configs of an operator again: new runs with the
+    # same label replace the old ones, in the manifest and in the store.
+    mutant = mutants[0]
+    op = mutant["operators"][0]["op"]
+    redone = [x for x in records if op in [o["op"] for o in x["operators"]]]
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "generate.py"),
+                        "--configs", str(CONFIGS), "--seed", "3", "--workers", "2",
+                        "--address", daemon.address, "--manifest", str(manifest), "--ctl", CTL,
+                        "--redo", op, "--store", daemon.db],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
+    assert sorted(after) == list(range(CONFIGS))
+    for x in records:
+        y = after[x["config_id"]]
+        if x in redone:
+            assert set(y["run_ids"]).isdisjoint(x["run_ids"])
+            assert y["label"] == x["label"] and y["metrics"] == x["metrics"]
+            for old, new in zip(x["run_ids"], y["run_ids"]):
+                assert daemon.ctl("status", old, check=False).returncode == 4
+                assert daemon.status(new)["labels"] == x["label"]
+        else:
+            assert y == x
