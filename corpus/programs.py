@@ -21,7 +21,8 @@ from sklearn.preprocessing import StandardScaler
 #   task: "classification" or "regression"; classes: number of classes (1 = binary)
 #   model: architecture family; hidden: widths; activation: hidden activation;
 #   output_activation: the model's last module ("none" normally)
-#   loss: loss kind (a softmax output for the losses that want probabilities); optimizer, lr, momentum, betas, weight_decay; batch_size; epochs
+#   loss: loss kind (the model ends with a softmax for those that want probabilities)
+#   optimizer, lr, momentum, betas, weight_decay; batch_size; epochs
 #   init: "default" or a mutated scheme; init_scale; dropout
 #   normalize: inputs standardised; input_scale: factor applied after that
 #   label_noise: share of training labels replaced
