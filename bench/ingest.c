@@ -154,6 +154,21 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Whether the daemon listens: the socket file exists from bind() on, a
+ * moment before listen(), and clients started in that moment are refused. */
+static bool accepts(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path)
+		return false;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 static pid_t start_daemon(const struct opts *o, const char *dir, char *address, size_t len)
 {
 	char sock[256], db[256], chunk[32];
@@ -169,8 +184,7 @@ static pid_t start_daemon(const struct opts *o, const char *dir, char *address, 
 		_exit(127);
 	}
 	for (int i = 0; i < 500; i++) {
-		struct stat st;
-		if (stat(sock, &st) == 0)
+		if (accepts(sock))
 			return pid;
 		usleep(10000);
 	}
