@@ -55,16 +55,17 @@ def wide():
 MODELS = {"mlp": (mlp, 500), "cnn": (cnn, 250), "wide-mlp": (wide, 50)}
 
 
-def run(make, steps, x, y, batch, every, address, seed):
+def train_timed(make, steps, x, y, batch, seed, monitor=None):
+    """Seconds per step of training make() on (x, y) after 5 warm-up
+    steps. monitor(model, opt, loss_fn), when given, returns (after_step,
+    close): after_step(loss, out, yb, xb) runs after every step."""
     torch.manual_seed(seed)
-    model = make()
+    model = make().to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lf = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(x), (steps + 5, batch), generator=g).to(x.device)
-    model.to(x.device)
-    mon = dnnfault.watch(model, opt, lf, every=every, address=address, run="bench-%d" % seed) \
-        if every else None
+    after_step, close = monitor(model, opt, lf) if monitor else (None, None)
     t0 = 0.0
     for t in range(steps + 5):
         if t == 5:  # warm-up steps are not timed
@@ -76,13 +77,23 @@ def run(make, steps, x, y, batch, every, address, seed):
         loss = lf(out, yb)
         loss.backward()
         opt.step()
-        if mon is not None:
-            mon.step(loss, output=out, target=yb, inputs=xb)
+        if after_step is not None:
+            after_step(loss, out, yb, xb)
     _sync(x.device)
     elapsed = time.perf_counter() - t0
-    if mon is not None:
-        mon.close(timeout=10)
+    if close is not None:
+        close()
     return elapsed / steps
+
+
+def run(make, steps, x, y, batch, every, address, seed):
+    """Seconds per step, watched by dnnfault every `every` steps (0: not)."""
+    def watch(model, opt, lf):
+        mon = dnnfault.watch(model, opt, lf, every=every, address=address,
+                             run="bench-%d" % seed)
+        return (lambda loss, out, yb, xb: mon.step(loss, output=out, target=yb, inputs=xb),
+                lambda: mon.close(timeout=10))
+    return train_timed(make, steps, x, y, batch, seed, watch if every else None)
 
 
 def run_parts(make, steps, x, y, batch, part, seed):
@@ -92,35 +103,22 @@ def run_parts(make, steps, x, y, batch, part, seed):
     from dnnfault import _describe
     from dnnfault._monitor import _recorder
     from dnnfault._stats import Layer, Stats
-    torch.manual_seed(seed)
-    model = make().to(x.device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    lf = nn.CrossEntropyLoss()
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(x), (steps + 5, batch), generator=g).to(x.device)
-    layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
-    for l in layers:
-        l.module.register_forward_hook(_recorder(l))
-    st = Stats(layers) if part == "stats" else None
-    t0 = 0.0
-    for t in range(steps + 5):
-        if t == 5:
-            _sync(x.device)
-            t0 = time.perf_counter()
-        xb, yb = x[idx[t]], y[idx[t]]
-        opt.zero_grad()
-        out = model(xb)
-        loss = lf(out, yb)
-        loss.backward()
-        opt.step()
-        if st is not None:
-            vals, layout = st.compute(loss, out, yb, xb, "logits", True)
-            Stats.finish(Stats.gather(vals), layout)
-        else:
-            for l in layers:
-                l.act = None
-    _sync(x.device)
-    return (time.perf_counter() - t0) / steps
+
+    def parts(model, opt, lf):
+        layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+        for l in layers:
+            l.module.register_forward_hook(_recorder(l))
+        st = Stats(layers)
+
+        def after_step(loss, out, yb, xb):
+            if part == "stats":
+                vals, layout = st.compute(loss, out, yb, xb, "logits", True)
+                Stats.finish(Stats.gather(vals), layout)
+            else:
+                for l in layers:
+                    l.act = None
+        return after_step, None
+    return train_timed(make, steps, x, y, batch, seed, parts)
 
 
 def _sync(device):
