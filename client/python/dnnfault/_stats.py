@@ -7,10 +7,10 @@ whatever the layer count:
 
 - The layers are packed into groups (consecutive layers on one device, at
   most CHUNK weights per group, CHUNK_GPU on a GPU; a bigger layer is cut
-  into chunks, each a group of its own). Per group and step one `cat` writes the weights, the
-  gradients (same order, zeros where a parameter has none) and the
-  recorded outputs of its layers into row 0 of a scratch matrix
-  M[ROWS, n] that is reused from step to step. Outputs of BIG_OUTPUT
+  into chunks, each a group of its own). Per group and step one `cat`
+  writes the weights, the gradients (same order, zeros where a parameter
+  has none) and the recorded outputs of its layers into row 0 of a
+  scratch matrix M[ROWS, n] that is reused from step to step. Outputs of BIG_OUTPUT
   elements or more are reduced where they lie (same rows, own scratch
   columns, no copy); outputs without a group (layers without parameters,
   chunked layers, other dtype or device) are packed into output-only groups.
@@ -43,8 +43,8 @@ buffers page-fault anew (~250 faults, +15% step time on the small CNN).
 
 Scratch and sums are float32 (float64 for a group with a float64
 parameter). Counts are sums of 0/1 floats: exact up to 2**24 per chunk
-(CHUNK is 2**19, CHUNK_GPU 2**21). Where x² overflows float32 (|x| > 1.8e19) the norm is
-inf, as torch.linalg.vector_norm's is in float32.
+(CHUNK is 2**19, CHUNK_GPU 2**21). Where x² overflows float32
+(|x| > 1.8e19) the norm is inf, as torch.linalg.vector_norm's is in float32.
 """
 
 import math
@@ -65,13 +65,14 @@ CHUNK = 1 << 19
 # On a GPU a launch costs more than a pass over memory: groups up to 4x
 # bigger (the scratch at most ~100 MB, made only for layers that big).
 CHUNK_GPU = 1 << 21
+# Outputs of at least this many elements are reduced where they lie
+# (a few launches of their own) instead of being copied into a group.
+BIG_OUTPUT = 1 << 15
 
 
 def _chunk(device):
     return CHUNK if device.type == "cpu" else CHUNK_GPU
-# Outputs of at least this many elements are reduced where they lie
-# (a few launches of their own) instead of being copied into a group.
-BIG_OUTPUT = 1 << 15
+
 
 # Rows of the scratch matrix. Weights and gradients use the first
 # WG_ROWS; outputs all of them.
