@@ -100,25 +100,31 @@ def run_parts(make, steps, x, y, batch, part, seed):
     """Seconds per step with only part of the monitor, every step:
     "hooks" (the forward hooks that record outputs) or "stats" (hooks and
     the statistics, computed, copied and finished, but sent nowhere)."""
-    from dnnfault import _describe
     from dnnfault._monitor import _recorder
-    from dnnfault._stats import Layer, Stats
 
     def parts(model, opt, lf):
-        layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+        layers, st = _step_stats(model)
         for l in layers:
             l.module.register_forward_hook(_recorder(l))
-        st = Stats(layers)
 
         def after_step(loss, out, yb, xb):
             if part == "stats":
-                vals, layout = st.compute(loss, out, yb, xb, "logits", True)
-                Stats.finish(Stats.gather(vals), layout)
+                st.sample(loss, out, yb, xb, "logits", True)
             else:
                 for l in layers:
                     l.act = None
         return after_step, None
     return train_timed(make, steps, x, y, batch, seed, parts)
+
+
+def _step_stats(model):
+    """The model's layers and the statistics the monitor would use for
+    them (the C path on the CPU unless DNNFAULT_STATS=torch)."""
+    from dnnfault import _describe, _lib
+    from dnnfault._host_stats import StepStats
+    from dnnfault._stats import Layer
+    layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+    return layers, StepStats(layers, _lib.load())
 
 
 def _sync(device):
@@ -129,17 +135,15 @@ def _sync(device):
 
 def stats_cost(make, x, y, batch, repeats):
     """Microseconds per sampled step spent in the statistics alone
-    (compute, the one copy, finishing), on one recorded step replayed."""
-    from dnnfault import _describe
-    from dnnfault._stats import Layer, Stats
+    (compute, the one copy, finishing), on one recorded step replayed;
+    the path that computed them; and the torch path's groups of layers."""
     torch.manual_seed(0)
     model = make().to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lf = nn.CrossEntropyLoss()
-    layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
+    layers, st = _step_stats(model)
     for l in layers:
         l.module.register_forward_hook(lambda mod, i, o, l=l: setattr(l, "act", o.detach()))
-    st = Stats(layers)
     st.snapshot()
     xb, yb = x[:batch], y[:batch]
     opt.zero_grad()
@@ -152,8 +156,7 @@ def stats_cost(make, x, y, batch, repeats):
     def once():
         for l, a in zip(layers, acts):
             l.act = a
-        vals, layout = st.compute(loss, out, yb, xb, "logits", True)
-        Stats.finish(Stats.gather(vals), layout)  # gather's copy waits for the device
+        st.sample(loss, out, yb, xb, "logits", True)  # the copy to the host waits for the device
 
     n = max(10, int(0.2 / max(_timed(once, 3), 1e-6)))
     us = min(_timed(once, n) for _ in range(repeats)) * 1e6
@@ -163,7 +166,8 @@ def stats_cost(make, x, y, batch, repeats):
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         once()
     calls = sum(1 for e in prof.events() if e.cpu_parent is None)
-    return us, len(st.groups), calls
+    path = "C" if st.current() is st.host else "torch"
+    return us, path, len(st.torch.groups), calls
 
 
 def _timed(f, n):
@@ -229,8 +233,9 @@ def main():
               "(best of %d)" % (torch.__version__, torch.get_num_threads(), args.batch, where,
                                args.repeats))
         for name in args.models.split(","):
-            us, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch, args.repeats)
-            print("%-9s %9.1f us  %2d groups  %3d torch calls" % (name, us, groups, calls))
+            us, path, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch, args.repeats)
+            print("%-9s %9.1f us  %-5s path  %2d groups  %3d torch calls" % (
+                name, us, path, groups, calls))
         return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")

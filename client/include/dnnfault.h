@@ -261,6 +261,53 @@ void dnnfault_client_close(dnnfault_client *c, int timeout_ms);
 int dnnfault_query_status(const char *address, const char *token, const char *run,
 			  int timeout_ms, char **json_out);
 
+/* ---- Statistics of tensors in host memory ----
+ *
+ * What the Python client uses for a model on the CPU: every reduction of a
+ * sampled step in one call and one pass over each tensor, instead of
+ * dozens of tensor-library calls that each cost more to launch than to run
+ * on small layers. A span is one contiguous array of float32 or float64;
+ * its sums go into the accumulator row of its layer. */
+
+enum dnnfault_span_kind {
+	DNNFAULT_SPAN_WEIGHT = 1,	/* sum, sum of squares, max |x|; (x - prev)² */
+	DNNFAULT_SPAN_GRAD = 2,		/* sum, sum of squares, max |x|, zeros */
+	DNNFAULT_SPAN_OUTPUT = 3,	/* sum, sum of squares, > 0, |x| > 5 */
+	DNNFAULT_SPAN_INPUT = 4,	/* sum, sum of squares, min, max */
+};
+enum dnnfault_span_dtype { DNNFAULT_F32 = 1, DNNFAULT_F64 = 2 };
+
+struct dnnfault_span {
+	const void *data;
+	const void *prev;	/* WEIGHT: the same weights before the update, or NULL */
+	void *keep;		/* WEIGHT: where data is copied after it is read (may be
+				 * prev itself), or NULL */
+	uint64_t n;		/* elements */
+	uint32_t row;		/* accumulator row */
+	uint16_t kind;		/* enum dnnfault_span_kind */
+	uint16_t dtype;		/* enum dnnfault_span_dtype; prev and keep have it too */
+};
+
+/* Accumulators of one row, in order. NAN and INF count the spans'
+ * non-finite values exactly (a second pass, only over a span whose sum of
+ * squares is not finite); a max or min over a span with a NaN is NaN. */
+enum dnnfault_acc {
+	DNNFAULT_ACC_W_SUM, DNNFAULT_ACC_W_SQ, DNNFAULT_ACC_W_MAX_ABS, DNNFAULT_ACC_W_DIFF_SQ,
+	DNNFAULT_ACC_G_SUM, DNNFAULT_ACC_G_SQ, DNNFAULT_ACC_G_MAX_ABS, DNNFAULT_ACC_G_ZERO,
+	DNNFAULT_ACC_A_SUM, DNNFAULT_ACC_A_SQ, DNNFAULT_ACC_A_POS, DNNFAULT_ACC_A_SAT,
+	DNNFAULT_ACC_NAN, DNNFAULT_ACC_INF, DNNFAULT_ACC_X_MIN, DNNFAULT_ACC_X_MAX,
+	DNNFAULT_ACC_N
+};
+
+/* Sets acc[n_rows][DNNFAULT_ACC_N] to zero (min to +inf, max to -inf), then
+ * adds every span into its row. Squares and sums of float32 data are taken
+ * in float32 within blocks of DNNFAULT_REDUCE_BLOCK elements and added up
+ * in double. Returns 0, or -EINVAL (a span with an unknown kind or dtype,
+ * a row out of range, or NULL data with n > 0) before touching anything
+ * but acc. */
+#define DNNFAULT_REDUCE_BLOCK 2048
+int dnnfault_reduce(const struct dnnfault_span *spans, size_t n_spans, double *acc, size_t n_rows);
+
 #ifdef __cplusplus
 }
 #endif

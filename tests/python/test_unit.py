@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from dnnfault import _describe, _lib
+from dnnfault._host_stats import HostStats
 from dnnfault._stats import Layer, Stats
+
+# Both ways of computing the statistics: torch calls on the tensors' own
+# device, and libdnnfault's dnnfault_reduce (the path for CPU models).
+PATHS = ["torch", "C"]
+
+
+def _make_stats(path, layers):
+    return Stats(layers) if path == "torch" else HostStats(layers, _lib.load().reduce)
 
 
 def test_layers_and_activations():
@@ -72,7 +81,8 @@ def _reference(w, g, a, prev):
             sum(torch.isinf(t).sum().item() for t in (w, g, a))]
 
 
-def test_stats_match_torch():
+@pytest.mark.parametrize("path", PATHS)
+def test_stats_match_torch(path):
     torch.manual_seed(0)
     lin = nn.Linear(16, 8)
     frozen = nn.Linear(8, 4)
@@ -80,7 +90,7 @@ def test_stats_match_torch():
     frozen.bias.requires_grad_(False)
     layers = [Layer("a", lin, list(lin.named_parameters())),
               Layer("b", frozen, list(frozen.named_parameters()))]
-    st = Stats(layers)
+    st = _make_stats(path, layers)
     st.snapshot()
     prev = torch.cat([p.detach().reshape(-1).clone() for p in lin.parameters()])
     x = torch.randn(32, 16) * 4
@@ -93,8 +103,7 @@ def test_stats_match_torch():
         lin.weight.grad[0, :3] = 0.0
         lin.weight.sub_(0.1 * lin.weight.grad)
     loss = torch.tensor(1.25)
-    values, layout = st.compute(loss, h, torch.zeros(32, dtype=torch.long), x, "logits", False)
-    stats, extra = Stats.finish(Stats.gather(values), layout)
+    stats, extra = st.sample(loss, h, torch.zeros(32, dtype=torch.long), x, "logits", False)
     w = torch.cat([p.detach().reshape(-1) for p in lin.parameters()])
     g = torch.cat([p.grad.reshape(-1) for p in lin.parameters()])
     ref = _reference(w, g, h.detach().reshape(-1), prev)
@@ -176,8 +185,8 @@ def _check_layers(stats, layers, acts, prevs):
         assert got == pytest.approx(ref, rel=2e-4, abs=1e-5, nan_ok=True), (l.name, got, ref)
 
 
-@pytest.mark.parametrize("small", [False, True])
-def test_grouped_stats_match_torch(monkeypatch, small):
+@pytest.mark.parametrize("path,small", [("torch", False), ("torch", True), ("C", False)])
+def test_grouped_stats_match_torch(monkeypatch, path, small):
     """Every path of the grouped computation against torch: several layers
     per group, chunked layers, outputs in the group, outputs reduced where
     they lie, output-only groups, frozen and half-frozen layers, a layer
@@ -193,7 +202,7 @@ def test_grouped_stats_match_torch(monkeypatch, small):
     mods[3].bias.requires_grad_(False)  # frozen
     mods[5].bias.requires_grad_(False)  # half frozen: gradients padded
     layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
-    st = Stats(layers)
+    st = _make_stats(path, layers)
     st.snapshot()
     for step in range(3):
         prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params])
@@ -212,16 +221,16 @@ def test_grouped_stats_match_torch(monkeypatch, small):
             a = None if k == 1 else (torch.randn(shape) * 4).to(dt or torch.float32)
             acts.append(a)
             layers[k].act = a
-        values, layout = st.compute(None, None, None, None, None, keep_weights=step < 2)
-        stats, _ = Stats.finish(Stats.gather(values), layout)
+        stats, _ = st.sample(None, None, None, None, None, keep_weights=step < 2)
         _check_layers(stats, layers, acts, prevs)
         if step < 2:
             continue
         # keep_weights=False on the last step: no snapshot is left behind.
-        assert st.prev is None
+        assert (st.prev is None) if path == "torch" else not st.prev_valid
 
 
-def test_nonfinite_counts_are_exact():
+@pytest.mark.parametrize("path", PATHS)
+def test_nonfinite_counts_are_exact(path):
     """NaN and Inf are found from non-finite sums of squares and counted in
     a second pass; a finite value whose square overflows is counted as
     neither."""
@@ -239,11 +248,10 @@ def test_nonfinite_counts_are_exact():
     acts = [torch.randn(8, 4) for _ in mods]
     acts[2][0, 0] = float("nan")
     acts[2][1, 1] = float("inf")
-    st = Stats(layers)
+    st = _make_stats(path, layers)
     for l, a in zip(layers, acts):
         l.act = a
-    values, layout = st.compute(None, None, None, None, None, False)
-    stats, _ = Stats.finish(Stats.gather(values), layout)
+    stats, _ = st.sample(None, None, None, None, None, False)
     counts = [(stats[16 * k + 14], stats[16 * k + 15]) for k in range(4)]
     assert counts == [(1, 1), (0, 2), (1, 1), (0, 0)]
     _check_layers(stats[:48], layers[:3], acts[:3], [None] * 3)
@@ -255,7 +263,8 @@ def test_nonfinite_counts_are_exact():
     assert stats[48 + 4] == pytest.approx(_ref_layer(layers[3].params, acts[3], None)[4])
 
 
-def test_saturation_boundary():
+@pytest.mark.parametrize("path", PATHS)
+def test_saturation_boundary(path):
     """|a| > 5 is taken from a² > 25: exact at the boundary in float32."""
     lin = nn.Linear(1, 1)
     layer = Layer("a", lin, list(lin.named_parameters()))
@@ -265,24 +274,23 @@ def test_saturation_boundary():
     a = torch.stack([five, -five, above, -above, below, torch.tensor(float("inf")),
                      torch.tensor(0.0), torch.tensor(-1e-45)])
     layer.act = a
-    st = Stats([layer])
-    values, layout = st.compute(None, None, None, None, None, False)
-    stats, _ = Stats.finish(Stats.gather(values), layout)
+    st = _make_stats(path, [layer])
+    stats, _ = st.sample(None, None, None, None, None, False)
     assert stats[13] == pytest.approx(3 / 8)  # above, -above, inf
     assert stats[12] == pytest.approx(1 - 4 / 8)  # five, above, below, inf are > 0
 
 
-def test_sparse_gradient():
+@pytest.mark.parametrize("path", PATHS)
+def test_sparse_gradient(path):
     torch.manual_seed(9)
     emb = nn.Embedding(10, 4, sparse=True)
     layer = Layer("e", emb, list(emb.named_parameters()))
-    st = Stats([layer])
+    st = _make_stats(path, [layer])
     out = emb(torch.tensor([1, 2, 2, 7]))
     out.pow(2).sum().backward()
     assert emb.weight.grad.is_sparse
     layer.act = out.detach()
-    values, layout = st.compute(None, None, None, None, None, False)
-    stats, _ = Stats.finish(Stats.gather(values), layout)
+    stats, _ = st.sample(None, None, None, None, None, False)
     dense = emb.weight.grad.to_dense()
     emb.weight.grad = dense  # the reference reads a dense gradient
     _check_layers(stats, [layer], [out.detach()], [None])

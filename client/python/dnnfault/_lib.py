@@ -110,8 +110,12 @@ _SIGNATURES = {
     "dnnfault_client_close": (None, [_P, ctypes.c_int]),
     "dnnfault_query_status": (ctypes.c_int, [_c_str, _c_str, _c_str, ctypes.c_int,
                                              ctypes.POINTER(ctypes.c_void_p)]),
+    # (spans, n_spans, acc, n_rows): arrays passed by address (_host_stats).
+    "dnnfault_reduce": (ctypes.c_int, [_P, ctypes.c_size_t, _P, ctypes.c_size_t]),
 }
-_OPTIONAL = {"dnnfault_query_status"}
+# A library older than the Python layer lacks these; the layer then does
+# without (no status queries; statistics through torch).
+_OPTIONAL = {"dnnfault_query_status", "dnnfault_reduce"}
 
 
 class LibraryError(OSError):

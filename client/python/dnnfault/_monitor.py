@@ -11,7 +11,8 @@ import weakref
 import torch
 
 from . import _describe, _lib
-from ._stats import Layer, Stats
+from ._host_stats import StepStats
+from ._stats import Layer
 
 log = logging.getLogger("dnnfault")
 
@@ -107,7 +108,7 @@ class Monitor:
             self._desc["tags"] = [tuple(t.split("=", 1)) if "=" in t else (t, "") for t in tags]
         if extra.get("labels") is not None:
             self._desc["labels"] = [str(x) for x in extra["labels"]]
-        self._stats = Stats(self._layers)
+        self._stats = StepStats(self._layers, self._lib)
         keep = []
         opts = _lib.client_options(address, extra.get("queue_bytes"), keep)
         client = self._lib.client_new(opts)
@@ -222,10 +223,8 @@ class Monitor:
             self._error("step %d not recorded" % t, e)
 
     def _sample(self, t, loss, output, target, inputs, keep_weights):
-        values, layout = self._stats.compute(loss, output, target, inputs,
-                                             self._accuracy_mode, keep_weights)
-        raw = Stats.gather(values)  # the one device-to-host copy
-        layer_stats, extra = Stats.finish(raw, layout)
+        layer_stats, extra = self._stats.sample(loss, output, target, inputs,
+                                                self._accuracy_mode, keep_weights)
         s = _lib.Step()
         s.step = t
         s.time = time.time()

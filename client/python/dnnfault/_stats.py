@@ -394,6 +394,12 @@ class Stats:
                 vals += [v.reshape(1) for v in small]
         return vals, (self, recs, [l.n_weights for l in layers], ng, na, has_prev, extra, kept)
 
+    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights):
+        """(layer_stats, extras) of a sampled step: compute, one copy to the
+        host, finish."""
+        values, layout = self.compute(loss, output, target, inputs, accuracy_mode, keep_weights)
+        return Stats.finish(Stats.gather(values), layout)
+
     def _exec(self, g, any_grad, mine):
         """The views one group needs with this layout, made once: the
         scratch rows and ranges, and where each reduction reads and
@@ -578,55 +584,69 @@ class Stats:
             for i, (nan, inf) in zip(bad, st._recount(bad, kept)):
                 acc[i][A_NAN] = nan
                 acc[i][A_INF] = inf
-        sqrt = math.sqrt
-        out = []
-        nan16 = [NAN] * _lib.STATS_PER_LAYER
-        for i in range(n):
-            c = acc[i]
-            if c is None:
-                out.append(nan16)
-                continue
-            o = list(nan16)
-            out.append(o)
-            nw = nws[i] if wn[i] else 0
-            if nw:
-                sq = c[A_WSQ]
-                m = c[A_WSUM] / nw
-                norm = sqrt(sq)
-                o[0] = norm
-                o[1] = m
-                o[2] = _std_sq(sq, m, nw)
-                o[3] = c[A_WMAX]
-                if has_prev[i]:
-                    d = sqrt(c[A_DSQ])
-                    o[9] = d / norm if norm else (NAN if d == 0 or d != d else INF)
-            k = ng[i]
-            if k:
-                m = c[A_GSUM] / k
-                o[4] = sqrt(c[A_GSQ])
-                o[5] = m
-                o[6] = _std_sq(c[A_GSQ], m, k)
-                o[7] = c[A_GMAX]
-                o[8] = c[A_GZERO] / k
-            k = na[i]
-            if k:
-                m = c[A_ASUM] / k
-                o[10] = m
-                o[11] = _std_sq(c[A_ASQ], m, k)
-                o[12] = 1.0 - c[A_APOS] / k
-                o[13] = c[A_ASAT] / k
-            o[14] = c[A_NAN]
-            o[15] = c[A_INF]
-        result = {}
-        if "loss" in extra:
-            result["loss"] = r[extra["loss"]]
-        if "accuracy" in extra:
-            result["accuracy"] = r[extra["accuracy"]]
-        if "input" in extra:
-            k, cnt = extra["input"]
-            m = r[k] / cnt
-            result["input"] = (m, _std(r[k + 1], m, cnt), r[k + 2], r[k + 3])
-        return np.array(out, dtype=np.float32).reshape(-1), result
+        nws = [nw if w else 0 for nw, w in zip(nws, wn)]
+        return layer_stats(acc, nws, ng, na, has_prev), _extras(r, extra)
+
+
+def _extras(r, extra):
+    """Loss, accuracy and input statistics from the gathered vector r."""
+    result = {}
+    if "loss" in extra:
+        result["loss"] = r[extra["loss"]]
+    if "accuracy" in extra:
+        result["accuracy"] = r[extra["accuracy"]]
+    if "input" in extra:
+        k, cnt = extra["input"]
+        m = r[k] / cnt
+        result["input"] = (m, _std(r[k + 1], m, cnt), r[k + 2], r[k + 3])
+    return result
+
+
+def layer_stats(acc, nws, ng, na, has_prev):
+    """The float32 vector of STATS_PER_LAYER statistics per layer from its
+    accumulators (acc[i]: N_ACC sums in the A_* order, or None for a layer
+    with nothing recorded). nws, ng, na: elements of the weights (0: not
+    recorded), gradients and output of each layer; has_prev: whether
+    A_DSQ holds the update."""
+    sqrt = math.sqrt
+    out = []
+    nan16 = [NAN] * _lib.STATS_PER_LAYER
+    for i, c in enumerate(acc):
+        if c is None:
+            out.append(nan16)
+            continue
+        o = list(nan16)
+        out.append(o)
+        nw = nws[i]
+        if nw:
+            sq = c[A_WSQ]
+            m = c[A_WSUM] / nw
+            norm = sqrt(sq)
+            o[0] = norm
+            o[1] = m
+            o[2] = _std_sq(sq, m, nw)
+            o[3] = c[A_WMAX]
+            if has_prev[i]:
+                d = sqrt(c[A_DSQ])
+                o[9] = d / norm if norm else (NAN if d == 0 or d != d else INF)
+        k = ng[i]
+        if k:
+            m = c[A_GSUM] / k
+            o[4] = sqrt(c[A_GSQ])
+            o[5] = m
+            o[6] = _std_sq(c[A_GSQ], m, k)
+            o[7] = c[A_GMAX]
+            o[8] = c[A_GZERO] / k
+        k = na[i]
+        if k:
+            m = c[A_ASUM] / k
+            o[10] = m
+            o[11] = _std_sq(c[A_ASQ], m, k)
+            o[12] = 1.0 - c[A_APOS] / k
+            o[13] = c[A_ASAT] / k
+        o[14] = c[A_NAN]
+        o[15] = c[A_INF]
+    return np.array(out, dtype=np.float32).reshape(-1)
 
 
 def _features(ex, prev):

@@ -1,0 +1,186 @@
+"""Statistics of a sampled step for a model on the CPU: one call into
+libdnnfault.
+
+On the CPU, torch's per-call cost dominates the statistics of a small
+model (the torch path, _stats.Stats, makes ~100 calls for a small CNN)
+and each call is another pass over the data. Here every weight, gradient,
+output and the input is described as a span (address, length, dtype) and
+dnnfault_reduce reads each one once, in C, and adds its sums into its
+layer's accumulators: the same accumulators (A_* of _stats) that the torch
+path finishes with _stats.layer_stats, so both paths give the same
+numbers (float32 sums within blocks, double across them).
+
+StepStats picks the path per step: this one while every parameter is a
+float32 or float64 CPU tensor and the library has dnnfault_reduce, else
+the torch path (a model moved to a GPU after watch(), half precision, an
+old library). DNNFAULT_STATS=torch forces the torch path.
+
+Nothing allocated here survives from one step to the next except the
+buffers of the previous weights (one per parameter, made once) and the
+span and accumulator arrays (made once, grown when needed); see _stats
+for why that matters on glibc.
+"""
+
+import os
+
+import numpy as np
+import torch
+
+from . import _lib
+from ._describe import first_tensor
+from ._stats import N_ACC, Stats, _std_sq, accuracy, layer_stats
+
+# struct dnnfault_span, field for field (40 bytes, no padding).
+SPAN = np.dtype([("data", "<u8"), ("prev", "<u8"), ("keep", "<u8"), ("n", "<u8"),
+                 ("row", "<u4"), ("kind", "<u2"), ("dtype", "<u2")])
+WEIGHT, GRAD, OUTPUT, INPUT = 1, 2, 3, 4
+_DTYPES = {torch.float32: 1, torch.float64: 2}
+# dnnfault_reduce's accumulator row: N_ACC sums (the A_* order of _stats),
+# then the minimum and maximum of the input.
+ACC_N = N_ACC + 2
+X_MIN, X_MAX = N_ACC, N_ACC + 1
+A_SUM, A_SQ = 8, 9
+
+
+def _flat(t):
+    """t as a contiguous float32/float64 CPU tensor (a copy only where it
+    is not one already)."""
+    if t.is_sparse:
+        t = t.to_dense()
+    if t.device.type != "cpu" or t.dtype not in _DTYPES:
+        t = t.to("cpu", torch.float64 if t.dtype == torch.float64 else torch.float32)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+class HostStats:
+    def __init__(self, layers, reduce):
+        self.layers = layers
+        self.reduce = reduce
+        self.prev = None  # per layer, per parameter: flat buffer of the weights
+        self.prev_valid = False  # prev holds the weights before this step's update
+        self._spans = np.zeros(0, dtype=SPAN)
+        self._acc = np.zeros(0)
+
+    def usable(self):
+        for l in self.layers:
+            for p in l.params:
+                if p.device.type != "cpu" or p.dtype not in _DTYPES:
+                    return False
+        return True
+
+    def _prev_buffers(self):
+        bufs = self.prev
+        if bufs is not None and all(b.numel() == p.numel() and b.dtype == p.dtype
+                                    for l, bl in zip(self.layers, bufs)
+                                    for p, b in zip(l.params, bl)):
+            return bufs
+        # First use, or a parameter changed shape or dtype: the old
+        # snapshot cannot be compared with the new weights.
+        self.prev = [[torch.empty(p.numel(), dtype=p.dtype) for p in l.params]
+                     for l in self.layers]
+        self.prev_valid = False
+        return self.prev
+
+    @torch.no_grad()
+    def snapshot(self):
+        """Copies the weights so that the next sampled step can compute
+        |dw|/|w|."""
+        for l, bl in zip(self.layers, self._prev_buffers()):
+            for p, b in zip(l.params, bl):
+                b.copy_(p.detach().reshape(-1))
+        self.prev_valid = True
+
+    @torch.no_grad()
+    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights):
+        """(layer_stats, extras) of a sampled step. keep_weights: keep this
+        step's weights as the next snapshot (the next step is sampled too)."""
+        layers = self.layers
+        nl = len(layers)
+        bufs = self._prev_buffers()
+        has_prev = self.prev_valid
+        spans = []
+        hold = []  # tensors the spans point into, alive until the call returns
+        nws = [0] * nl
+        ng = [0] * nl
+        na = [0] * nl
+        for i, l in enumerate(layers):
+            for p, b in zip(l.params, bufs[i]):
+                n = p.numel()
+                if not n:
+                    continue
+                w = p.detach()
+                if not w.is_contiguous():
+                    w = w.contiguous()
+                    hold.append(w)
+                bp = b.data_ptr()
+                spans.append((w.data_ptr(), bp if has_prev else 0, bp if keep_weights else 0,
+                              n, i, WEIGHT, _DTYPES[w.dtype]))
+                nws[i] += n
+                g = p.grad
+                if g is not None:
+                    g = _flat(g)
+                    hold.append(g)
+                    spans.append((g.data_ptr(), 0, 0, n, i, GRAD, _DTYPES[g.dtype]))
+                    ng[i] += n
+            a = l.act
+            l.act = None
+            if a is not None and a.numel() and (a.is_floating_point() or a.is_complex()):
+                a = _flat(a.real if a.is_complex() else a)
+                hold.append(a)
+                na[i] = a.numel()
+                spans.append((a.data_ptr(), 0, 0, na[i], i, OUTPUT, _DTYPES[a.dtype]))
+        x = first_tensor(inputs)
+        nx = 0
+        if x is not None and x.is_floating_point() and x.numel() > 0:
+            x = _flat(x.detach())
+            hold.append(x)
+            nx = x.numel()
+            spans.append((x.data_ptr(), 0, 0, nx, nl, INPUT, _DTYPES[x.dtype]))
+        if len(self._spans) < len(spans):
+            self._spans = np.zeros(2 * len(spans), dtype=SPAN)
+        if len(self._acc) < (nl + 1) * ACC_N:
+            self._acc = np.zeros((nl + 1) * ACC_N)
+        k = len(spans)
+        if k:
+            self._spans[:k] = spans
+        rv = self.reduce(self._spans.ctypes.data, k, self._acc.ctypes.data, nl + 1)
+        del hold
+        if rv != 0:
+            raise OSError(-rv, "dnnfault_reduce: %s" % os.strerror(-rv))
+        self.prev_valid = keep_weights
+        r = self._acc[:(nl + 1) * ACC_N].reshape(nl + 1, ACC_N).tolist()
+        acc = [row[:N_ACC] if nws[i] or ng[i] or na[i] else None
+               for i, row in enumerate(r[:nl])]
+        stats = layer_stats(acc, nws, ng, na, [has_prev] * nl)
+        extras = {}
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            extras["loss"] = loss.detach().item()
+        acc_t = accuracy(output, target, accuracy_mode)
+        if acc_t is not None:
+            extras["accuracy"] = acc_t.item()
+        if nx:
+            row = r[nl]
+            m = row[A_SUM] / nx
+            extras["input"] = (m, _std_sq(row[A_SQ], m, nx), row[X_MIN], row[X_MAX])
+        return stats, extras
+
+
+class StepStats:
+    """The statistics of sampled steps, on the C path (HostStats) while it
+    can serve the model, else on the torch path (Stats)."""
+
+    def __init__(self, layers, lib):
+        self.torch = Stats(layers)
+        reduce = getattr(lib, "reduce", None)
+        self.host = HostStats(layers, reduce) \
+            if reduce is not None and os.environ.get("DNNFAULT_STATS") != "torch" else None
+
+    def current(self):
+        """The path that serves the model now: self.host or self.torch."""
+        return self.host if self.host is not None and self.host.usable() else self.torch
+
+    def snapshot(self):
+        self.current().snapshot()
+
+    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights):
+        return self.current().sample(loss, output, target, inputs, accuracy_mode, keep_weights)
