@@ -172,15 +172,24 @@ static const char *async__kind_name(enum queue_kind kind)
 	return "message";
 }
 
-/* Queues a message; the lock is held. Maps the queue's answers onto the
- * codes dnnfault.h promises and wakes the thread if it sleeps. */
-static int async__push(struct dnnfault_client *c, struct async_msg *a)
+/* Wakes the thread if it waits with nothing to write; the lock is held. */
+static void async__kick(struct dnnfault_client *c)
 {
-	int rv = queue__push(&c->q, a->stream, a->kind, async__encode, a);
-	if (rv == QUEUE_QUEUED && c->io_idle) {
+	if (c->io_idle) {
 		c->io_idle = false;
 		async__wake(c);
 	}
+}
+
+/* Queues a message; the lock is held. Maps the queue's answers onto the
+ * codes dnnfault.h promises and wakes the thread for anything but a step
+ * (steps wait for its next look, ASYNC_STEP_DELAY_MS, unless many). */
+static int async__push(struct dnnfault_client *c, struct async_msg *a)
+{
+	int rv = queue__push(&c->q, a->stream, a->kind, async__encode, a);
+	if (rv == QUEUE_QUEUED &&
+	    (a->kind != QUEUE_STEP || c->q.droppable_bytes >= ASYNC_WAKE_BYTES))
+		async__kick(c);
 	/* Making room may have dropped what a flush waits for. */
 	if (c->flushers > 0)
 		pthread_cond_broadcast(&c->settled);
@@ -281,6 +290,7 @@ int dnnfault_client_flush(dnnfault_client *c, int timeout_ms)
 	int rv = 0;
 	pthread_mutex_lock(&c->lock);
 	uint64_t ticket = queue__last_ticket(&c->q);
+	async__kick(c);	/* steps may wait for the thread's next look */
 	c->flushers++;
 	while (!queue__settled(&c->q, ticket)) {
 		if (timeout_ms < 0) {

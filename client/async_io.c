@@ -216,7 +216,9 @@ static int io__serve(struct dnnfault_client *c, struct dnnfault_conn *conn)
 
 		struct pollfd p[2] = {{.fd = conn->fd, .events = POLLIN | (n > 0 ? POLLOUT : 0)},
 				      {.fd = c->wake_fd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0) {
+		/* With nothing to write, look again in a while: steps do not
+		 * wake the thread (async.h). */
+		if (poll(p, 2, n > 0 ? -1 : ASYNC_STEP_DELAY_MS) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;

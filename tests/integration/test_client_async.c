@@ -2,7 +2,7 @@
  * kill -9 and restart in the middle of streaming (nothing lost, nothing
  * stored twice, the producer never waits), a queue too small for an
  * outage (drops counted and reported), a daemon that starts after the
- * client, and dnnfault_query_status. */
+ * client, steps sent without a flush, and dnnfault_query_status. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -148,6 +148,28 @@ static void streams_and_flushes(void **state)
 
 	assert_int_equal(status_u64("async-basic", "steps_stored"), n);
 	assert_true(status_has("async-basic", "\"state\":\"completed\""));
+	harness__cleanup(&d);
+}
+
+/* Steps do not wake the I/O thread one by one (async.h): a few steps and
+ * no flush still reach the daemon, at the thread's next look. */
+static void steps_arrive_without_a_flush(void **state)
+{
+	(void)state;
+	harness__start(&d, NULL);
+	dnnfault_client *c = new_client(0);
+	uint64_t stream = start_run(c, "async-no-flush");
+	for (uint64_t i = 0; i < 3; i++)
+		step(c, stream, i);
+	struct dnnfault_client_stats st;
+	double t0 = now_ms();
+	do {
+		usleep(5000);
+		dnnfault_client_stats(c, &st);
+	} while (st.acked < 4 && now_ms() - t0 < 5000);
+	assert_int_equal(st.acked, 4);	/* the run start and the 3 steps */
+	assert_int_equal(status_u64("async-no-flush", "steps_stored"), 3);
+	dnnfault_client_close(c, 1000);
 	harness__cleanup(&d);
 }
 
@@ -325,6 +347,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(streams_and_flushes),
+		cmocka_unit_test(steps_arrive_without_a_flush),
 		cmocka_unit_test(survives_kill9_and_restart),
 		cmocka_unit_test(small_queue_drops_and_reports),
 		cmocka_unit_test(daemon_starts_later),
