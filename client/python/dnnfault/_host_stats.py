@@ -17,23 +17,27 @@ old library). DNNFAULT_STATS=torch forces the torch path.
 
 Nothing allocated here survives from one step to the next except the
 buffers of the previous weights (one per parameter, made once) and the
-span and accumulator arrays (made once, grown when needed); see _stats
-for why that matters on glibc.
+accumulator array; see _stats for why that matters on glibc.
 """
 
+import array
 import os
 
-import numpy as np
 import torch
 
 from . import _lib
 from ._describe import first_tensor
 from ._stats import N_ACC, Stats, _std_sq, accuracy, layer_stats
 
-# struct dnnfault_span, field for field (40 bytes, no padding).
-SPAN = np.dtype([("data", "<u8"), ("prev", "<u8"), ("keep", "<u8"), ("n", "<u8"),
-                 ("row", "<u4"), ("kind", "<u2"), ("dtype", "<u2")])
+# struct dnnfault_span is five 64-bit words: data, prev, keep, n, then row
+# (32 bits), kind and dtype (16 each), little-endian. Spans are written as
+# flat lists of words into an array.array (cheaper than a numpy record
+# array at these sizes).
 WEIGHT, GRAD, OUTPUT, INPUT = 1, 2, 3, 4
+
+
+def _tail(row, kind, dtype):
+    return row | kind << 32 | dtype << 48
 _DTYPES = {torch.float32: 1, torch.float64: 2}
 # dnnfault_reduce's accumulator row: N_ACC sums (the A_* order of _stats),
 # then the minimum and maximum of the input.
@@ -58,8 +62,7 @@ class HostStats:
         self.reduce = reduce
         self.prev = None  # per layer, per parameter: flat buffer of the weights
         self.prev_valid = False  # prev holds the weights before this step's update
-        self._spans = np.zeros(0, dtype=SPAN)
-        self._acc = np.zeros(0)
+        self._acc = array.array("d")
 
     def usable(self):
         for l in self.layers:
@@ -113,14 +116,14 @@ class HostStats:
                     w = w.contiguous()
                     hold.append(w)
                 bp = b.data_ptr()
-                spans.append((w.data_ptr(), bp if has_prev else 0, bp if keep_weights else 0,
-                              n, i, WEIGHT, _DTYPES[w.dtype]))
+                spans += (w.data_ptr(), bp if has_prev else 0, bp if keep_weights else 0,
+                          n, _tail(i, WEIGHT, _DTYPES[w.dtype]))
                 nws[i] += n
                 g = p.grad
                 if g is not None:
                     g = _flat(g)
                     hold.append(g)
-                    spans.append((g.data_ptr(), 0, 0, n, i, GRAD, _DTYPES[g.dtype]))
+                    spans += (g.data_ptr(), 0, 0, n, _tail(i, GRAD, _DTYPES[g.dtype]))
                     ng[i] += n
             a = l.act
             l.act = None
@@ -128,27 +131,25 @@ class HostStats:
                 a = _flat(a.real if a.is_complex() else a)
                 hold.append(a)
                 na[i] = a.numel()
-                spans.append((a.data_ptr(), 0, 0, na[i], i, OUTPUT, _DTYPES[a.dtype]))
+                spans += (a.data_ptr(), 0, 0, na[i], _tail(i, OUTPUT, _DTYPES[a.dtype]))
         x = first_tensor(inputs)
         nx = 0
         if x is not None and x.is_floating_point() and x.numel() > 0:
             x = _flat(x.detach())
             hold.append(x)
             nx = x.numel()
-            spans.append((x.data_ptr(), 0, 0, nx, nl, INPUT, _DTYPES[x.dtype]))
-        if len(self._spans) < len(spans):
-            self._spans = np.zeros(2 * len(spans), dtype=SPAN)
-        if len(self._acc) < (nl + 1) * ACC_N:
-            self._acc = np.zeros((nl + 1) * ACC_N)
-        k = len(spans)
-        if k:
-            self._spans[:k] = spans
-        rv = self.reduce(self._spans.ctypes.data, k, self._acc.ctypes.data, nl + 1)
-        del hold
+            spans += (x.data_ptr(), 0, 0, nx, _tail(nl, INPUT, _DTYPES[x.dtype]))
+        words = array.array("Q", spans)
+        if len(self._acc) != (nl + 1) * ACC_N:
+            self._acc = array.array("d", bytes(8 * (nl + 1) * ACC_N))
+        rv = self.reduce(words.buffer_info()[0], len(words) // 5,
+                         self._acc.buffer_info()[0], nl + 1)
+        del hold, words
         if rv != 0:
             raise OSError(-rv, "dnnfault_reduce: %s" % os.strerror(-rv))
         self.prev_valid = keep_weights
-        r = self._acc[:(nl + 1) * ACC_N].reshape(nl + 1, ACC_N).tolist()
+        flat = self._acc.tolist()
+        r = [flat[k:k + ACC_N] for k in range(0, len(flat), ACC_N)]
         acc = [row[:N_ACC] if nws[i] or ng[i] or na[i] else None
                for i, row in enumerate(r[:nl])]
         stats = layer_stats(acc, nws, ng, na, [has_prev] * nl)
