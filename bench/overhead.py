@@ -6,7 +6,7 @@ sampling interval and at every step.
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
         [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost]
-        [--breakdown]
+        [--breakdown] [--malloc default|fixed]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
@@ -15,11 +15,16 @@ socket. --stats-cost instead times the statistics of one sampled step alone
 (microseconds, with the number of groups of layers and of torch calls it
 makes; no daemon, no training loop). --breakdown splits the every-step
 cost inside the training loop: forward hooks alone, hooks and statistics
-(no client), the whole monitor, each against the plain loop.
+(no client), the whole monitor, each against the plain loop. The last
+columns are the minor page faults per step (medians), plain / watched:
+hundreds per step mean glibc gave freed memory back to the kernel and the
+loop faulted it in again; --malloc fixed keeps it (fix_malloc).
 """
 
 import argparse
+import ctypes
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -57,8 +62,9 @@ MODELS = {"mlp": (mlp, 500), "cnn": (cnn, 250), "wide-mlp": (wide, 50)}
 
 def train_timed(make, steps, x, y, batch, seed, monitor=None):
     """Seconds per step of training make() on (x, y) after 5 warm-up
-    steps. monitor(model, opt, loss_fn), when given, returns (after_step,
-    close): after_step(loss, out, yb, xb) runs after every step."""
+    steps, and minor page faults per step. monitor(model, opt, loss_fn), when
+    given, returns (after_step, close): after_step(loss, out, yb, xb) runs
+    after every step."""
     torch.manual_seed(seed)
     model = make().to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -71,6 +77,7 @@ def train_timed(make, steps, x, y, batch, seed, monitor=None):
         if t == 5:  # warm-up steps are not timed
             _sync(x.device)
             t0 = time.perf_counter()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         xb, yb = x[idx[t]], y[idx[t]]
         opt.zero_grad()
         out = model(xb)
@@ -81,13 +88,15 @@ def train_timed(make, steps, x, y, batch, seed, monitor=None):
             after_step(loss, out, yb, xb)
     _sync(x.device)
     elapsed = time.perf_counter() - t0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     if close is not None:
         close()
-    return elapsed / steps
+    return elapsed / steps, faults / steps
 
 
 def run(make, steps, x, y, batch, every, address, seed):
-    """Seconds per step, watched by dnnfault every `every` steps (0: not)."""
+    """(Seconds, page faults) per step, watched by dnnfault every `every`
+    steps (0: not)."""
     def watch(model, opt, lf):
         mon = dnnfault.watch(model, opt, lf, every=every, address=address,
                              run="bench-%d" % seed)
@@ -97,7 +106,7 @@ def run(make, steps, x, y, batch, every, address, seed):
 
 
 def run_parts(make, steps, x, y, batch, part, seed):
-    """Seconds per step with only part of the monitor, every step:
+    """(Seconds, page faults) per step with only part of the monitor, every step:
     "hooks" (the forward hooks that record outputs) or "stats" (hooks and
     the statistics, computed, copied and finished, but sent nowhere)."""
     from dnnfault._monitor import _recorder
@@ -125,6 +134,19 @@ def _step_stats(model):
     from dnnfault._stats import Layer
     layers = [Layer(n, m, p) for n, m, p in _describe.find_layers(model)]
     return layers, StepStats(layers, _lib.load())
+
+
+def fix_malloc():
+    """Fixed glibc thresholds (what MALLOC_MMAP_THRESHOLD_=33554432
+    MALLOC_TRIM_THRESHOLD_=268435456 in the environment do): with glibc's
+    dynamic ones, whether a training loop's freed tensors are given back to
+    the kernel and faulted in again at every step depends on the heap's
+    history, and plain and watched loops alike swing by 10-40% from one
+    run to the next (docs/benchmarks.md)."""
+    libc = ctypes.CDLL(None)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)):
+        sys.exit("mallopt failed (not glibc?)")
 
 
 def _sync(device):
@@ -190,11 +212,11 @@ def breakdown(args, x, y, address):
         plain = []
         for r in range(args.repeats):
             seed = 100 + r
-            base = run(make, steps, x, y, args.batch, 0, address, seed)
+            base = run(make, steps, x, y, args.batch, 0, address, seed)[0]
             plain.append(base)
             for p in parts:
-                t = run(make, steps, x, y, args.batch, 1, address, seed) if p == "monitor" \
-                    else run_parts(make, steps, x, y, args.batch, p, seed)
+                t = run(make, steps, x, y, args.batch, 1, address, seed)[0] if p == "monitor" \
+                    else run_parts(make, steps, x, y, args.batch, p, seed)[0]
                 ratios[p].append(t / base)
         print("%-9s %10.3f %7.3fx %7.3fx %7.3fx" % (
             name, statistics.median(plain) * 1e3,
@@ -215,7 +237,13 @@ def main():
                     help="only time the statistics of one sampled step (no daemon, no training)")
     ap.add_argument("--breakdown", action="store_true",
                     help="split the every-step cost: hooks, statistics, the whole monitor")
+    ap.add_argument("--malloc", choices=("default", "fixed"), default="default",
+                    help="fixed: glibc's mmap and trim thresholds set (32 MiB, 256 MiB) "
+                         "for plain and watched runs alike, so that freed memory is not "
+                         "returned to the kernel and faulted in again every step")
     args = ap.parse_args()
+    if args.malloc == "fixed":
+        fix_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -258,23 +286,28 @@ def main():
         if args.breakdown:
             breakdown(args, x, y, address)
             return
-        print("%-9s %7s %12s %12s %7s" % ("model", "every", "plain ms", "watched ms", "ratio"))
+        print("malloc: %s" % args.malloc)
+        print("%-9s %7s %12s %12s %7s %14s" % ("model", "every", "plain ms", "watched ms", "ratio",
+                                               "faults/step"))
         for name in args.models.split(","):
             make, steps = MODELS[name]
             steps = max(10, int(steps * args.scale))
             for every in (dnnfault.DEFAULT_EVERY, 1):
-                ratios, plain, watched = [], [], []
+                ratios, plain, watched, faults = [], [], [], {0: [], every: []}
                 for r in range(args.repeats):
                     seed = 100 + r
                     order = (0, every) if r % 2 == 0 else (every, 0)
-                    times = {e: run(make, steps, x, y, args.batch, e, address, seed)
-                             for e in order}
-                    plain.append(times[0])
-                    watched.append(times[every])
-                    ratios.append(times[every] / times[0])
-                print("%-9s %7d %12.3f %12.3f %6.3fx" % (
+                    got = {e: run(make, steps, x, y, args.batch, e, address, seed)
+                           for e in order}
+                    plain.append(got[0][0])
+                    watched.append(got[every][0])
+                    ratios.append(got[every][0] / got[0][0])
+                    for e in order:
+                        faults[e].append(got[e][1])
+                print("%-9s %7d %12.3f %12.3f %6.3fx %6.0f /%6.0f" % (
                     name, every, statistics.median(plain) * 1e3,
-                    statistics.median(watched) * 1e3, statistics.median(ratios)))
+                    statistics.median(watched) * 1e3, statistics.median(ratios),
+                    statistics.median(faults[0]), statistics.median(faults[every])))
                 sys.stdout.flush()
     finally:
         daemon.terminate()
