@@ -19,7 +19,7 @@ static const char *const method_names[M_COUNT] = {
  * reporting a cause at probability 0.5 as a forest's majority vote does. */
 static const struct boost_params deepfd_forest = {
 	.max_depth = 12, .rounds = 100, .min_child_weight = 1, .subsample = 0.632, .colsample = 0.35,
-	.forest = true, .seed = 1,
+	.forest = true,
 };
 
 struct tally {
@@ -100,14 +100,16 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 
 /* DeepFD's forests on one fold: a cause where the majority votes for it. */
 static int deepfd_fold(const struct fit_matrix *fd, const size_t *train, size_t ntr, const size_t *test,
-		       size_t nte, cause_set *pred, char *err, size_t len)
+		       size_t nte, int seed, cause_set *pred, char *err, size_t len)
 {
+	struct boost_params forest = deepfd_forest;
+	forest.seed = seed;	/* the same seed as ours */
 	float *p = malloc((nte ? nte : 1) * sizeof *p);
 	int rv = p ? 0 : -ENOMEM;
 	struct boost_rows ftr = {fd->x, fd->n_cols, train, ntr}, fte = {fd->x, fd->n_cols, test, nte};
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		void *b;
-		rv = boost__train(&ftr, fd->y[c], &deepfd_forest, &b, err, len);
+		rv = boost__train(&ftr, fd->y[c], &forest, &b, err, len);
 		if (rv == 0) {
 			rv = boost__predict(b, &fte, 0, p, err, len);
 			boost__free(b);
@@ -138,7 +140,7 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 	if (rv == 0)
 		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred[M_OURS], h, err, len);
 	if (rv == 0)
-		rv = deepfd_fold(fd, train, ntr, test, nte, pred[M_DEEPFD], err, len);
+		rv = deepfd_fold(fd, train, ntr, test, nte, o->seed, pred[M_DEEPFD], err, len);
 	free(train);
 	free(test);
 	return rv;

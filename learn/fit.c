@@ -8,7 +8,7 @@
 
 #include "model.h"
 
-const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.04};
+const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.04, .seed = 1};
 
 /* One model per setting is trained with the most rounds and predicted
  * with each shorter prefix of its rounds. One depth keeps the nested
@@ -21,9 +21,18 @@ static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
 /* "Suspect" flags about this many times the target share of healthy rows. */
 #define SUSPECT_FACTOR 3
 
+/* Every setting but the rounds, chosen here, and the seed, an option. */
 static const struct boost_params base_params = {
-	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 5, .subsample = 0.8, .colsample = 0.3, .seed = 1,
+	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 5, .subsample = 0.8, .colsample = 0.3,
 };
+
+static struct boost_params params_for(const struct fit_opts *o, int rounds)
+{
+	struct boost_params p = base_params;
+	p.rounds = rounds;
+	p.seed = o->seed;
+	return p;
+}
 
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
 {
@@ -66,7 +75,8 @@ void fit__free_matrix(struct fit_matrix *m)
  * fold is its program's rank among the programs present, mod folds
  * (folds 0: one fold per program). */
 static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		       int folds, const float *y, bool faulty_only, float *oof, char *err, size_t len)
+		       const struct fit_opts *o, int folds, const float *y, bool faulty_only, float *oof,
+		       char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
 	size_t *train = malloc(rows * sizeof *train), *test = malloc(rows * sizeof *test);
@@ -97,8 +107,7 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 				train[ntr++] = idx[i];
 		}
 		struct boost_rows tr = {m->x, m->n_cols, train, ntr}, te = {m->x, m->n_cols, test, nte};
-		struct boost_params p = base_params;
-		p.rounds = grid_rounds[N_ROUNDS - 1];
+		struct boost_params p = params_for(o, grid_rounds[N_ROUNDS - 1]);
 		void *b = NULL;
 		rv = boost__train(&tr, y, &p, &b, err, len);
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
@@ -195,7 +204,7 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 	size_t rows = n ? n : 1;
 	float *oof = malloc(N_ROUNDS * rows * sizeof *oof);
 	double *healthy = malloc(rows * sizeof *healthy);
-	int rv = oof && healthy ? out_of_fold(d, m, idx, n, o->detector_folds, m->fault, false, oof, err, len)
+	int rv = oof && healthy ? out_of_fold(d, m, idx, n, o, o->detector_folds, m->fault, false, oof, err, len)
 				: -ENOMEM;
 	double top = -1;
 	for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
@@ -211,8 +220,7 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 		double detection = faulty ? (double)found / (double)faulty : 0;
 		if (detection > top + 1e-9) {
 			top = detection;
-			f->fault = base_params;
-			f->fault.rounds = grid_rounds[r];
+			f->fault = params_for(o, grid_rounds[r]);
 			f->fault_threshold = t;
 			f->fault_suspect = fit__threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
 			f->cv_detection = detection;
@@ -244,14 +252,13 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 				"false alarms %.3f\n", f->fault.rounds, f->fault_threshold, f->fault_suspect,
 			f->cv_detection, o->false_alarm);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		rv = out_of_fold(d, m, idx, n, o->folds, m->y[c], true, oof, err, len);
+		rv = out_of_fold(d, m, idx, n, o, o->folds, m->y[c], true, oof, err, len);
 		double top = INFINITY;
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 			double loss = log_loss(m, idx, n, c, oof + r * n);
 			if (loss < top - 1e-12) {
 				top = loss;
-				f->cause[c] = base_params;
-				f->cause[c].rounds = grid_rounds[r];
+				f->cause[c] = params_for(o, grid_rounds[r]);
 				memcpy(prob[c], oof + r * n, n * sizeof *prob[c]);
 			}
 		}

@@ -9,8 +9,8 @@
 #include "learn.h"
 
 static const char learn_usage[] =
-	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--quiet]\n"
-	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--quiet]\n"
+	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--seed N] [--quiet]\n"
+	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--seed N] [--quiet]\n"
 	"       dnnfaultctl rows STORE [ROWS.csv]\n"
 	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n";
 
@@ -25,6 +25,17 @@ int learn__main(int argc, char **argv)
 			o.verbose = false;
 		else if (strcmp(argv[i], "--predictions") == 0 && i + 1 < argc && strcmp(verb, "evaluate") == 0)
 			predictions = argv[++i];
+		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && strcmp(verb, "rows") != 0) {
+			/* XGBoost's seed: how much a result owes to chance shows
+			 * in the spread over a few seeds (docs/evaluation.md). */
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (*end != '\0' || end == argv[i] || v < 0 || v > 1000000000) {
+				fprintf(stderr, "dnnfaultctl: --seed wants a number from 0 to 1000000000\n");
+				return CTL_USAGE;
+			}
+			o.seed = (int)v;
+		}
 		else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 2)
 			pos[n_pos++] = argv[i];
 		else {

@@ -327,6 +327,69 @@ static void test_train_bundle(void **state)
 	dataset__free(&d);
 }
 
+/* The whole file at path, NUL-terminated (malloc'd), or NULL. */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 0, got;
+	char chunk[65536];
+	while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+		if (n + got + 1 > cap) {
+			cap = 2 * (n + got + 1);
+			char *p = realloc(buf, cap);
+			assert_non_null(p);
+			buf = p;
+		}
+		memcpy(buf + n, chunk, got);
+		n += got;
+	}
+	fclose(f);
+	if (buf != NULL)
+		buf[n] = '\0';
+	return buf;
+}
+
+/* The fault model of a bundle trained with `seed` into dir/name. */
+static char *train_with_seed(struct dataset *d, const char *dir, const char *name, int seed)
+{
+	char out[4096], path[4200], err[256] = "";
+	snprintf(out, sizeof out, "%s/%s", dir, name);
+	struct fit_opts o = fit_defaults;
+	o.seed = seed;
+	int rv = learn__train(d, "synthetic", out, &o, err, sizeof err);
+	if (rv != 0)
+		fail_msg("learn__train: %d %s", rv, err);
+	snprintf(path, sizeof path, "%s/bundle.txt", out);
+	char *text = slurp(path), want[64];
+	assert_non_null(text);
+	snprintf(want, sizeof want, "false_alarm_target 0.04 seed %d\n", seed);
+	assert_non_null(strstr(text, want));
+	free(text);
+	snprintf(path, sizeof path, "%s/fault.json", out);
+	char *model = slurp(path);
+	assert_non_null(model);
+	return model;
+}
+
+/* --seed: the same seed trains the same models, another seed others (rows
+ * and features are sampled per tree), and the bundle records it. */
+static void test_train_seed(void **state)
+{
+	struct dataset d;
+	synthetic(&d);
+	char *a = train_with_seed(&d, *state, "a", 7), *b = train_with_seed(&d, *state, "b", 7);
+	char *c = train_with_seed(&d, *state, "c", 8);
+	assert_string_equal(a, b);
+	assert_true(strcmp(a, c) != 0);
+	free(a);
+	free(b);
+	free(c);
+	dataset__free(&d);
+}
+
 /* learn__evaluate on the synthetic rows: every program held out once, the
  * report's tables, and one predictions line per row whose probabilities
  * find the (clean) signal on programs the models did not see. */
@@ -556,6 +619,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_round_trip, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_report_causes),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
+		cmocka_unit_test_setup_teardown(test_train_seed, temp_dir, remove_temp_dir),
 		cmocka_unit_test_setup_teardown(test_evaluate_predictions, temp_dir, remove_temp_dir),
 		cmocka_unit_test_setup_teardown(test_refusals, temp_dir, remove_temp_dir),
 	};
