@@ -177,18 +177,26 @@ static void async__kick(struct dnnfault_client *c)
 {
 	if (c->io_idle) {
 		c->io_idle = false;
+		c->io_asleep = false;
 		async__wake(c);
 	}
 }
 
+/* Unsent steps from which the thread is woken at once (async.h). */
+static size_t async__wake_bytes(const struct dnnfault_client *c)
+{
+	return c->q.max_bytes / 4 < ASYNC_WAKE_BYTES ? c->q.max_bytes / 4 : ASYNC_WAKE_BYTES;
+}
+
 /* Queues a message; the lock is held. Maps the queue's answers onto the
- * codes dnnfault.h promises and wakes the thread for anything but a step
- * (steps wait for its next look, ASYNC_STEP_DELAY_MS, unless many). */
+ * codes dnnfault.h promises and wakes the thread for anything but a step,
+ * for many unsent steps, and for a step that finds it asleep; other steps
+ * wait for its next look (async.h). */
 static int async__push(struct dnnfault_client *c, struct async_msg *a)
 {
 	int rv = queue__push(&c->q, a->stream, a->kind, async__encode, a);
 	if (rv == QUEUE_QUEUED &&
-	    (a->kind != QUEUE_STEP || c->q.droppable_bytes >= ASYNC_WAKE_BYTES))
+	    (a->kind != QUEUE_STEP || c->io_asleep || c->q.droppable_bytes >= async__wake_bytes(c)))
 		async__kick(c);
 	/* Making room may have dropped what a flush waits for. */
 	if (c->flushers > 0)

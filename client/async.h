@@ -20,11 +20,15 @@
 /* Steps are not sent one by one: waking the I/O thread for each costs the
  * training thread a context switch (on a busy 2-core machine, a third of
  * the monitor's cost of a small CNN trained with every step sampled).
- * An idle thread looks at the queue every ASYNC_STEP_DELAY_MS and sends
- * whatever steps have arrived in one batch; it is woken at once for any
- * other message, for a flush, and when unsent steps reach
- * ASYNC_WAKE_BYTES. */
+ * While steps keep coming, an idle thread looks at the queue every
+ * ASYNC_STEP_DELAY_MS and sends what has arrived in one batch, so the
+ * training thread makes no system call for a step. It is woken at once
+ * for any other message, a flush, and unsent steps reaching
+ * ASYNC_WAKE_BYTES (or a quarter of a smaller queue). After
+ * ASYNC_ASLEEP_MS without anything to send it stops looking and sleeps
+ * until woken; the first step after that wakes it. */
 #define ASYNC_STEP_DELAY_MS 20
+#define ASYNC_ASLEEP_MS 1000
 #define ASYNC_WAKE_BYTES (256u * 1024u)
 
 struct dnnfault_client {
@@ -42,6 +46,7 @@ struct dnnfault_client {
 	struct queue q;
 	bool stop;
 	bool io_idle;			/* the thread waits with nothing to write */
+	bool io_asleep;			/* ... and without looking again (async.h) */
 	bool connected, ever_connected;
 	int flushers;			/* threads waiting on `settled` */
 	uint64_t reconnects;

@@ -196,6 +196,7 @@ static int io__write(struct dnnfault_client *c, struct dnnfault_conn *conn,
 static int io__serve(struct dnnfault_client *c, struct dnnfault_conn *conn)
 {
 	struct iovec iov[IO_MAX_IOV];
+	int64_t busy = conn__now_ms();	/* when there was last something to write */
 	for (;;) {
 		struct queue_oversize over = {0};
 		pthread_mutex_lock(&c->lock);
@@ -211,14 +212,19 @@ static int io__serve(struct dnnfault_client *c, struct dnnfault_conn *conn)
 				     (unsigned long long)over.stream, over.len, conn->max_send);
 			pthread_cond_broadcast(&c->settled);
 		}
+		/* Idle: look again in ASYNC_STEP_DELAY_MS for steps, which do
+		 * not wake the thread, unless idle for long (async.h). */
+		int64_t now = conn__now_ms();
+		if (n > 0)
+			busy = now;
+		bool asleep = n == 0 && now - busy >= ASYNC_ASLEEP_MS;
 		c->io_idle = n == 0;
+		c->io_asleep = asleep;
 		pthread_mutex_unlock(&c->lock);
 
 		struct pollfd p[2] = {{.fd = conn->fd, .events = POLLIN | (n > 0 ? POLLOUT : 0)},
 				      {.fd = c->wake_fd, .events = POLLIN}};
-		/* With nothing to write, look again in a while: steps do not
-		 * wake the thread (async.h). */
-		if (poll(p, 2, n > 0 ? -1 : ASYNC_STEP_DELAY_MS) < 0) {
+		if (poll(p, 2, n > 0 || asleep ? -1 : ASYNC_STEP_DELAY_MS) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
@@ -253,6 +259,7 @@ void *async_io__main(void *arg)
 		pthread_mutex_lock(&c->lock);
 		c->connected = false;
 		c->io_idle = false;
+		c->io_asleep = false;
 		pthread_mutex_unlock(&c->lock);
 	}
 	return NULL;

@@ -16,7 +16,15 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
+
+/* The Python layer writes spans as five 64-bit words (_host_stats.py). */
+_Static_assert(sizeof(struct dnnfault_span) == 40 && offsetof(struct dnnfault_span, n) == 24 &&
+		       offsetof(struct dnnfault_span, row) == 32 &&
+		       offsetof(struct dnnfault_span, kind) == 36 &&
+		       offsetof(struct dnnfault_span, dtype) == 38,
+	       "struct dnnfault_span: the layout _host_stats.py writes");
 
 /* |x| > 5 exactly when fl(x²) > 25: rounding is monotonic, and inf and
  * overflowing squares count as saturated, as in the torch path. */
@@ -29,8 +37,8 @@ struct block {
 };
 
 /* Wider vectors where the CPU has them: one clone per target, picked when
- * the library is loaded (GNU ifunc). */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+ * the library is loaded (GNU ifunc, hence glibc only). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__GLIBC__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
@@ -39,78 +47,86 @@ struct block {
 #define VECTOR_CLONES
 #endif
 
+/* meson defines DNNFAULT_OMP_SIMD where the compiler takes -fopenmp-simd;
+ * elsewhere the loops stay plain (an unknown pragma would be a warning). */
+#ifdef DNNFAULT_OMP_SIMD
+#define SIMD(clauses) _Pragma(clauses)
+#else
+#define SIMD(clauses)
+#endif
+
 /* The kernels, once per element type. Each reads n <= BLOCK elements. */
-#define REDUCE_KERNELS(T, SFX)                                                         \
-	VECTOR_CLONES static void weight_##SFX(const T *x, const T *prev, size_t n, struct block *b)   \
-	{                                                                                \
-		T s = 0, q = 0, d = 0, m = 0;                                            \
-		if (prev != NULL) {                                                      \
-			_Pragma("omp simd reduction(+:s,q,d) reduction(max:m)")          \
-			for (size_t i = 0; i < n; i++) {                                 \
-				T v = x[i], a = v < 0 ? -v : v, e = v - prev[i];         \
-				s += v;                                                  \
-				q += v * v;                                              \
-				d += e * e;                                              \
-				m = a > m ? a : m;                                       \
-			}                                                                \
-		} else {                                                                 \
-			_Pragma("omp simd reduction(+:s,q) reduction(max:m)")            \
-			for (size_t i = 0; i < n; i++) {                                 \
-				T v = x[i], a = v < 0 ? -v : v;                          \
-				s += v;                                                  \
-				q += v * v;                                              \
-				m = a > m ? a : m;                                       \
-			}                                                                \
-		}                                                                        \
-		*b = (struct block){.sum = s, .sq = q, .diff_sq = d, .max_abs = m};      \
-	}                                                                                \
-	VECTOR_CLONES static void grad_##SFX(const T *x, size_t n, struct block *b)                    \
-	{                                                                                \
-		T s = 0, q = 0, m = 0;                                                   \
-		int z = 0;                                                              \
-		_Pragma("omp simd reduction(+:s,q,z) reduction(max:m)")                  \
-		for (size_t i = 0; i < n; i++) {                                         \
-			T v = x[i], a = v < 0 ? -v : v;                                  \
-			s += v;                                                          \
-			q += v * v;                                                      \
-			m = a > m ? a : m;                                               \
-			z += v == 0;                                                     \
-		}                                                                        \
-		*b = (struct block){.sum = s, .sq = q, .max_abs = m, .zero = (double)z}; \
-	}                                                                                \
-	VECTOR_CLONES static void output_##SFX(const T *x, size_t n, struct block *b)                  \
-	{                                                                                \
-		T s = 0, q = 0;                                                          \
-		int p = 0, t = 0;                                                       \
-		_Pragma("omp simd reduction(+:s,q,p,t)")                                 \
-		for (size_t i = 0; i < n; i++) {                                         \
-			T v = x[i], v2 = v * v;                                          \
-			s += v;                                                          \
-			q += v2;                                                         \
-			p += v > 0;                                                      \
-			t += v2 > (T)SAT_SQ;                                             \
-		}                                                                        \
-		*b = (struct block){.sum = s, .sq = q, .pos = (double)p, .sat = (double)t}; \
-	}                                                                                \
-	VECTOR_CLONES static void input_##SFX(const T *x, size_t n, struct block *b)                   \
-	{                                                                                \
-		T s = 0, q = 0, lo = x[0], hi = x[0];                                    \
-		_Pragma("omp simd reduction(+:s,q) reduction(min:lo) reduction(max:hi)") \
-		for (size_t i = 0; i < n; i++) {                                         \
-			T v = x[i];                                                      \
-			s += v;                                                          \
-			q += v * v;                                                      \
-			lo = v < lo ? v : lo;                                            \
-			hi = v > hi ? v : hi;                                            \
-		}                                                                        \
-		*b = (struct block){.sum = s, .sq = q, .min = lo, .max = hi};            \
-	}                                                                                \
-	static void nonfinite_##SFX(const T *x, uint64_t n, double *nan, double *inf)    \
-	{                                                                                \
-		for (uint64_t i = 0; i < n; i++) {                                       \
-			*nan += isnan(x[i]) != 0;                                        \
-			*inf += isinf(x[i]) != 0;                                        \
-		}                                                                        \
+#define REDUCE_KERNELS(T, SFX)                                                                  \
+	VECTOR_CLONES static void weight_##SFX(const T *x, const T *prev, size_t n, struct block *b) \
+	{                                                                                       \
+		T s = 0, q = 0, d = 0, m = 0;                                                   \
+		if (prev != NULL) {                                                             \
+			SIMD("omp simd reduction(+:s,q,d) reduction(max:m)")                    \
+			for (size_t i = 0; i < n; i++) {                                        \
+				T v = x[i], a = v < 0 ? -v : v, e = v - prev[i];                \
+				s += v;                                                         \
+				q += v * v;                                                     \
+				d += e * e;                                                     \
+				m = a > m ? a : m;                                              \
+			}                                                                       \
+		} else {                                                                        \
+			SIMD("omp simd reduction(+:s,q) reduction(max:m)")                      \
+			for (size_t i = 0; i < n; i++) {                                        \
+				T v = x[i], a = v < 0 ? -v : v;                                 \
+				s += v;                                                         \
+				q += v * v;                                                     \
+				m = a > m ? a : m;                                              \
+			}                                                                       \
+		}                                                                               \
+		*b = (struct block){.sum = s, .sq = q, .diff_sq = d, .max_abs = m};             \
+	}                                                                                       \
+	VECTOR_CLONES static void grad_##SFX(const T *x, size_t n, struct block *b)             \
+	{                                                                                       \
+		T s = 0, q = 0, m = 0;                                                          \
+		int z = 0;                                                                      \
+		SIMD("omp simd reduction(+:s,q,z) reduction(max:m)")                            \
+		for (size_t i = 0; i < n; i++) {                                                \
+			T v = x[i], a = v < 0 ? -v : v;                                         \
+			s += v;                                                                 \
+			q += v * v;                                                             \
+			m = a > m ? a : m;                                                      \
+			z += v == 0;                                                            \
+		}                                                                               \
+		*b = (struct block){.sum = s, .sq = q, .max_abs = m, .zero = (double)z};        \
+	}                                                                                       \
+	VECTOR_CLONES static void output_##SFX(const T *x, size_t n, struct block *b)           \
+	{                                                                                       \
+		T s = 0, q = 0;                                                                 \
+		int p = 0, t = 0;                                                               \
+		SIMD("omp simd reduction(+:s,q,p,t)")                                           \
+		for (size_t i = 0; i < n; i++) {                                                \
+			T v = x[i], v2 = v * v;                                                 \
+			s += v;                                                                 \
+			q += v2;                                                                \
+			p += v > 0;                                                             \
+			t += v2 > (T)SAT_SQ;                                                    \
+		}                                                                               \
+		*b = (struct block){.sum = s, .sq = q, .pos = (double)p, .sat = (double)t};     \
+	}                                                                                       \
+	VECTOR_CLONES static void input_##SFX(const T *x, size_t n, struct block *b)            \
+	{                                                                                       \
+		T s = 0, q = 0, lo = x[0], hi = x[0];                                           \
+		SIMD("omp simd reduction(+:s,q) reduction(min:lo) reduction(max:hi)")           \
+		for (size_t i = 0; i < n; i++) {                                                \
+			T v = x[i];                                                             \
+			s += v;                                                                 \
+			q += v * v;                                                             \
+			lo = v < lo ? v : lo;                                                   \
+			hi = v > hi ? v : hi;                                                   \
+		}                                                                               \
+		*b = (struct block){.sum = s, .sq = q, .min = lo, .max = hi};                   \
+	}                                                                                       \
+	static void nonfinite_##SFX(const T *x, uint64_t n, double *nan, double *inf)           \
+	{                                                                                       \
+		for (uint64_t i = 0; i < n; i++) {                                              \
+			*nan += isnan(x[i]) != 0;                                               \
+			*inf += isinf(x[i]) != 0;                                               \
+		}                                                                               \
 	}
 
 REDUCE_KERNELS(float, f32)

@@ -288,8 +288,8 @@ struct dnnfault_span {
 	uint16_t dtype;		/* enum dnnfault_span_dtype; prev and keep have it too */
 };
 
-/* Accumulators of one row, in order. NAN and INF count the spans'
- * non-finite values exactly (a second pass, only over a span whose sum of
+/* Accumulators of one row, in order (the Python layer's _stats.A_* follow
+ * it). NAN and INF count the spans' non-finite values exactly (a second pass, only over a span whose sum of
  * squares is not finite); a max or min over a span with a NaN is NaN. */
 enum dnnfault_acc {
 	DNNFAULT_ACC_W_SUM, DNNFAULT_ACC_W_SQ, DNNFAULT_ACC_W_MAX_ABS, DNNFAULT_ACC_W_DIFF_SQ,

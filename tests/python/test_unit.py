@@ -294,3 +294,66 @@ def test_sparse_gradient(path):
     dense = emb.weight.grad.to_dense()
     emb.weight.grad = dense  # the reference reads a dense gradient
     _check_layers(stats, [layer], [out.detach()], [None])
+
+
+class _NoReduce:
+    reduce = None
+
+
+def test_step_stats_picks_a_path(monkeypatch):
+    """The C path for float CPU models with a library that has
+    dnnfault_reduce; the torch path otherwise, or when asked for."""
+    from dnnfault._host_stats import StepStats
+    lin = nn.Linear(3, 2)
+    layers = [Layer("a", lin, list(lin.named_parameters()))]
+    st = StepStats(layers, _lib.load())
+    assert st.current() is st.host
+    assert StepStats(layers, _NoReduce()).current() is not None  # an old library
+    assert StepStats(layers, _NoReduce()).host is None
+    monkeypatch.setenv("DNNFAULT_STATS", "torch")
+    assert StepStats(layers, _lib.load()).host is None
+    monkeypatch.delenv("DNNFAULT_STATS")
+    lin.half()
+    assert st.current() is st.torch
+    lin.double()
+    assert st.current() is st.host
+
+
+def test_path_switch_forgets_the_snapshot():
+    """Every step sampled on the C path, then on the torch path (a half
+    precision model), then back: the first step after each switch has no
+    update ratio rather than one against weights several steps old."""
+    from dnnfault._host_stats import StepStats
+    torch.manual_seed(3)
+    lin = nn.Linear(8, 4)
+    layers = [Layer("a", lin, list(lin.named_parameters()))]
+    st = StepStats(layers, _lib.load())
+    st.snapshot()
+
+    def step():
+        with torch.no_grad():
+            lin.weight.add_(0.01)
+        return st.sample(None, None, None, None, None, keep_weights=True)[0][9]
+
+    assert st.current() is st.host
+    assert step() > 0 and step() > 0
+    lin.half()
+    assert math.isnan(step())  # the torch path has no snapshot of its own
+    assert step() > 0
+    lin.float()
+    assert math.isnan(step())  # not the weights of three steps ago
+    r = step()
+    w = torch.cat([p.detach().reshape(-1) for p in lin.parameters()])
+    assert r == pytest.approx(0.01 * math.sqrt(lin.weight.numel()) / w.norm().item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_integer_outputs(path):
+    """A layer whose output is an integer tensor: its statistics as float,
+    on both paths."""
+    lin = nn.Linear(1, 1)
+    layer = Layer("a", lin, list(lin.named_parameters()))
+    layer.act = torch.tensor([1, 2, 3, -4])
+    stats, _ = _make_stats(path, [layer]).sample(None, None, None, None, None, False)
+    assert stats[10] == pytest.approx(0.5)
+    assert stats[12] == pytest.approx(0.25)

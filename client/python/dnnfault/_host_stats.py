@@ -21,29 +21,34 @@ accumulator array; see _stats for why that matters on glibc.
 """
 
 import array
+import ctypes
 import os
+import sys
 
 import torch
 
 from . import _lib
 from ._describe import first_tensor
-from ._stats import N_ACC, Stats, _std_sq, accuracy, layer_stats
+from ._stats import A_ASQ, A_ASUM, N_ACC, Stats, _std_sq, accuracy, layer_stats
 
 # struct dnnfault_span is five 64-bit words: data, prev, keep, n, then row
-# (32 bits), kind and dtype (16 each), little-endian. Spans are written as
-# flat lists of words into an array.array (cheaper than a numpy record
-# array at these sizes).
+# (32 bits), kind and dtype (16 each), on a little-endian machine with
+# 64-bit pointers (reduce.c asserts the layout; usable() the machine).
+# Spans are written as flat lists of words into an array.array (cheaper
+# than a numpy record array at these sizes).
 WEIGHT, GRAD, OUTPUT, INPUT = 1, 2, 3, 4
+_DTYPES = {torch.float32: 1, torch.float64: 2}
+_LAYOUT_OK = sys.byteorder == "little" and ctypes.sizeof(ctypes.c_void_p) == 8
+# dnnfault_reduce's accumulator row (enum dnnfault_acc): the N_ACC sums in
+# the A_* order of _stats, then the input's minimum and maximum; the input
+# row keeps its sums where a layer keeps its output's.
+ACC_N = N_ACC + 2
+X_MIN, X_MAX = N_ACC, N_ACC + 1
 
 
 def _tail(row, kind, dtype):
+    """The span's last word: row, kind and dtype."""
     return row | kind << 32 | dtype << 48
-_DTYPES = {torch.float32: 1, torch.float64: 2}
-# dnnfault_reduce's accumulator row: N_ACC sums (the A_* order of _stats),
-# then the minimum and maximum of the input.
-ACC_N = N_ACC + 2
-X_MIN, X_MAX = N_ACC, N_ACC + 1
-A_SUM, A_SQ = 8, 9
 
 
 def _flat(t):
@@ -65,6 +70,8 @@ class HostStats:
         self._acc = array.array("d")
 
     def usable(self):
+        if not _LAYOUT_OK:
+            return False
         for l in self.layers:
             for p in l.params:
                 if p.device.type != "cpu" or p.dtype not in _DTYPES:
@@ -106,6 +113,9 @@ class HostStats:
         nws = [0] * nl
         ng = [0] * nl
         na = [0] * nl
+        acts = [l.act for l in layers]
+        for l in layers:  # first: none outlives this step if a span fails
+            l.act = None
         for i, l in enumerate(layers):
             for p, b in zip(l.params, bufs[i]):
                 n = p.numel()
@@ -123,11 +133,13 @@ class HostStats:
                 if g is not None:
                     g = _flat(g)
                     hold.append(g)
-                    spans += (g.data_ptr(), 0, 0, n, _tail(i, GRAD, _DTYPES[g.dtype]))
-                    ng[i] += n
-            a = l.act
-            l.act = None
-            if a is not None and a.numel() and (a.is_floating_point() or a.is_complex()):
+                    k = g.numel()  # = n, unless someone set a .grad of another shape
+                    spans += (g.data_ptr(), 0, 0, k, _tail(i, GRAD, _DTYPES[g.dtype]))
+                    ng[i] += k
+            a = acts[i]
+            if a is not None and a.numel():
+                # Integer and bool outputs as float32, as the torch path's
+                # copy into its float scratch does.
                 a = _flat(a.real if a.is_complex() else a)
                 hold.append(a)
                 na[i] = a.numel()
@@ -161,8 +173,8 @@ class HostStats:
             extras["accuracy"] = acc_t.item()
         if nx:
             row = r[nl]
-            m = row[A_SUM] / nx
-            extras["input"] = (m, _std_sq(row[A_SQ], m, nx), row[X_MIN], row[X_MAX])
+            m = row[A_ASUM] / nx
+            extras["input"] = (m, _std_sq(row[A_ASQ], m, nx), row[X_MIN], row[X_MAX])
         return stats, extras
 
 
@@ -175,10 +187,20 @@ class StepStats:
         reduce = getattr(lib, "reduce", None)
         self.host = HostStats(layers, reduce) \
             if reduce is not None and os.environ.get("DNNFAULT_STATS") != "torch" else None
+        self._last = None
 
     def current(self):
-        """The path that serves the model now: self.host or self.torch."""
-        return self.host if self.host is not None and self.host.usable() else self.torch
+        """The path that serves the model now: self.host or self.torch.
+        On a switch (model.half(), .cuda(), and back) both forget their
+        snapshot: the one left behind by the other path's last use is
+        older than the previous step."""
+        path = self.host if self.host is not None and self.host.usable() else self.torch
+        if path is not self._last:
+            if self.host is not None:
+                self.host.prev_valid = False
+            self.torch.prev = None
+            self._last = path
+        return path
 
     def snapshot(self):
         self.current().snapshot()

@@ -81,7 +81,8 @@ ROWS = 4
 WG_ROWS = 3
 SAT_SQ = SATURATION * SATURATION  # |x| > 5 exactly when fl(x²) > 25
 
-# Accumulators per layer, filled by finish().
+# Accumulators per layer, filled by finish() (and on the C path by
+# dnnfault_reduce, whose enum dnnfault_acc has this order).
 (A_WSUM, A_WSQ, A_WMAX, A_DSQ, A_GSUM, A_GSQ, A_GMAX, A_GZERO, A_ASUM, A_ASQ, A_APOS,
  A_ASAT, A_NAN, A_INF) = range(14)
 N_ACC = 14
