@@ -113,8 +113,9 @@ def run_parts(make, steps, x, y, batch, part, seed):
 
     def parts(model, opt, lf):
         layers, st = _step_stats(model)
-        for l in layers:
-            l.module.register_forward_hook(_recorder(l))
+        now = st.output_reducer() if part == "stats" else None
+        for i, l in enumerate(layers):
+            l.module.register_forward_hook(_recorder(l, now and (lambda out, i=i: now(i, out))))
 
         def after_step(loss, out, yb, xb):
             if part == "stats":

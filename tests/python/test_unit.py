@@ -357,3 +357,31 @@ def test_integer_outputs(path):
     stats, _ = _make_stats(path, [layer]).sample(None, None, None, None, None, False)
     assert stats[10] == pytest.approx(0.5)
     assert stats[12] == pytest.approx(0.25)
+
+
+def test_outputs_reduced_in_the_hook():
+    """On the C path the forward hooks reduce each output at once instead
+    of keeping it: the same statistics as from the kept outputs, NaN and
+    Inf counts included; the last forward pass of the step wins."""
+    import functools
+    from dnnfault._monitor import _recorder
+    torch.manual_seed(5)
+    mods = [nn.Linear(6, 5), nn.Linear(5, 3)]
+    x = torch.randn(16, 6) * 3
+    x[0, 0] = float("inf")
+
+    def sampled(in_hook):
+        layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+        st = HostStats(layers, _lib.load().reduce)
+        hooks = [m.register_forward_hook(_recorder(
+            l, functools.partial(st.record, k) if in_hook else None))
+            for k, (m, l) in enumerate(zip(mods, layers))]
+        mods[1](mods[0](x * 0.5).relu())  # overwritten by the next pass
+        mods[1](mods[0](x).relu())
+        for h in hooks:
+            h.remove()
+        return st.sample(None, None, None, None, None, False)[0]
+
+    kept, reduced = sampled(False), sampled(True)
+    assert [float(v) for v in reduced] == pytest.approx([float(v) for v in kept], nan_ok=True)
+    assert reduced[15] == kept[15] == 5  # the infinite outputs of the first layer

@@ -1,6 +1,7 @@
 """The watch object: hooks, sampling, and the hand-over to the C client."""
 
 import atexit
+import functools
 import logging
 import os
 import sys
@@ -165,8 +166,10 @@ class Monitor:
     def _attach(self):
         if self._hooks:
             return
-        for l in self._layers:
-            self._hooks.append(l.module.register_forward_hook(_recorder(l)))
+        now = self._stats.output_reducer()
+        for i, l in enumerate(self._layers):
+            self._hooks.append(l.module.register_forward_hook(
+                _recorder(l, None if now is None else functools.partial(now, i))))
 
     def _detach(self):
         for h in self._hooks:
@@ -385,13 +388,21 @@ class Monitor:
             self.run, self.every, self._step, "enabled" if self.enabled else "disabled")
 
 
-def _recorder(layer):
+def _recorder(layer, reduce_now=None):
+    """The forward hook of a layer: keeps its output for the sampled step,
+    or hands it to reduce_now(output) at once (the C path)."""
     def hook(module, inputs, output):
         # Last call wins (a module used twice per forward); eval passes
         # under no_grad are ignored.
         if torch.is_grad_enabled():
             out = _describe.first_tensor(output)
             if out is not None:
+                try:
+                    if reduce_now is not None:
+                        reduce_now(out)
+                        return
+                except Exception:  # never into the forward pass: keep it instead
+                    pass
                 layer.act = out.detach()
     return hook
 
