@@ -45,8 +45,6 @@ _LAYOUT_OK = sys.byteorder == "little" and ctypes.sizeof(ctypes.c_void_p) == 8
 # row keeps its sums where a layer keeps its output's.
 ACC_N = N_ACC + 2
 X_MIN, X_MAX = N_ACC, N_ACC + 1
-
-
 # What record() keeps of an output's row.
 _OUT_ACC = (A_ASUM, A_ASQ, A_APOS, A_ASAT, A_NAN, A_INF)
 
