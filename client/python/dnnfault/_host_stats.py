@@ -24,6 +24,7 @@ import array
 import ctypes
 import os
 import sys
+import threading
 
 import torch
 
@@ -72,6 +73,7 @@ class HostStats:
         self.prev_valid = False  # prev holds the weights before this step's update
         self._acc = array.array("d")
         self._one = array.array("d", bytes(8 * ACC_N))  # record()'s row
+        self._one_lock = threading.Lock()  # hooks may run on several threads
         # Per layer, the output reduced by record() since the last sample:
         # (elements, [sum, sum of squares, > 0, saturated, NaN, Inf]).
         self._outs = [None] * len(layers)
@@ -120,10 +122,11 @@ class HostStats:
         a = out.detach()
         a = _flat(a.real if a.is_complex() else a)
         words = array.array("Q", (a.data_ptr(), 0, 0, a.numel(), _tail(0, OUTPUT, _DTYPES[a.dtype])))
-        rv = self.reduce(words.buffer_info()[0], 1, self._one.buffer_info()[0], 1)
+        with self._one_lock:
+            rv = self.reduce(words.buffer_info()[0], 1, self._one.buffer_info()[0], 1)
+            r = self._one.tolist()
         if rv != 0:
             raise OSError(-rv, "dnnfault_reduce: %s" % os.strerror(-rv))
-        r = self._one.tolist()
         self._outs[i] = (a.numel(), [r[k] for k in _OUT_ACC])
 
     @torch.no_grad()
