@@ -57,26 +57,17 @@ struct block {
 
 /* The kernels, once per element type. Each reads n <= BLOCK elements. */
 #define REDUCE_KERNELS(T, SFX)                                                                  \
+	/* Weights with their previous values; without them, grad_ serves. */                   \
 	VECTOR_CLONES static void weight_##SFX(const T *x, const T *prev, size_t n, struct block *b) \
 	{                                                                                       \
 		T s = 0, q = 0, d = 0, m = 0;                                                   \
-		if (prev != NULL) {                                                             \
-			SIMD("omp simd reduction(+:s,q,d) reduction(max:m)")                    \
-			for (size_t i = 0; i < n; i++) {                                        \
-				T v = x[i], a = v < 0 ? -v : v, e = v - prev[i];                \
-				s += v;                                                         \
-				q += v * v;                                                     \
-				d += e * e;                                                     \
-				m = a > m ? a : m;                                              \
-			}                                                                       \
-		} else {                                                                        \
-			SIMD("omp simd reduction(+:s,q) reduction(max:m)")                      \
-			for (size_t i = 0; i < n; i++) {                                        \
-				T v = x[i], a = v < 0 ? -v : v;                                 \
-				s += v;                                                         \
-				q += v * v;                                                     \
-				m = a > m ? a : m;                                              \
-			}                                                                       \
+		SIMD("omp simd reduction(+:s,q,d) reduction(max:m)")                            \
+		for (size_t i = 0; i < n; i++) {                                                \
+			T v = x[i], a = v < 0 ? -v : v, e = v - prev[i];                        \
+			s += v;                                                                 \
+			q += v * v;                                                             \
+			d += e * e;                                                             \
+			m = a > m ? a : m;                                                      \
 		}                                                                               \
 		*b = (struct block){.sum = s, .sq = q, .diff_sq = d, .max_abs = m};             \
 	}                                                                                       \
@@ -152,7 +143,9 @@ static void block_of(const struct dnnfault_span *sp, uint64_t at, size_t n, stru
 
 	switch (sp->kind) {
 	case DNNFAULT_SPAN_WEIGHT:
-		if (f32)
+		if (prev == NULL)	/* a gradient's sums; its zero count goes unused */
+			f32 ? grad_f32((const float *)x, n, b) : grad_f64((const double *)x, n, b);
+		else if (f32)
 			weight_f32((const float *)x, (const float *)prev, n, b);
 		else
 			weight_f64((const double *)x, (const double *)prev, n, b);

@@ -151,6 +151,18 @@ static void streams_and_flushes(void **state)
 	harness__cleanup(&d);
 }
 
+/* Waits up to 5 s until n messages are acknowledged; returns how many are. */
+static uint64_t wait_acked(dnnfault_client *c, uint64_t n)
+{
+	struct dnnfault_client_stats st;
+	double t0 = now_ms();
+	do {
+		usleep(5000);
+		dnnfault_client_stats(c, &st);
+	} while (st.acked < n && now_ms() - t0 < 5000);
+	return st.acked;
+}
+
 /* Steps do not wake the I/O thread one by one (async.h): a few steps and
  * no flush still reach the daemon, at the thread's next look, and so does
  * a step after the thread went to sleep. */
@@ -162,24 +174,13 @@ static void steps_arrive_without_a_flush(void **state)
 	uint64_t stream = start_run(c, "async-no-flush");
 	for (uint64_t i = 0; i < 3; i++)
 		step(c, stream, i);
-	struct dnnfault_client_stats st;
-	double t0 = now_ms();
-	do {
-		usleep(5000);
-		dnnfault_client_stats(c, &st);
-	} while (st.acked < 4 && now_ms() - t0 < 5000);
-	assert_int_equal(st.acked, 4);	/* the run start and the 3 steps */
+	assert_int_equal(wait_acked(c, 4), 4);	/* the run start and the 3 steps */
 	assert_int_equal(status_u64("async-no-flush", "steps_stored"), 3);
 	/* Idle for longer than ASYNC_ASLEEP_MS the thread stops looking: the
 	 * next step must wake it, or it would never be sent. */
 	usleep(1500 * 1000);
 	step(c, stream, 3);
-	t0 = now_ms();
-	do {
-		usleep(5000);
-		dnnfault_client_stats(c, &st);
-	} while (st.acked < 5 && now_ms() - t0 < 5000);
-	assert_int_equal(st.acked, 5);
+	assert_int_equal(wait_acked(c, 5), 5);
 	dnnfault_client_close(c, 1000);
 	harness__cleanup(&d);
 }

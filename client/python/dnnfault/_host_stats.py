@@ -115,8 +115,7 @@ class HostStats:
         keeping the tensor until sample(). A kept output changes the
         heap's pattern: with glibc's malloc the small CNN of
         bench/overhead.py then gave memory back and faulted it in again at
-        every step (~420 page faults, +40% step time; reduced in the hook:
-        none, as without monitoring). The last call of a step wins."""
+        every step (docs/benchmarks.md). The last call of a step wins."""
         if not out.numel():
             return
         a = out.detach()
