@@ -5,7 +5,7 @@ sampling interval and at every step.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
-        [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost]
+        [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost [--table]]
         [--breakdown] [--malloc default|fixed]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
@@ -107,8 +107,11 @@ def run(make, steps, x, y, batch, every, address, seed):
 
 def run_parts(make, steps, x, y, batch, part, seed):
     """(Seconds, page faults) per step with only part of the monitor, every step:
-    "hooks" (the forward hooks that record outputs) or "stats" (hooks and
-    the statistics, computed, copied and finished, but sent nowhere)."""
+    "hooks" (the forward hooks that record outputs), "queue" (hooks and the
+    torch path's reductions queued on the device, never copied to the host:
+    on a GPU, what the statistics cost without the wait for the device) or
+    "stats" (hooks and the statistics, computed, copied and finished, but
+    sent nowhere)."""
     from dnnfault._monitor import _recorder
 
     def parts(model, opt, lf):
@@ -120,6 +123,8 @@ def run_parts(make, steps, x, y, batch, part, seed):
         def after_step(loss, out, yb, xb):
             if part == "stats":
                 st.sample(loss, out, yb, xb, "logits", True)
+            elif part == "queue" and st.current() is st.torch:
+                st.torch.compute(loss, out, yb, xb, "logits", True)
             else:
                 for l in layers:
                     l.act = None
@@ -156,7 +161,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def stats_cost(make, x, y, batch, repeats):
+def stats_cost(make, x, y, batch, repeats, table=False):
     """Microseconds per sampled step spent in the statistics alone
     (compute, the one copy, finishing), on one recorded step replayed;
     the path that computed them; and the torch path's groups of layers."""
@@ -183,14 +188,28 @@ def stats_cost(make, x, y, batch, repeats):
 
     n = max(10, int(0.2 / max(_timed(once, 3), 1e-6)))
     us = min(_timed(once, n) for _ in range(repeats)) * 1e6
+    queue_us = float("nan")
+    if st.current() is st.torch:
+        def queue():
+            for l, a in zip(layers, acts):
+                l.act = a
+            st.torch.compute(loss, out, yb, xb, "logits", True)
+        # Queued only (no copy, no finish); the device drains between repeats.
+        best = []
+        for _ in range(repeats):
+            best.append(_timed(queue, n))
+            _sync(x.device)
+        queue_us = min(best) * 1e6
     # What the time is made of: torch calls (each a launch on a GPU) and
     # groups of layers (docs/python.md).
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         once()
     calls = sum(1 for e in prof.events() if e.cpu_parent is None)
+    if table:  # where the time goes, per torch operator
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     path = "C" if st.current() is st.host else "torch"
-    return us, path, len(st.torch.groups), calls
+    return us, queue_us, path, len(st.torch.groups), calls
 
 
 def _timed(f, n):
@@ -202,10 +221,11 @@ def _timed(f, n):
 
 def breakdown(args, x, y, address):
     """Every step sampled: the step-time ratio to the plain loop (median
-    over repeats, all four loops interleaved per repeat) of the hooks
-    alone, hooks and statistics, and the whole monitor."""
-    parts = ("hooks", "stats", "monitor")
-    print("%-9s %10s %8s %8s %8s" % ("model", "plain ms", *parts))
+    over repeats, all five loops interleaved per repeat) of the hooks
+    alone, hooks and the torch path's reductions only queued (run_parts),
+    hooks and statistics, and the whole monitor."""
+    parts = ("hooks", "queue", "stats", "monitor")
+    print("%-9s %10s %8s %8s %8s %8s" % ("model", "plain ms", *parts))
     for name in args.models.split(","):
         make, steps = MODELS[name]
         steps = max(10, int(steps * args.scale))
@@ -219,7 +239,7 @@ def breakdown(args, x, y, address):
                 t = run(make, steps, x, y, args.batch, 1, address, seed)[0] if p == "monitor" \
                     else run_parts(make, steps, x, y, args.batch, p, seed)[0]
                 ratios[p].append(t / base)
-        print("%-9s %10.3f %7.3fx %7.3fx %7.3fx" % (
+        print("%-9s %10.3f %7.3fx %7.3fx %7.3fx %7.3fx" % (
             name, statistics.median(plain) * 1e3,
             *(statistics.median(ratios[p]) for p in parts)))
 
@@ -236,6 +256,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--stats-cost", action="store_true",
                     help="only time the statistics of one sampled step (no daemon, no training)")
+    ap.add_argument("--table", action="store_true",
+                    help="with --stats-cost: also print the profiler's table of torch operators")
     ap.add_argument("--breakdown", action="store_true",
                     help="split the every-step cost: hooks, statistics, the whole monitor")
     ap.add_argument("--malloc", choices=("default", "fixed"), default="default",
@@ -262,9 +284,10 @@ def main():
               "(best of %d)" % (torch.__version__, torch.get_num_threads(), args.batch, where,
                                args.repeats))
         for name in args.models.split(","):
-            us, path, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch, args.repeats)
-            print("%-9s %9.1f us  %-5s path  %2d groups  %3d torch calls" % (
-                name, us, path, groups, calls))
+            us, queue_us, path, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch,
+                                                           args.repeats, args.table)
+            print("%-9s %9.1f us  (queued %7.1f us)  %-5s path  %2d groups  %3d torch calls" % (
+                name, us, queue_us, path, groups, calls))
         return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")

@@ -212,3 +212,51 @@ def test_cuda_big_layers_grouped_and_chunked(daemon):
         for k, (wn, gn) in expected[r["step"]].items():
             assert num(r["layers"][k]["weight_norm"]) == pytest.approx(wn, rel=1e-4), (r["step"], k)
             assert num(r["layers"][k]["grad_norm"]) == pytest.approx(gn, rel=1e-4), (r["step"], k)
+
+
+def test_cuda_graph_replays_match_eager(monkeypatch):
+    """A group's reductions replayed as a CUDA graph give the very numbers
+    the same kernels give launched one by one, and torch's, over steps with
+    and without a snapshot to keep."""
+    import numpy as np
+    from dnnfault import _cuda_graph
+    from dnnfault._stats import Layer, Stats
+    from test_unit import _check_layers
+
+    results = {}
+    for graphs in (True, False):
+        monkeypatch.setattr(_cuda_graph, "ENABLED", graphs)
+        torch.manual_seed(3)
+        mods = [nn.Linear(6, 5), nn.Linear(5, 4), nn.Conv2d(2, 3, 3), nn.Linear(4, 3),
+                nn.Linear(3, 3).double()]
+        mods = [m.to(DEV) for m in mods]
+        mods[3].bias.requires_grad_(False)
+        layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+        st = Stats(layers)
+        st.snapshot()
+        gen = torch.Generator(device=DEV).manual_seed(5)
+        got = []
+        for step in range(5):
+            prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params])
+                     for l in layers]
+            acts = []
+            for k, m in enumerate(mods):
+                with torch.no_grad():
+                    for p in m.parameters():
+                        noise = torch.randn(p.shape, generator=gen, device=DEV)
+                        p.add_(0.01 * noise.to(p.dtype))
+                        if p.requires_grad:
+                            p.grad = torch.randn(p.shape, generator=gen, device=DEV).to(p.dtype)
+                shape = {2: (4, 3, 6, 6), 4: (8, 3)}.get(k, (16, 5 + k))
+                a = 3 * torch.randn(shape, generator=gen, device=DEV)
+                acts.append(a.double() if k == 4 else a)
+                layers[k].act = acts[-1]
+            stats, _ = st.sample(None, None, None, None, None, keep_weights=step < 4)
+            _check_layers(stats, layers, acts, prevs)
+            got.append(stats)
+        replays = [r for g in st.groups for ex in g.cache.values() for r in ex.replays.values()]
+        results[graphs] = (got, [r.graph is not None for r in replays])
+    for a, b in zip(results[True][0], results[False][0]):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert any(results[True][1]), "no group was replayed as a graph"
+    assert not any(results[False][1])

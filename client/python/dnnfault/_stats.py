@@ -52,7 +52,7 @@ import math
 import numpy as np
 import torch
 
-from . import _lib
+from . import _cuda_graph, _lib
 
 SATURATION = 5.0
 NAN = float("nan")
@@ -132,7 +132,7 @@ class _Exec:
     """Views of the scratch for one group and layout (see Stats._exec)."""
 
     __slots__ = ("generation", "x", "sq", "xw", "dw", "xg", "zg", "xa", "pa", "sqa", "sa",
-                 "res", "sums", "minmax", "recs", "act_slots")
+                 "res", "sums", "minmax", "recs", "act_slots", "replays")
 
 
 def _plan(layers):
@@ -340,16 +340,7 @@ class Stats:
             if p is not None and (p.numel() != n or p.device != g.device):
                 p = None
             torch.cat(parts, out=ex.x)
-            _features(ex, p)
-            for src, dst in ex.sums:
-                torch.sum(src, -1, out=dst)
-            for src, (lo, hi) in ex.minmax:
-                # aminmax(dim=) is not vectorised on CPU in torch 1.13.
-                torch.amin(src, -1, out=lo)
-                torch.amax(src, -1, out=hi)
-            if keep_weights:
-                # After the features: they read the old contents.
-                new_prev[gi].copy_(ex.xw)
+            _reduce_group(ex, p, new_prev[gi] if keep_weights else None)
             vals.append(ex.res)
             for (kind, i, o), pad in zip(ex.recs, pads):
                 recs.append((kind, i, pos + o, pad))
@@ -411,6 +402,7 @@ class Stats:
         M = self._buffer(g.device, g.dtype, width)
         ex = _Exec()
         ex.generation = self._generation
+        ex.replays = {}  # CUDA graphs of _reduce_group, by snapshot and keep buffers
         ex.x = M[R_X]
         ex.sq = M[R_SQ]
         ex.xw = ex.x[:n]
@@ -648,6 +640,36 @@ def layer_stats(acc, nws, ng, na, has_prev):
         o[14] = c[A_NAN]
         o[15] = c[A_INF]
     return np.array(out, dtype=np.float32).reshape(-1)
+
+
+def _reduce_group(ex, prev, keep):
+    """Every reduction of a group from its scratch row 0 into ex.res, and
+    the weights into keep (the next snapshot) when given. On a GPU the
+    sequence is replayed as one CUDA graph (_cuda_graph), one per snapshot
+    buffer and keep buffer: all of them are made once."""
+    if ex.res.device.type == "cuda":
+        key = (None if prev is None else prev.data_ptr(),
+               None if keep is None else keep.data_ptr())
+        replay = ex.replays.get(key)
+        if replay is None:
+            replay = ex.replays[key] = _cuda_graph.Replay(
+                lambda: _reductions(ex, prev, keep), ex.res.device)
+        replay()
+    else:
+        _reductions(ex, prev, keep)
+
+
+def _reductions(ex, prev, keep):
+    _features(ex, prev)
+    for src, dst in ex.sums:
+        torch.sum(src, -1, out=dst)
+    for src, (lo, hi) in ex.minmax:
+        # aminmax(dim=) is not vectorised on CPU in torch 1.13.
+        torch.amin(src, -1, out=lo)
+        torch.amax(src, -1, out=hi)
+    if keep is not None:
+        # After the features: they read the old contents.
+        keep.copy_(ex.xw)
 
 
 def _features(ex, prev):
