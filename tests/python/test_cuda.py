@@ -214,18 +214,18 @@ def test_cuda_big_layers_grouped_and_chunked(daemon):
             assert num(r["layers"][k]["grad_norm"]) == pytest.approx(gn, rel=1e-4), (r["step"], k)
 
 
-def test_cuda_graph_replays_match_eager(monkeypatch):
+def test_cuda_replays_match_eager(monkeypatch):
     """A group's reductions replayed as a CUDA graph give the very numbers
     the same kernels give launched one by one, and torch's, over steps with
     and without a snapshot to keep."""
     import numpy as np
-    from dnnfault import _cuda_graph
+    from dnnfault import _cuda
     from dnnfault._stats import Layer, Stats
     from test_unit import _check_layers
 
     results = {}
     for graphs in (True, False):
-        monkeypatch.setattr(_cuda_graph, "ENABLED", graphs)
+        monkeypatch.setattr(_cuda, "ENABLED", graphs)
         torch.manual_seed(3)
         mods = [nn.Linear(6, 5), nn.Linear(5, 4), nn.Conv2d(2, 3, 3), nn.Linear(4, 3),
                 nn.Linear(3, 3).double()]
@@ -260,3 +260,74 @@ def test_cuda_graph_replays_match_eager(monkeypatch):
         assert np.array_equal(a, b, equal_nan=True)
     assert any(results[True][1]), "no group was replayed as a graph"
     assert not any(results[False][1])
+
+
+def test_cuda_nonfinite_counted_on_the_device():
+    """On a GPU NaN and Inf are counted on the device at every sampled step
+    (the tensors have changed by the time the deferred copy is read): the
+    counts are exact, in the weight groups and in output-only groups, and a
+    finite value whose square overflows counts as neither."""
+    from dnnfault._stats import Layer, Stats
+    torch.manual_seed(8)
+    mods = [nn.Linear(4, 4).to(DEV) for _ in range(4)] + [nn.ReLU()]
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    for m in mods:
+        for p in m.parameters():
+            p.grad = torch.randn_like(p)
+    with torch.no_grad():
+        mods[0].weight[0, 0] = float("nan")
+        mods[0].weight[1, 1] = float("inf")
+        mods[1].weight.grad[0, :2] = float("-inf")
+        mods[3].weight[2, 2] = 1e20  # finite, but its square is not
+    acts = [torch.randn(8, 4, device=DEV) for _ in mods]
+    acts[2][0, 0] = float("nan")
+    acts[2][1, 1] = float("inf")
+    acts[4][3, 3] = float("-inf")  # a layer without parameters: output-only group
+    acts[4][0, :3] = float("nan")
+    st = Stats(layers)
+    for l, a in zip(layers, acts):
+        l.act = a
+    pending = st.sample(None, None, None, None, None, False, defer=True)
+    assert not isinstance(pending, tuple)
+    stats, _ = pending.result()
+    counts = [(stats[16 * k + 14], stats[16 * k + 15]) for k in range(5)]
+    assert counts == [(1, 1), (0, 2), (1, 1), (0, 0), (3, 1)]
+    assert stats[48] == float("inf") and stats[48 + 3] == pytest.approx(1e20)
+
+
+def test_cuda_sampled_steps_do_not_wait(daemon):
+    """Every step sampled: once the graphs are recorded, mon.step queues
+    its work and an asynchronous copy and returns; the numbers are read
+    at the next call. No stream or device synchronisation, and every step
+    arrives with the values torch computes."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    torch.manual_seed(4)
+    model = mlp().to(DEV)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    lf = nn.CrossEntropyLoss()
+    x, y = _data()
+    steps, syncs, norms = 12, [], {}
+    with dnnfault.watch(model, opt, lf, run="cuda-nowait", every=1,
+                        address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 32, steps):
+            out, loss = _train_step(model, opt, lf, xb, yb)
+            norms[t] = torch.cat([p.detach().reshape(-1) for p in model[0].parameters()]).norm()
+            if t < 4:
+                mon.step(loss, output=out, target=yb, inputs=xb)
+                continue
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                with record_function("dnnfault-step"):
+                    mon.step(loss, output=out, target=yb, inputs=xb)
+            evs = prof.events()
+            # Only what mon.step did (the profiler may synchronise itself).
+            span = [e.time_range for e in evs if e.name == "dnnfault-step"][0]
+            syncs.append([e.name for e in evs if "Synchronize" in e.name
+                          and "Event" not in e.name and span.start <= e.time_range.start
+                          and e.time_range.end <= span.end])
+    assert mon.stats()["errors"] == 0
+    assert syncs == [[]] * (steps - 4), syncs
+    rows = daemon.export("cuda-nowait")
+    assert [r["step"] for r in rows] == list(range(steps))
+    for r in rows:
+        assert num(r["layers"]["0"]["weight_norm"]) == pytest.approx(norms[r["step"]].item(),
+                                                                      rel=1e-5)

@@ -246,5 +246,10 @@ class StepStats:
         path = self.current()
         return path.record if path is self.host else None
 
-    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights):
-        return self.current().sample(loss, output, target, inputs, accuracy_mode, keep_weights)
+    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights, defer=False):
+        """(layer_stats, extras), or with defer a _cuda.Pending of them
+        where the model lies on one GPU (Stats.sample)."""
+        path = self.current()
+        if path is self.torch:
+            return path.sample(loss, output, target, inputs, accuracy_mode, keep_weights, defer)
+        return path.sample(loss, output, target, inputs, accuracy_mode, keep_weights)

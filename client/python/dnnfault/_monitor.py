@@ -49,6 +49,7 @@ class Monitor:
         self._errors = 0
         self._step = 0
         self._sampled = 0
+        self._pending = None  # (Step, _cuda.Pending): a sampled step not yet sent
         self._started = False
         self._stream = 0
         self._epoch = 0
@@ -211,6 +212,8 @@ class Monitor:
         if self._lib is None or self._closed:
             return
         try:
+            if self._pending is not None:
+                self._deliver(wait=False)
             if not self._started:
                 self._start(output, target, inputs)
             nxt = (t + 1) % self.every == 0
@@ -226,30 +229,54 @@ class Monitor:
             self._error("step %d not recorded" % t, e)
 
     def _sample(self, t, loss, output, target, inputs, keep_weights):
-        layer_stats, extra = self._stats.sample(loss, output, target, inputs,
-                                                self._accuracy_mode, keep_weights)
+        if self._pending is not None:
+            self._deliver(wait=True)
         s = _lib.Step()
         s.step = t
         s.time = time.time()
-        if "loss" in extra:
-            s.loss = extra["loss"]
-            s.has |= _lib.HAS_LOSS
-        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            s.loss = float(loss)
-            s.has |= _lib.HAS_LOSS
-        if "accuracy" in extra:
-            s.accuracy = extra["accuracy"]
-            s.has |= _lib.HAS_ACCURACY
         lr = self._lr()
         if lr is not None:
             s.lr = lr
             s.has |= _lib.HAS_LR
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            s.loss = float(loss)
+            s.has |= _lib.HAS_LOSS
+        self._sampled += 1
+        got = self._stats.sample(loss, output, target, inputs, self._accuracy_mode,
+                                 keep_weights, defer=True)
+        if isinstance(got, tuple):
+            self._send(s, *got)
+        else:  # on a GPU: sent once the numbers have reached the host
+            self._pending = (s, got)
+
+    def _deliver(self, wait):
+        """Sends the pending sampled step once its numbers have reached
+        the host (wait: wait for them)."""
+        s, pending = self._pending
+        if not wait and not pending.ready():
+            return
+        self._pending = None
+        try:
+            self._send(s, *pending.result())
+        except Exception as e:
+            self._error("step %d not recorded" % s.step, e)
+
+    def _deliver_all(self):
+        if self._pending is not None and self._client and self._lib is not None:
+            self._deliver(wait=True)
+
+    def _send(self, s, layer_stats, extra):
+        if "loss" in extra:
+            s.loss = extra["loss"]
+            s.has |= _lib.HAS_LOSS
+        if "accuracy" in extra:
+            s.accuracy = extra["accuracy"]
+            s.has |= _lib.HAS_ACCURACY
         if "input" in extra:
             s.input_mean, s.input_std, s.input_min, s.input_max = extra["input"]
             s.has |= _lib.HAS_INPUT
         s.layer_stats = layer_stats.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
-        s.n_layers = len(self._layers)
-        self._sampled += 1
+        s.n_layers = len(layer_stats) // _lib.STATS_PER_LAYER
         self._check("Step", self._lib.client_step(self._client, self._stream, s))
 
     def _lr(self):
@@ -273,6 +300,7 @@ class Monitor:
         try:
             if not self._started:
                 self._start()
+            self._deliver_all()
             e = _lib.Epoch()
             e.epoch = int(epoch)
             e.step = max(self._step - 1, 0)
@@ -297,6 +325,7 @@ class Monitor:
         if self._lib is None or self.run_id is None:
             return None
         try:
+            self._deliver_all()
             return self._lib.status(self.address, self.run_id, int(timeout * 1000))
         except Exception as e:
             log.debug("dnnfault: diagnosis: %s", e)
@@ -327,6 +356,7 @@ class Monitor:
         everything; True when it did."""
         if not self._client or self._closed:
             return False
+        self._deliver_all()
         return self._lib.client_flush(self._client, int(timeout * 1000)) == 0
 
     def close(self, status="completed", timeout=None):
@@ -335,6 +365,7 @@ class Monitor:
         and releases the hooks and the connection. Idempotent."""
         if self._closed:
             return
+        self._deliver_all()
         self._closed = True
         self._detach()
         if timeout is None:
@@ -415,6 +446,10 @@ def _atexit_closer(mon):
         # how it ended (the daemon shows it as stale).
         m = ref()
         if m is not None and m._client and not m._closed:
+            try:
+                m._deliver_all()
+            except Exception:  # exiting: the rest still goes out
+                pass
             m._closed = True
             m._lib.client_close(m._client, int(CLOSE_TIMEOUT * 1000))
             m._client = None

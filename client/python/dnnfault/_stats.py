@@ -52,7 +52,7 @@ import math
 import numpy as np
 import torch
 
-from . import _cuda_graph, _lib
+from . import _cuda, _lib
 
 SATURATION = 5.0
 NAN = float("nan")
@@ -74,11 +74,21 @@ def _chunk(device):
     return CHUNK if device.type == "cpu" else CHUNK_GPU
 
 
+def _rows(device):
+    """Rows of the scratch on this device: counts of NaN and Inf on GPUs."""
+    return COUNT_ROWS if device.type == "cuda" else ROWS
+
+
 # Rows of the scratch matrix. Weights and gradients use the first
-# WG_ROWS; outputs all of them.
-R_X, R_SQ, R_MIX, R_SAT = range(4)
+# WG_ROWS; outputs the first ROWS. On a GPU two more rows count NaN and
+# Inf (x != x, |x| == inf) of everything, on every sampled step: launches
+# cost there, arithmetic does not (the reductions are one graph), and the
+# counts must be known without a second look at tensors that the next
+# step changes (the copy to the host is finished a step later).
+R_X, R_SQ, R_MIX, R_SAT, R_NAN, R_INF = range(6)
 ROWS = 4
 WG_ROWS = 3
+COUNT_ROWS = 6
 SAT_SQ = SATURATION * SATURATION  # |x| > 5 exactly when fl(x²) > 25
 
 # Accumulators per layer, filled by finish() (and on the C path by
@@ -90,8 +100,8 @@ N_ACC = 14
 # Kinds of result records: weights and gradients of a layer (or chunk):
 # sums of rows [x, x², mix] for w and for g interleaved, then min w, min g,
 # max w, max g; weights alone: the three sums, min, max; an output: the
-# sums of its four rows.
-_WG, _W, _A = 0, 1, 2
+# sums of its four rows; counts (GPU only): j NaN counts, then j Inf counts.
+_WG, _W, _A, _N = 0, 1, 2, 3
 _WG_SIZE = 2 * WG_ROWS + 4
 _W_SIZE = WG_ROWS + 2
 
@@ -132,7 +142,8 @@ class _Exec:
     """Views of the scratch for one group and layout (see Stats._exec)."""
 
     __slots__ = ("generation", "x", "sq", "xw", "dw", "xg", "zg", "xa", "pa", "sqa", "sa",
-                 "res", "sums", "minmax", "recs", "act_slots", "replays")
+                 "nan", "inf", "res", "sums", "minmax", "recs", "counts", "act_slots",
+                 "replays")
 
 
 def _plan(layers):
@@ -194,6 +205,8 @@ class Stats:
         self._scratch = {}  # (device, dtype): flat buffer
         self._zeros = {}  # (device, dtype): zeros for missing gradients
         self._generation = 0
+        self._loose_execs = {}  # (device, dtype, output sizes): _LooseExec
+        self._copy = None  # _cuda.HostCopy of deferred samples
 
     def _check_plan(self):
         sig = _signature(self.layers)
@@ -241,12 +254,13 @@ class Stats:
 
     def _buffer(self, device, dtype, n):
         key = (device, dtype)
+        rows = _rows(device)
         buf = self._scratch.get(key)
-        if buf is None or buf.numel() < ROWS * n:
-            buf = torch.empty(ROWS * n, device=device, dtype=dtype)
+        if buf is None or buf.numel() < rows * n:
+            buf = torch.empty(rows * n, device=device, dtype=dtype)
             self._scratch[key] = buf
             self._generation += 1  # views made of the old one are stale
-        return buf[:ROWS * n].view(ROWS, n)
+        return buf[:rows * n].view(rows, n)
 
     def _zero(self, device, dtype, n):
         key = (device, dtype)
@@ -346,8 +360,12 @@ class Stats:
                 recs.append((kind, i, pos + o, pad))
                 if p is not None:
                     has_prev[i] = True
+            for i, o, j in ex.counts:
+                recs.append((_N, i, pos + o, j))
             for i, o in zip(mine, ex.act_slots):
                 recs.append((_A, i, pos + o, 0))
+                if ex.nan is not None:
+                    recs.append((_N, i, pos + o + ROWS, 1))
             pos += ex.res.numel()
         if keep_weights:
             self.prev = new_prev
@@ -386,10 +404,19 @@ class Stats:
                 vals += [v.reshape(1) for v in small]
         return vals, (self, recs, [l.n_weights for l in layers], ng, na, has_prev, extra, kept)
 
-    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights):
+    def sample(self, loss, output, target, inputs, accuracy_mode, keep_weights, defer=False):
         """(layer_stats, extras) of a sampled step: compute, one copy to the
-        host, finish."""
+        host, finish. defer: where everything lies on one GPU, a
+        _cuda.Pending of them instead, without waiting for the device."""
         values, layout = self.compute(loss, output, target, inputs, accuracy_mode, keep_weights)
+        if defer and values and values[0].device.type == "cuda" and all(
+                v.device == values[0].device for v in values):
+            # Every layer's NaN and Inf were counted on the device: nothing
+            # needs the step's tensors once the copy has landed.
+            layout = layout[:-1] + (None,)
+            if self._copy is None:
+                self._copy = _cuda.HostCopy()
+            return self._copy.start(torch.cat(values), lambda raw: Stats.finish(raw, layout))
         return Stats.finish(Stats.gather(values), layout)
 
     def _exec(self, g, any_grad, mine):
@@ -413,13 +440,20 @@ class Stats:
         ex.pa = M[R_MIX, n_wg:] if width > n_wg else None
         ex.sqa = M[R_SQ, n_wg:] if width > n_wg else None
         ex.sa = M[R_SAT, n_wg:] if width > n_wg else None
-        size = len(g.items) * (_WG_SIZE if any_grad else _W_SIZE) + ROWS * len(mine)
+        counting = M.shape[0] > ROWS
+        ex.nan = M[R_NAN] if counting else None
+        ex.inf = M[R_INF] if counting else None
+        j = 2 if any_grad else 1  # counts per record: weights (and gradients)
+        size = len(g.items) * ((_WG_SIZE if any_grad else _W_SIZE) + 2 * j * counting) \
+            + (ROWS + 2 * counting) * len(mine)
         res = torch.empty(size, device=g.device, dtype=g.dtype)
         ex.res = res
-        ex.sums, ex.minmax, ex.recs = [], [], []
+        ex.sums, ex.minmax, ex.recs, ex.counts = [], [], [], []
         o = off = 0
         if any_grad:
             P = M[:WG_ROWS, :2 * n].view(WG_ROWS, 2, n)
+            if counting:
+                C = M[R_NAN:R_INF + 1, :2 * n].view(2, 2, n)
         for i, _, m in g.items:
             if any_grad:
                 k = 2 * WG_ROWS
@@ -428,6 +462,8 @@ class Stats:
                                                            res[o + k + 2:o + k + 4])))
                 ex.recs.append((_WG, i, o))
                 o += _WG_SIZE
+                if counting:
+                    ex.sums.append((C[:, :, off:off + m], res[o:o + 4].view(2, 2)))
             else:
                 k = WG_ROWS
                 ex.sums.append((M[:WG_ROWS, off:off + m], res[o:o + k]))
@@ -435,13 +471,20 @@ class Stats:
                                                                  res[o + k + 1:o + k + 2])))
                 ex.recs.append((_W, i, o))
                 o += _W_SIZE
+                if counting:
+                    ex.sums.append((M[R_NAN:R_INF + 1, off:off + m], res[o:o + 2]))
+            if counting:
+                ex.counts.append((i, o, j))
+                o += 2 * j
             off += m
         off = n_wg
         ex.act_slots = []  # the outputs' layers are told per step
+        rows = M.shape[0]
         for m in mine:
-            ex.sums.append((M[:, off:off + m], res[o:o + ROWS]))
+            # All rows: the four of an output, then its counts.
+            ex.sums.append((M[:, off:off + m], res[o:o + rows]))
             ex.act_slots.append(o)
-            o += ROWS
+            o += rows
             off += m
         return ex
 
@@ -455,9 +498,10 @@ class Stats:
             n = a.numel()
             chunk = _chunk(a.device)
             start = 0
-            if n >= BIG_OUTPUT and a.dtype == dt:
+            if n >= BIG_OUTPUT and a.dtype == dt and a.device.type != "cuda":
                 # Big enough that a launch more does not matter: read it
-                # where it is instead of copying it into row 0.
+                # where it is instead of copying it into row 0 (on a GPU
+                # it is copied: the reductions then replay as one graph).
                 while start < n:
                     m = min(n - start, chunk)
                     x = a if m == n else a[start:start + m]
@@ -479,16 +523,24 @@ class Stats:
                 b[1].append((i, a if take == n else a[start:start + take], take))
                 b[0] += take
                 start += take
-        for (dev, dt), (width, items) in bins.get(("all",), []):
+        for b, ((dev, dt), (width, items)) in enumerate(bins.get(("all",), [])):
             M = self._buffer(dev, dt, width)
             torch.cat([t for _, t, _ in items], out=M[R_X])
-            _output_features(M, M[R_X])
-            off = 0
-            for i, _, m in items:
-                vals.append(M[:, off:off + m].sum(1))
+            # One per group of the step: each has its own result vector.
+            key = (b, dev, dt, tuple(m for _, _, m in items))
+            lx = self._loose_execs.get(key)
+            if lx is None or lx.generation != self._generation:
+                if len(self._loose_execs) >= 64:  # output sizes that keep changing
+                    self._loose_execs.clear()
+                lx = self._loose_execs[key] = _LooseExec(M, key[3], self._generation)
+            lx.run()
+            vals.append(lx.res)
+            rows = M.shape[0]
+            for i, _, _ in items:
                 recs.append((_A, i, pos, 0))
-                pos += ROWS
-                off += m
+                if rows > ROWS:
+                    recs.append((_N, i, pos + ROWS, 1))
+                pos += rows
         return pos
 
     @torch.no_grad()
@@ -542,6 +594,7 @@ class Stats:
         r = raw.tolist()
         acc = [None] * n
         wn = [False] * n
+        counted = [False] * n  # NaN and Inf counted on the device
         for kind, i, o, pad in recs:
             c = acc[i]
             if c is None:
@@ -562,19 +615,25 @@ class Stats:
                 c[A_DSQ] += r[o + R_MIX]
                 c[A_WMAX] = _max(c[A_WMAX], _max(-r[o + 3], r[o + 4]))
                 wn[i] = True
-            else:
+            elif kind == _A:
                 c[A_ASUM] += r[o + R_X]
                 c[A_ASQ] += r[o + R_SQ]
                 c[A_APOS] += r[o + R_MIX]
                 c[A_ASAT] += r[o + R_SAT]
+            else:  # _N, pad: how many NaN counts, then as many Inf counts
+                c[A_NAN] += sum(r[o:o + pad])
+                c[A_INF] += sum(r[o + pad:o + 2 * pad])
+                counted[i] = True
         # NaN and Inf make a sum of squares NaN or inf; a finite one proves
         # there are none. Only layers where one is not finite (a NaN or an
         # Inf, or a square overflowing) are counted, in a second pass.
         isfinite = math.isfinite
-        bad = [i for i, c in enumerate(acc) if c is not None and not (
+        bad = [i for i, c in enumerate(acc) if c is not None and not counted[i] and not (
             isfinite(c[A_WSQ]) and isfinite(c[A_GSQ]) and isfinite(c[A_ASQ]))]
         if bad:
-            for i, (nan, inf) in zip(bad, st._recount(bad, kept)):
+            # kept is None only where the device counted every layer.
+            counts = st._recount(bad, kept) if kept is not None else [(NAN, NAN)] * len(bad)
+            for i, (nan, inf) in zip(bad, counts):
                 acc[i][A_NAN] = nan
                 acc[i][A_INF] = inf
         nws = [nw if w else 0 for nw, w in zip(nws, wn)]
@@ -642,17 +701,41 @@ def layer_stats(acc, nws, ng, na, has_prev):
     return np.array(out, dtype=np.float32).reshape(-1)
 
 
+class _LooseExec:
+    """The reductions of one output-only group (outputs of the given
+    sizes side by side in the scratch M): every row of each summed into
+    res. On a GPU replayed as one CUDA graph."""
+
+    __slots__ = ("generation", "res", "run")
+
+    def __init__(self, M, sizes, generation):
+        self.generation = generation
+        rows = M.shape[0]
+        self.res = torch.empty(rows * len(sizes), device=M.device, dtype=M.dtype)
+        sums = []
+        off = 0
+        for k, m in enumerate(sizes):
+            sums.append((M[:, off:off + m], self.res[k * rows:(k + 1) * rows]))
+            off += m
+
+        def reduce():
+            _output_features(M, M[R_X])
+            for src, dst in sums:
+                torch.sum(src, -1, out=dst)
+        self.run = _cuda.Replay(reduce, M.device) if M.device.type == "cuda" else reduce
+
+
 def _reduce_group(ex, prev, keep):
     """Every reduction of a group from its scratch row 0 into ex.res, and
     the weights into keep (the next snapshot) when given. On a GPU the
-    sequence is replayed as one CUDA graph (_cuda_graph), one per snapshot
+    sequence is replayed as one CUDA graph (_cuda), one per snapshot
     buffer and keep buffer: all of them are made once."""
     if ex.res.device.type == "cuda":
         key = (None if prev is None else prev.data_ptr(),
                None if keep is None else keep.data_ptr())
         replay = ex.replays.get(key)
         if replay is None:
-            replay = ex.replays[key] = _cuda_graph.Replay(
+            replay = ex.replays[key] = _cuda.Replay(
                 lambda: _reductions(ex, prev, keep), ex.res.device)
         replay()
     else:
@@ -686,6 +769,15 @@ def _features(ex, prev):
     if ex.xa is not None:
         torch.gt(ex.xa, 0, out=ex.pa)
         torch.gt(ex.sqa, SAT_SQ, out=ex.sa)
+    if ex.nan is not None:
+        _count_features(ex.x, ex.nan, ex.inf)
+
+
+def _count_features(x, nan, inf):
+    """The count rows: x != x (NaN), |x| == inf."""
+    torch.ne(x, x, out=nan)
+    torch.abs(x, out=inf)
+    torch.eq(inf, INF, out=inf)
 
 
 def _output_features(M, x):
@@ -694,6 +786,8 @@ def _output_features(M, x):
     torch.mul(x, x, out=sq)
     torch.gt(x, 0, out=M[R_MIX])
     torch.gt(sq, SAT_SQ, out=M[R_SAT])
+    if M.shape[0] > ROWS:
+        _count_features(x, M[R_NAN], M[R_INF])
 
 
 def _max(a, b):

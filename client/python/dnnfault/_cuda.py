@@ -1,4 +1,7 @@
-"""A fixed sequence of kernels replayed as one CUDA graph.
+"""What only a CUDA device does: reductions replayed as graphs, and the
+statistics of a sampled step copied to the host without waiting.
+
+Graphs.
 
 On a GPU a sampled step of a small model costs launches, not arithmetic:
 the reductions of one group of layers are ~20 kernels of a few
@@ -14,6 +17,13 @@ it from then on. If recording fails (an old torch, another thread using
 the device in a way that breaks capture, a kernel that cannot be
 captured) it runs eagerly for good: the statistics are the same either way.
 DNNFAULT_CUDA_GRAPHS=0 turns replays off.
+
+The copy. Waiting for a sampled step's numbers would stall the training
+loop until the device has run everything queued before them (measured on
+an H100: 0.15-0.3x of a 1.4-1.7 ms step). Instead they are copied into
+pinned host memory behind the step's work, an event marks the copy's end,
+and the monitor finishes and sends them once the event has passed: at its
+next call, by which time the device has usually long passed it.
 """
 
 import os
@@ -83,3 +93,63 @@ def _capture(fn, device):
                 graph.capture_end()
         current.wait_stream(side)
     return graph
+
+
+class HostCopy:
+    """One vector copied to the host at a time, into a pinned buffer
+    made once (and grown): start() queues the copy, Pending waits for it."""
+
+    def __init__(self):
+        self.buf = None
+        self.event = None
+        self.device = None
+        self.pending = None
+
+    def start(self, vec, finish):
+        """Queues the copy of the 1-d CUDA tensor vec; returns a Pending
+        whose result() is finish(numpy vector of vec's values). An earlier
+        Pending is resolved first: its buffer is about to be reused."""
+        if self.pending is not None:
+            self.pending.result()
+        n = vec.numel()
+        if self.buf is None or self.buf.numel() < n or self.buf.dtype != vec.dtype:
+            self.buf = torch.empty(max(n, 256), dtype=vec.dtype, pin_memory=True)
+        if self.event is None or self.device != vec.device:
+            self.event = torch.cuda.Event()  # an event stays on its first device
+            self.device = vec.device
+        host = self.buf[:n]
+        with torch.cuda.device(vec.device):
+            host.copy_(vec, non_blocking=True)
+            self.event.record()
+        self.pending = Pending(self, host, finish)
+        return self.pending
+
+
+class Pending:
+    """A sampled step's statistics on their way to the host."""
+
+    __slots__ = ("copy", "host", "finish", "value")
+
+    def __init__(self, copy, host, finish):
+        self.copy = copy
+        self.host = host
+        self.finish = finish
+        self.value = None
+
+    def ready(self):
+        """True once the copy has landed (never waits)."""
+        return self.value is not None or self.copy.event.query()
+
+    def result(self):
+        """finish(values), waiting for the copy if it has not landed."""
+        if self.finish is not None:
+            if not self.copy.event.query():  # a landed copy needs no wait at all
+                self.copy.event.synchronize()
+            if self.copy.pending is self:
+                self.copy.pending = None
+            finish, host = self.finish, self.host
+            self.finish = self.host = None
+            self.value = finish(host.numpy())
+        if self.value is None:
+            raise RuntimeError("finishing these statistics failed before")
+        return self.value
