@@ -6,7 +6,7 @@ sampling interval and at every step.
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
         [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost [--table]]
-        [--breakdown] [--malloc default|fixed]
+        [--breakdown] [--profile] [--malloc default|fixed]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
@@ -14,11 +14,14 @@ same batches); the ratio printed is the median over repeats of
 socket. --stats-cost instead times the statistics of one sampled step alone
 (microseconds, with the number of groups of layers and of torch calls it
 makes; no daemon, no training loop). --breakdown splits the every-step
-cost inside the training loop: forward hooks alone, hooks and statistics
-(no client), the whole monitor, each against the plain loop. The last
-columns are the minor page faults per step (medians), plain / watched:
-hundreds per step mean glibc gave freed memory back to the kernel and the
-loop faulted it in again; --malloc fixed keeps it (fix_malloc).
+cost inside the training loop: forward hooks alone, hooks and the torch
+path's reductions only queued, hooks and statistics (no client), the whole
+monitor, each against the plain loop. --profile prints the CPU time of
+mon.step() against the training step's under torch.profiler, every step
+sampled. The last columns are the minor page faults per step (medians),
+plain / watched: hundreds per step mean glibc gave freed memory back to
+the kernel and the loop faulted it in again; --malloc fixed keeps it
+(fix_malloc).
 """
 
 import argparse
@@ -244,6 +247,43 @@ def breakdown(args, x, y, address):
             *(statistics.median(ratios[p]) for p in parts)))
 
 
+def profile_loop(args, x, y, address):
+    """Every step sampled, under torch.profiler: CPU time per call of the
+    training step and of mon.step(), with mon.step()'s own (Python) share,
+    and the profiler's table of operators."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.device.type == "cuda" else [])
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = MODELS[name][0]().to(x.device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        lf = nn.CrossEntropyLoss()
+        idx = torch.randint(0, len(x), (80, args.batch)).to(x.device)
+        with dnnfault.watch(model, opt, lf, every=1, address=address, run="profile") as mon:
+            def step(t):
+                xb, yb = x[idx[t]], y[idx[t]]
+                with record_function("train"):
+                    opt.zero_grad()
+                    out = model(xb)
+                    loss = lf(out, yb)
+                    loss.backward()
+                    opt.step()
+                with record_function("mon.step"):
+                    mon.step(loss, output=out, target=yb, inputs=xb)
+            for t in range(30):
+                step(t)
+            with profile(activities=acts) as prof:
+                for t in range(30, 80):
+                    step(t)
+        ka = prof.key_averages()
+        print("== %s" % name)
+        for e in ka:
+            if e.key in ("train", "mon.step") and e.cpu_time_total:
+                print("%-9s %8.1f us CPU per call (own %.1f us), %d calls" % (
+                    e.key, e.cpu_time_total / e.count, e.self_cpu_time_total / e.count, e.count))
+        print(ka.table(sort_by="self_cpu_time_total", row_limit=20))
+
+
 def main():
     ap = argparse.ArgumentParser(description="dnnfault monitoring overhead")
     ap.add_argument("--daemon", default=os.environ.get("DNNFAULTD", "build/daemon/dnnfaultd"))
@@ -258,6 +298,9 @@ def main():
                     help="only time the statistics of one sampled step (no daemon, no training)")
     ap.add_argument("--table", action="store_true",
                     help="with --stats-cost: also print the profiler's table of torch operators")
+    ap.add_argument("--profile", action="store_true",
+                    help="every step sampled under torch.profiler: CPU per training step "
+                         "and per mon.step(), and the operators' table")
     ap.add_argument("--breakdown", action="store_true",
                     help="split the every-step cost: hooks, statistics, the whole monitor")
     ap.add_argument("--malloc", choices=("default", "fixed"), default="default",
@@ -309,6 +352,9 @@ def main():
               % (torch.__version__, torch.get_num_threads(), args.batch, args.repeats, where))
         if args.breakdown:
             breakdown(args, x, y, address)
+            return
+        if args.profile:
+            profile_loop(args, x, y, address)
             return
         print("malloc: %s" % args.malloc)
         print("%-9s %7s %12s %12s %7s %14s" % ("model", "every", "plain ms", "watched ms", "ratio",
