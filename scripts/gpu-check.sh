@@ -8,7 +8,11 @@
 #
 # Run from the repository root with the build in ./build; PYTHON picks the
 # interpreter (default python3). Logs go to LOGDIR (default: the current
-# directory); the exit status is 0 only if every part passed.
+# directory); the exit status is 0 only if every part passed. Where the
+# machine lacks the build's shared libraries (libuv, libprotobuf-c,
+# libsqlite3, libxgboost, ... as `ldd build/daemon/dnnfaultd` lists them),
+# copy them from the build machine into a folder and point LD_LIBRARY_PATH
+# at it.
 set -uo pipefail
 py=${PYTHON:-python3}
 logs=${1:-.}
@@ -32,5 +36,6 @@ nvidia-smi -L || true
 part cuda-tests "$py" -m pytest -q -p no:cacheprovider -rs tests/python/test_cuda.py
 part bench-cuda "$py" bench/overhead.py --device cuda --repeats 5 --scale 4
 part stats-cost-cuda "$py" bench/overhead.py --device cuda --stats-cost
+part breakdown-cuda "$py" bench/overhead.py --device cuda --breakdown --repeats 3 --scale 2
 part python-suite "$py" -m pytest -q -p no:cacheprovider -rs tests/python
 exit $rc
