@@ -594,11 +594,16 @@ class Stats:
         r = raw.tolist()
         acc = [None] * n
         wn = [False] * n
-        counted = [False] * n  # NaN and Inf counted on the device
+        # Records of each layer, and how many of them had their NaN and Inf
+        # counted on the device (a _N record follows each one that had).
+        parts = [0] * n
+        counted = [0] * n
         for kind, i, o, pad in recs:
             c = acc[i]
             if c is None:
                 c = acc[i] = [0.0] * N_ACC
+            if kind != _N:
+                parts[i] += 1
             if kind == _WG:
                 c[A_WSUM] += r[o]
                 c[A_GSUM] += r[o + 1]
@@ -623,15 +628,17 @@ class Stats:
             else:  # _N, pad: how many NaN counts, then as many Inf counts
                 c[A_NAN] += sum(r[o:o + pad])
                 c[A_INF] += sum(r[o + pad:o + 2 * pad])
-                counted[i] = True
+                counted[i] += 1
         # NaN and Inf make a sum of squares NaN or inf; a finite one proves
         # there are none. Only layers where one is not finite (a NaN or an
         # Inf, or a square overflowing) are counted, in a second pass.
         isfinite = math.isfinite
-        bad = [i for i, c in enumerate(acc) if c is not None and not counted[i] and not (
+        bad = [i for i, c in enumerate(acc) if c is not None and counted[i] < parts[i] and not (
             isfinite(c[A_WSQ]) and isfinite(c[A_GSQ]) and isfinite(c[A_ASQ]))]
         if bad:
-            # kept is None only where the device counted every layer.
+            # A layer counted in part (an output on another device) is
+            # counted again in full. kept is None only where the device
+            # counted every layer.
             counts = st._recount(bad, kept) if kept is not None else [(NAN, NAN)] * len(bad)
             for i, (nan, inf) in zip(bad, counts):
                 acc[i][A_NAN] = nan
