@@ -271,3 +271,74 @@ def test_example_script(daemon):
     st = daemon.status("example")
     assert st["state"] == "completed" and st["steps_stored"] > 0
     assert len(daemon.show("example")["epochs"]) == 2
+
+
+def test_late_numbers_are_sent_in_order(daemon, monkeypatch):
+    """On a GPU a sampled step's numbers reach the host after mon.step()
+    returned (a _cuda.Pending, tests/python/test_cuda.py). The monitor's
+    side of it runs here with the device's part played by a stand-in whose
+    numbers land at its second look: a step is sent at a later call once
+    they have landed, at the next sampled step at the latest, before an
+    epoch and at close; each exactly once, in order, with torch's values."""
+    from dnnfault import _lib
+    from dnnfault._host_stats import StepStats
+    real = StepStats.sample
+
+    class Landing:  # what _cuda.Pending offers the monitor
+        def __init__(self, value, looks):
+            self.value, self.looks = value, looks
+
+        def ready(self):
+            self.looks -= 1
+            return self.looks <= 0
+
+        def result(self):
+            return self.value
+
+    looks = {"n": 2}
+
+    def late(self, *args, defer=False):
+        got = real(self, *args)
+        return Landing(got, looks["n"]) if defer else got
+
+    monkeypatch.setattr(StepStats, "sample", late)
+    events = []
+    lib = _lib.load()
+    for name in ("client_step", "client_epoch", "client_run_end"):
+        def spy(client, stream, msg, f=getattr(lib, name), name=name):
+            events.append((name, msg.step))
+            return f(client, stream, msg)
+        monkeypatch.setattr(lib, name, spy)
+
+    torch.manual_seed(5)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    norms = {}
+
+    def record(t, model, out, loss):
+        norms[t] = torch.cat([p.detach().reshape(-1) for p in model[0].parameters()]).norm()
+
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="late", every=3,
+                        address=daemon.address) as mon:
+        train(model, opt, mon, 8, on_step=record)
+        mon.epoch(train_loss=0.5)
+        train(model, opt, mon, 2, seed=1, on_step=lambda t, *a: record(t + 8, *a))
+    # Step 0 lands at the second look (step 2), 3 at step 5; 6 has not
+    # landed by the epoch, which sends it first; 9 goes out at close.
+    assert events == [("client_step", 0), ("client_step", 3), ("client_step", 6),
+                      ("client_epoch", 7), ("client_step", 9), ("client_run_end", 9)]
+    assert mon.stats()["errors"] == 0
+
+    events.clear()
+    looks["n"] = 100  # never lands by itself: each sampled step waits for the previous one
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="late-1", every=1,
+                        address=daemon.address) as mon:
+        train(model, opt, mon, 3)
+        assert events == [("client_step", 0), ("client_step", 1)]
+    assert events[-2:] == [("client_step", 2), ("client_run_end", 2)]
+
+    rows = daemon.export("late")
+    assert [r["step"] for r in rows] == [0, 3, 6, 9]
+    for r in rows:
+        assert num(r["layers"]["0"]["weight_norm"]) == pytest.approx(norms[r["step"]].item(),
+                                                                      rel=1e-5)
