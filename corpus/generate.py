@@ -10,9 +10,14 @@ Labelling rule (DeepCrime / DeepFD): a mutant is faulty when its final
 validation metric over the seeds is significantly worse than the original's
 (Cohen's d >= 0.5 and one-sided Welch t-test p < 0.05) or when it diverges
 (NaN/Inf loss) in the majority of seeds; then its runs are labelled with the
-mutant's causes. A mutant that does not hurt is labelled healthy. A healthy
-variation that hurts is left unlabelled (it is no clean example of either).
-Labels are set on the daemon's runs with `dnnfaultctl label`.
+mutant's causes. A mutant that does not hurt is labelled healthy. One whose
+metric is worse by a medium or large effect (d >= 0.5) that five seeds
+cannot show to be significant is left unlabelled: it may well hurt, and as
+"healthy" it taught the model, and scored it against, a label that is
+likely wrong (docs/corpus.md). A healthy variation that hurts (significantly
+or by such an effect) is left unlabelled too (no clean example of either).
+Labels are set on the daemon's runs with `dnnfaultctl label`;
+corpus/relabel.py applies this rule again to configurations already trained.
 
 After a change to how some operators are trained, `--redo OP,... --store
 PATH` trains again only the configurations of the manifest that use one of
@@ -118,6 +123,17 @@ def verdict(original, mutant, diverged_share):
     return bool(d >= 0.5 and p < 0.05), float(d), float(p)
 
 
+def label_of(kind, causes, faulty, d):
+    """A configuration's label: its causes (faulty), [] (healthy) or None
+    (left unlabelled), from its verdict. kind: original, mutant or neutral."""
+    if kind == "original":
+        return []
+    hurts = faulty or d >= 0.5  # significant, or an effect 5 seeds cannot confirm
+    if kind == "neutral":
+        return None if hurts else []
+    return list(causes) if faulty else None if hurts else []
+
+
 def label_runs(ctl, address, run_ids, causes):
     for rid in run_ids:
         if rid is None:
@@ -211,13 +227,9 @@ def main():
             if item["kind"] == "original":
                 originals[item["program"]] = metrics
                 faulty, d, p = False, 0.0, 1.0
-                label = []
             else:
                 faulty, d, p = verdict(originals[item["program"]], metrics, diverged)
-                if item["kind"] == "neutral":
-                    label = None if faulty else []
-                else:
-                    label = item["causes"] if faulty else []
+            label = label_of(item["kind"], item.get("causes", []), faulty, d)
             if label is not None:
                 label_runs(args.ctl, args.address, run_ids, label)
             record = dict(config_id=item["config_id"], kind=item["kind"], program=item["program"],

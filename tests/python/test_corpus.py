@@ -10,6 +10,7 @@ import sys
 from conftest import CTL, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "corpus"))
+import generate  # noqa: E402
 import programs  # noqa: E402
 
 # Every program's original, then mutants for the first causes.
@@ -81,3 +82,34 @@ def test_small_corpus(daemon, tmp_path):
                 assert daemon.status(new)["labels"] == x["label"]
         else:
             assert y == x
+
+    # relabel.py applies the rule again to what was trained: a verdict of
+    # an effect without significance leaves the runs unlabelled (NULL).
+    target = dict(after[mutant["config_id"]], faulty=False, cohen_d=0.8, p=0.2)
+    after[mutant["config_id"]] = target
+    manifest.write_text("".join(json.dumps(after[c]) + "\n" for c in sorted(after)))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"), daemon.db,
+                        str(manifest)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    final = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
+    assert final[mutant["config_id"]]["label"] is None
+    for run_id in target["run_ids"]:
+        assert daemon.status(run_id).get("labels") is None
+    for c, x in final.items():
+        if c != mutant["config_id"]:
+            assert x == after[c]
+
+
+def test_label_rule():
+    """Faulty: significant (the verdict); healthy: no medium or large
+    effect; in between, or a healthy variation that hurts: unlabelled."""
+    causes = ["lr_high"]
+    assert generate.label_of("original", [], False, 0.0) == []
+    assert generate.label_of("mutant", causes, True, 1.3) == causes
+    assert generate.label_of("mutant", causes, True, float("inf")) == causes  # diverged
+    assert generate.label_of("mutant", causes, False, 0.8) is None
+    assert generate.label_of("mutant", causes, False, 0.49) == []
+    assert generate.label_of("mutant", causes, False, -2.0) == []  # better than the original
+    assert generate.label_of("neutral", [], True, 1.0) is None
+    assert generate.label_of("neutral", [], False, 0.5) is None
+    assert generate.label_of("neutral", [], False, 0.1) == []

@@ -1,0 +1,56 @@
+"""Applies the labelling rule (generate.label_of) again to configurations
+already trained, after a change of the rule: each manifest record's label
+is recomputed from its recorded verdict, the manifest is rewritten, and
+the labels of its runs are set in the store. No run is trained again.
+
+    /usr/bin/python3 corpus/relabel.py STORE MANIFEST...
+
+STORE is the daemon's SQLite file (it may keep running: SQLite's locking
+makes the update safe); a label of None is stored as NULL (unknown), as
+for a run nobody labelled.
+"""
+
+import collections
+import json
+import os
+import sqlite3
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import generate  # noqa: E402
+
+
+def stored(label):
+    """runs.labels as `dnnfaultctl label` writes it: causes joined with
+    commas, '' for healthy, NULL for unknown."""
+    return None if label is None else ",".join(label)
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    db = sqlite3.connect(sys.argv[1], timeout=60)
+    changes = collections.Counter()
+    for path in sys.argv[2:]:
+        records = {}
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    records[r["config_id"]] = r
+        for r in records.values():
+            label = generate.label_of(r["kind"], r.get("causes", []), r["faulty"], r["cohen_d"])
+            if label != r["label"]:
+                changes[(r["kind"], json.dumps(r["label"]), json.dumps(label))] += 1
+                r["label"] = label
+            with db:
+                for uid in r["run_ids"]:
+                    if uid:
+                        db.execute("UPDATE runs SET labels = ? WHERE uid = ?", (stored(label), uid))
+        generate.write_manifest(path, records)
+    for (kind, old, new), n in sorted(changes.items()):
+        print("%-8s %-10s -> %-10s %4d configurations" % (kind, old, new, n))
+
+
+if __name__ == "__main__":
+    main()
