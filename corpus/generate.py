@@ -10,14 +10,14 @@ Labelling rule (DeepCrime / DeepFD): a mutant is faulty when its final
 validation metric over the seeds is significantly worse than the original's
 (Cohen's d >= 0.5 and one-sided Welch t-test p < 0.05) or when it diverges
 (NaN/Inf loss) in the majority of seeds; then its runs are labelled with the
-mutant's causes. A mutant that does not hurt is labelled healthy. One whose
-metric is worse by a medium or large effect (d >= 0.5) that five seeds
-cannot show to be significant is left unlabelled: it may well hurt, and as
-"healthy" it taught the model, and scored it against, a label that is
-likely wrong (docs/corpus.md). A healthy variation that hurts (significantly
-or by such an effect) is left unlabelled too (no clean example of either).
-Labels are set on the daemon's runs with `dnnfaultctl label`;
-corpus/relabel.py applies this rule again to configurations already trained.
+mutant's causes. A mutant that does not hurt is labelled healthy. A healthy
+variation that hurts is left unlabelled (it is no clean example of either).
+With `--unproven unlabelled`, a mutant (or variation) worse by a medium or
+large effect (d >= 0.5) that five seeds cannot show to be significant is
+left unlabelled too instead of healthy: tried on 2026-11-26 and not kept
+(docs/corpus.md). Labels are set on the daemon's runs with `dnnfaultctl
+label`; corpus/relabel.py applies a rule again to configurations already
+trained.
 
 After a change to how some operators are trained, `--redo OP,... --store
 PATH` trains again only the configurations of the manifest that use one of
@@ -123,12 +123,17 @@ def verdict(original, mutant, diverged_share):
     return bool(d >= 0.5 and p < 0.05), float(d), float(p)
 
 
-def label_of(kind, causes, faulty, d):
+UNPROVEN = ("healthy", "unlabelled")
+
+
+def label_of(kind, causes, faulty, d, unproven="healthy"):
     """A configuration's label: its causes (faulty), [] (healthy) or None
-    (left unlabelled), from its verdict. kind: original, mutant or neutral."""
+    (left unlabelled), from its verdict. kind: original, mutant or neutral;
+    unproven: the label of a configuration worse by d >= 0.5 without
+    significance (UNPROVEN)."""
     if kind == "original":
         return []
-    hurts = faulty or d >= 0.5  # significant, or an effect 5 seeds cannot confirm
+    hurts = faulty or (unproven == "unlabelled" and d >= 0.5)
     if kind == "neutral":
         return None if hurts else []
     return list(causes) if faulty else None if hurts else []
@@ -174,6 +179,9 @@ def main():
                     help="comma list of base programs (default: all; the corpus of seeds 1 "
                          "and 2 was planned over programs.FIRST_PROGRAMS)")
     ap.add_argument("--ctl", default=os.environ.get("DNNFAULTCTL", "build/client/dnnfaultctl"))
+    ap.add_argument("--unproven", choices=UNPROVEN, default="healthy",
+                    help="label of a configuration worse by d >= 0.5 without significance "
+                         "(default healthy, the DeepCrime/DeepFD rule)")
     ap.add_argument("--redo", default="",
                     help="comma list of operators: train their configs again (needs --store)")
     ap.add_argument("--store", help="the daemon's database, where --redo deletes replaced runs")
@@ -229,7 +237,7 @@ def main():
                 faulty, d, p = False, 0.0, 1.0
             else:
                 faulty, d, p = verdict(originals[item["program"]], metrics, diverged)
-            label = label_of(item["kind"], item.get("causes", []), faulty, d)
+            label = label_of(item["kind"], item.get("causes", []), faulty, d, args.unproven)
             if label is not None:
                 label_runs(args.ctl, args.address, run_ids, label)
             record = dict(config_id=item["config_id"], kind=item["kind"], program=item["program"],

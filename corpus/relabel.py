@@ -3,13 +3,18 @@ already trained, after a change of the rule: each manifest record's label
 is recomputed from its recorded verdict, the manifest is rewritten, and
 the labels of its runs are set in the store. No run is trained again.
 
-    /usr/bin/python3 corpus/relabel.py STORE MANIFEST...
+    /usr/bin/python3 corpus/relabel.py [--unproven healthy|unlabelled] STORE MANIFEST...
+
+(--unproven: as generate.py's; default healthy, the committed corpus's
+rule. For an experiment with the other, work on copies of the store and
+the manifests.)
 
 STORE is the daemon's SQLite file (it may keep running: SQLite's locking
 makes the update safe); a label of None is stored as NULL (unknown), as
 for a run nobody labelled.
 """
 
+import argparse
 import collections
 import json
 import os
@@ -27,11 +32,14 @@ def stored(label):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    db = sqlite3.connect(sys.argv[1], timeout=60)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--unproven", choices=generate.UNPROVEN, default="healthy")
+    ap.add_argument("store")
+    ap.add_argument("manifests", nargs="+")
+    args = ap.parse_args()
+    db = sqlite3.connect(args.store, timeout=60)
     changes = collections.Counter()
-    for path in sys.argv[2:]:
+    for path in args.manifests:
         records = {}
         with open(path) as f:
             for line in f:
@@ -39,7 +47,8 @@ def main():
                     r = json.loads(line)
                     records[r["config_id"]] = r
         for r in records.values():
-            label = generate.label_of(r["kind"], r.get("causes", []), r["faulty"], r["cohen_d"])
+            label = generate.label_of(r["kind"], r.get("causes", []), r["faulty"], r["cohen_d"],
+                                      args.unproven)
             if label != r["label"]:
                 changes[(r["kind"], json.dumps(r["label"]), json.dumps(label))] += 1
                 r["label"] = label

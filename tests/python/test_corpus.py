@@ -83,13 +83,15 @@ def test_small_corpus(daemon, tmp_path):
         else:
             assert y == x
 
-    # relabel.py applies the rule again to what was trained: a verdict of
-    # an effect without significance leaves the runs unlabelled (NULL).
+    # relabel.py applies a rule again to what was trained: with
+    # --unproven unlabelled, a verdict of an effect without significance
+    # leaves the runs unlabelled (NULL).
     target = dict(after[mutant["config_id"]], faulty=False, cohen_d=0.8, p=0.2)
     after[mutant["config_id"]] = target
     manifest.write_text("".join(json.dumps(after[c]) + "\n" for c in sorted(after)))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"), daemon.db,
-                        str(manifest)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"),
+                        "--unproven", "unlabelled", daemon.db, str(manifest)],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     final = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
     assert final[mutant["config_id"]]["label"] is None
@@ -101,15 +103,20 @@ def test_small_corpus(daemon, tmp_path):
 
 
 def test_label_rule():
-    """Faulty: significant (the verdict); healthy: no medium or large
-    effect; in between, or a healthy variation that hurts: unlabelled."""
+    """Faulty: significant (the verdict). By default (DeepCrime/DeepFD) a
+    mutant that is not is healthy, a variation that hurts unlabelled. With
+    unproven="unlabelled" an effect of d >= 0.5 without significance is
+    unlabelled too."""
     causes = ["lr_high"]
-    assert generate.label_of("original", [], False, 0.0) == []
-    assert generate.label_of("mutant", causes, True, 1.3) == causes
-    assert generate.label_of("mutant", causes, True, float("inf")) == causes  # diverged
-    assert generate.label_of("mutant", causes, False, 0.8) is None
-    assert generate.label_of("mutant", causes, False, 0.49) == []
-    assert generate.label_of("mutant", causes, False, -2.0) == []  # better than the original
-    assert generate.label_of("neutral", [], True, 1.0) is None
-    assert generate.label_of("neutral", [], False, 0.5) is None
-    assert generate.label_of("neutral", [], False, 0.1) == []
+    for rule in generate.UNPROVEN:
+        assert generate.label_of("original", [], False, 0.0, rule) == []
+        assert generate.label_of("mutant", causes, True, 1.3, rule) == causes
+        assert generate.label_of("mutant", causes, True, float("inf"), rule) == causes  # diverged
+        assert generate.label_of("mutant", causes, False, 0.49, rule) == []
+        assert generate.label_of("mutant", causes, False, -2.0, rule) == []  # better
+        assert generate.label_of("neutral", [], True, 1.0, rule) is None
+        assert generate.label_of("neutral", [], False, 0.1, rule) == []
+    assert generate.label_of("mutant", causes, False, 0.8) == []
+    assert generate.label_of("neutral", [], False, 0.5) == []
+    assert generate.label_of("mutant", causes, False, 0.8, "unlabelled") is None
+    assert generate.label_of("neutral", [], False, 0.5, "unlabelled") is None
