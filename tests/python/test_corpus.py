@@ -95,11 +95,12 @@ def test_small_corpus(daemon, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     final = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
     assert final[mutant["config_id"]]["label"] is None
-    for run_id in target["run_ids"]:
-        assert daemon.status(run_id).get("labels") is None
     for c, x in final.items():
-        if c != mutant["config_id"]:
-            assert x == after[c]
+        assert x["label"] == generate.label_of(x["kind"], x["causes"], x["faulty"],
+                                               x["cohen_d"], "unlabelled")
+        assert dict(x, label=None) == dict(after[c], label=None)  # nothing else changes
+        for run_id in x["run_ids"]:
+            assert daemon.status(run_id).get("labels") == x["label"]
 
 
 def test_label_rule():
