@@ -289,13 +289,16 @@ def test_late_numbers_are_sent_in_order(daemon, monkeypatch):
             self.value, self.looks = value, looks
 
         def ready(self):
+            if looks["fail"]:
+                looks["fail"] -= 1
+                raise RuntimeError("the device said no")
             self.looks -= 1
             return self.looks <= 0
 
         def result(self):
             return self.value
 
-    looks = {"n": 2}
+    looks = {"n": 2, "fail": 0}
 
     def late(self, *args, defer=False):
         got = real(self, *args)
@@ -336,6 +339,16 @@ def test_late_numbers_are_sent_in_order(daemon, monkeypatch):
         train(model, opt, mon, 3)
         assert events == [("client_step", 0), ("client_step", 1)]
     assert events[-2:] == [("client_step", 2), ("client_run_end", 2)]
+
+    # A device that never finishes: close gives up after its timeout and
+    # says so. A step whose check fails is dropped, once; the next go out.
+    events.clear()
+    looks.update(n=10**9, fail=1)
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="late-stuck", every=1,
+                        address=daemon.address, close_timeout=0.05) as mon:
+        train(model, opt, mon, 3)
+    assert events == [("client_step", 1), ("client_run_end", 2)]
+    assert mon.stats()["errors"] == 2
 
     rows = daemon.export("late")
     assert [r["step"] for r in rows] == [0, 3, 6, 9]

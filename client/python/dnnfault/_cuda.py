@@ -45,20 +45,21 @@ class Replay:
         self.graph = None
 
     def __call__(self):
+        if self.graph is None:
+            self.calls += 1
+            if self.calls == 2 and ENABLED:
+                try:
+                    self.graph = _capture(self.fn, self.device)
+                except Exception:
+                    # Nothing was run by the failed recording: run eagerly,
+                    # this step and every later one.
+                    self.graph = None
         if self.graph is not None:
-            _on_device(self.device, self.graph.replay)
-            return
-        self.calls += 1
-        if self.calls == 2 and ENABLED and not torch.cuda.is_current_stream_capturing():
             try:
-                self.graph = _capture(self.fn, self.device)
-            except Exception:
-                # Nothing was run by the failed recording: run eagerly,
-                # this step and every later one.
-                self.graph = None
-            if self.graph is not None:
                 _on_device(self.device, self.graph.replay)
                 return
+            except Exception:  # a launch that fails ran nothing: eagerly from now on
+                self.graph = None
         self.fn()
 
 
@@ -72,21 +73,25 @@ def _on_device(device, f):
 
 
 def _capture(fn, device):
-    """fn's kernels recorded into a graph (not run). Recorded on a side
-    stream, as CUDA requires, ordered after the work already queued on the
-    current stream."""
+    """fn's kernels recorded into a graph (not run), or None where that
+    is not safe. Recorded on a side stream, as CUDA requires, ordered after
+    the work already queued on the current stream."""
     with torch.cuda.device(device):
+        if torch.cuda.is_current_stream_capturing():  # inside a caller's own graph
+            return None
         graph = torch.cuda.CUDAGraph()
         current = torch.cuda.current_stream()
         side = torch.cuda.Stream()
         side.wait_stream(current)
         with torch.cuda.stream(side):
             try:
-                # Only this thread's CUDA calls matter to the recording
-                # (torch >= 2.1; older ones take no mode).
+                # Only this thread's CUDA calls may disturb the recording.
                 graph.capture_begin(capture_error_mode="thread_local")
             except TypeError:
-                graph.capture_begin()
+                # torch < 2.1 records in global mode, where another thread's
+                # CUDA call (a DataLoader's pin-memory thread) fails, and
+                # fails that thread: no graphs there.
+                return None
             try:
                 fn()
             finally:
@@ -110,7 +115,10 @@ class HostCopy:
         whose result() is finish(numpy vector of vec's values). An earlier
         Pending is resolved first: its buffer is about to be reused."""
         if self.pending is not None:
-            self.pending.result()
+            try:
+                self.pending.result()  # kept for its owner, who has not asked yet
+            except Exception:  # reported to its owner when it asks
+                pass
         n = vec.numel()
         if self.buf is None or self.buf.numel() < n or self.buf.dtype != vec.dtype:
             self.buf = torch.empty(max(n, 256), dtype=vec.dtype, pin_memory=True)
@@ -143,12 +151,16 @@ class Pending:
     def result(self):
         """finish(values), waiting for the copy if it has not landed."""
         if self.finish is not None:
-            if not self.copy.event.query():  # a landed copy needs no wait at all
-                self.copy.event.synchronize()
-            if self.copy.pending is self:
-                self.copy.pending = None
+            # Forgotten first: an error here is reported once, and the
+            # next copy does not wait for this one again.
             finish, host = self.finish, self.host
             self.finish = self.host = None
+            if self.copy.pending is self:
+                self.copy.pending = None
+            if not self.copy.event.query():  # a landed copy needs no wait at all
+                self.copy.event.synchronize()
+            if host.dtype not in (torch.float32, torch.float64):
+                host = host.double()  # e.g. only a bfloat16 loss was recorded
             self.value = finish(host.numpy())
         if self.value is None:
             raise RuntimeError("finishing these statistics failed before")

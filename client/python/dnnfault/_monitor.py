@@ -241,29 +241,38 @@ class Monitor:
         if isinstance(loss, (int, float)) and not isinstance(loss, bool):
             s.loss = float(loss)
             s.has |= _lib.HAS_LOSS
-        self._sampled += 1
         got = self._stats.sample(loss, output, target, inputs, self._accuracy_mode,
                                  keep_weights, defer=True)
+        self._sampled += 1
         if isinstance(got, tuple):
             self._send(s, *got)
         else:  # on a GPU: sent once the numbers have reached the host
             self._pending = (s, got)
 
-    def _deliver(self, wait):
+    def _deliver(self, wait, timeout=None):
         """Sends the pending sampled step once its numbers have reached
-        the host (wait: wait for them)."""
+        the host. wait: wait for them, at most timeout seconds (None: as
+        long as the device takes); a step not there by then is dropped."""
         s, pending = self._pending
-        if not wait and not pending.ready():
-            return
-        self._pending = None
         try:
+            if not pending.ready():
+                if not wait:
+                    return
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                    while not pending.ready():
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("the device did not finish it in %.1f s" % timeout)
+                        time.sleep(0.001)
+            self._pending = None
             self._send(s, *pending.result())
         except Exception as e:
+            self._pending = None  # never retried: a broken one would block every later step
             self._error("step %d not recorded" % s.step, e)
 
-    def _deliver_all(self):
+    def _deliver_all(self, timeout=None):
         if self._pending is not None and self._client and self._lib is not None:
-            self._deliver(wait=True)
+            self._deliver(True, timeout)
 
     def _send(self, s, layer_stats, extra):
         if "loss" in extra:
@@ -325,7 +334,7 @@ class Monitor:
         if self._lib is None or self.run_id is None:
             return None
         try:
-            self._deliver_all()
+            self._deliver_all(timeout)
             return self._lib.status(self.address, self.run_id, int(timeout * 1000))
         except Exception as e:
             log.debug("dnnfault: diagnosis: %s", e)
@@ -356,7 +365,7 @@ class Monitor:
         everything; True when it did."""
         if not self._client or self._closed:
             return False
-        self._deliver_all()
+        self._deliver_all(timeout)
         return self._lib.client_flush(self._client, int(timeout * 1000)) == 0
 
     def close(self, status="completed", timeout=None):
@@ -365,12 +374,12 @@ class Monitor:
         and releases the hooks and the connection. Idempotent."""
         if self._closed:
             return
-        self._deliver_all()
-        self._closed = True
-        self._detach()
         if timeout is None:
             timeout = float(self._extra.get("close_timeout", CLOSE_TIMEOUT)) \
                 if hasattr(self, "_extra") else CLOSE_TIMEOUT
+        self._deliver_all(timeout)  # a sampled step still on its way from the GPU
+        self._closed = True
+        self._detach()
         if not self._client:
             return
         try:
@@ -447,7 +456,7 @@ def _atexit_closer(mon):
         m = ref()
         if m is not None and m._client and not m._closed:
             try:
-                m._deliver_all()
+                m._deliver_all(CLOSE_TIMEOUT)
             except Exception:  # exiting: the rest still goes out
                 pass
             m._closed = True

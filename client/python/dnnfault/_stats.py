@@ -26,15 +26,19 @@ whatever the layer count:
   its output: five kernels per layer instead of ~17, all writing with
   out= into one small result vector per group, through views made once
   per layout and cached.
-- NaN and Inf counts cost nothing on a normal step: a NaN or an Inf makes
-  a sum of squares NaN or inf, and a finite sum of non-negative squares
-  proves there is none. Only where a layer's sum of squares (weights,
-  gradients or output) is not finite are its NaN and Inf counted, by a
-  second pass and a second copy in finish(): exact, including a finite
-  value whose square overflows (it counts as neither).
+- On the CPU, NaN and Inf counts cost nothing on a normal step: a NaN or
+  an Inf makes a sum of squares NaN or inf, and a finite sum of
+  non-negative squares proves there is none. Only where a layer's sum of
+  squares (weights, gradients or output) is not finite are its NaN and Inf
+  counted, by a second pass and a second copy in finish(): exact,
+  including a finite value whose square overflows (it counts as neither).
+  On a GPU two more scratch rows count them at every sampled step.
 - The result vectors are concatenated into one vector per device and
-  copied to the host once (`Stats.gather`). Means, stds (population,
-  sqrt(E[x²] - mean²)), ratios and fractions are finished there in float64.
+  copied to the host once (`Stats.gather`; on one GPU without waiting for
+  it, `_cuda.HostCopy`). Means, stds (population, sqrt(E[x²] - mean²)),
+  ratios and fractions are finished there in float64.
+- On a GPU each group's reductions after its `cat` replay as one CUDA
+  graph (`_cuda.Replay`), and so do output-only groups.
 
 Nothing allocated here survives from one step to the next except buffers
 made once (scratch, result vectors, the previous weights): a small tensor
@@ -48,6 +52,7 @@ parameter). Counts are sums of 0/1 floats: exact up to 2**24 per chunk
 """
 
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -63,10 +68,13 @@ INF = float("inf")
 # float32), made once per device and dtype, as big as the biggest group.
 CHUNK = 1 << 19
 # On a GPU a launch costs more than a pass over memory: groups up to 4x
-# bigger (the scratch at most ~100 MB, made only for layers that big).
+# bigger (6 rows there: the scratch at most ~151 MB in float32, made only
+# for groups or outputs that big).
 CHUNK_GPU = 1 << 21
-# Outputs of at least this many elements are reduced where they lie
-# (a few launches of their own) instead of being copied into a group.
+# On the CPU, outputs of at least this many elements are reduced where
+# they lie (a few launches of their own) instead of being copied into a
+# group; on a GPU they are copied into output-only groups (their
+# reductions then replay as one graph).
 BIG_OUTPUT = 1 << 15
 
 
@@ -143,7 +151,7 @@ class _Exec:
 
     __slots__ = ("generation", "x", "sq", "xw", "dw", "xg", "zg", "xa", "pa", "sqa", "sa",
                  "nan", "inf", "res", "sums", "minmax", "recs", "counts", "act_slots",
-                 "replays")
+                 "replays", "__weakref__")
 
 
 def _plan(layers):
@@ -530,8 +538,8 @@ class Stats:
             key = (b, dev, dt, tuple(m for _, _, m in items))
             lx = self._loose_execs.get(key)
             if lx is None or lx.generation != self._generation:
-                if len(self._loose_execs) >= 64:  # output sizes that keep changing
-                    self._loose_execs.clear()
+                if len(self._loose_execs) >= max(64, 4 * len(bins[("all",)])):
+                    self._loose_execs.clear()  # output sizes that keep changing
                 lx = self._loose_execs[key] = _LooseExec(M, key[3], self._generation)
             lx.run()
             vals.append(lx.res)
@@ -742,8 +750,11 @@ def _reduce_group(ex, prev, keep):
                None if keep is None else keep.data_ptr())
         replay = ex.replays.get(key)
         if replay is None:
+            # A weak reference: ex holds the replay, and a cycle would keep
+            # a replaced ex's scratch and graph alive until a full collection.
+            ref = weakref.ref(ex)
             replay = ex.replays[key] = _cuda.Replay(
-                lambda: _reductions(ex, prev, keep), ex.res.device)
+                lambda: _reductions(ref(), prev, keep), ex.res.device)
         replay()
     else:
         _reductions(ex, prev, keep)
