@@ -385,3 +385,49 @@ def test_outputs_reduced_in_the_hook():
     kept, reduced = sampled(False), sampled(True)
     assert [float(v) for v in reduced] == pytest.approx([float(v) for v in kept], nan_ok=True)
     assert reduced[15] == kept[15] == 5  # the infinite outputs of the first layer
+
+
+def test_replay_states(monkeypatch):
+    """_cuda.Replay's life, with the recording stood in for (no GPU here):
+    eager first, recorded at the second call and replayed from then on;
+    eager for good after a failed recording or a failed replay; never
+    recorded with DNNFAULT_CUDA_GRAPHS=0 (ENABLED)."""
+    from dnnfault import _cuda
+    log = []
+
+    class Graph:
+        def __init__(self, fail):
+            self.fail = fail
+
+        def replay(self):
+            if self.fail:
+                raise RuntimeError("launch failed")
+            log.append("replay")
+
+    def capture(fail_capture=False, fail_replay=False):
+        def fake(fn, device):
+            log.append("capture")
+            if fail_capture:
+                raise RuntimeError("capture failed")
+            return Graph(fail_replay)
+        monkeypatch.setattr(_cuda, "_capture", fake)
+
+    monkeypatch.setattr(_cuda, "_on_device", lambda device, f: f())
+    dev = torch.device("cpu")
+    for case, expected in [
+            ({}, ["eager", "capture", "replay", "replay"]),
+            ({"fail_capture": True}, ["eager", "capture", "eager", "eager"]),
+            ({"fail_replay": True}, ["eager", "capture", "eager", "eager"])]:
+        capture(**case)
+        log.clear()
+        r = _cuda.Replay(lambda: log.append("eager"), dev)
+        for _ in range(3):
+            r()
+        assert log == expected, (case, log)
+    monkeypatch.setattr(_cuda, "ENABLED", False)
+    capture()
+    log.clear()
+    r = _cuda.Replay(lambda: log.append("eager"), dev)
+    for _ in range(3):
+        r()
+    assert log == ["eager"] * 3
