@@ -1,7 +1,8 @@
 """Applies the labelling rule (generate.label_of) again to configurations
 already trained, after a change of the rule: each manifest record's label
-is recomputed from its recorded verdict, the manifest is rewritten, and
-the labels of its runs are set in the store. No run is trained again.
+is recomputed from its recorded verdict, the manifest is rewritten where
+a label changed, and the labels of all its runs are set in the store (so
+that the store agrees with the manifests). No run is trained again.
 
     /usr/bin/python3 corpus/relabel.py [--unproven healthy|unlabelled] STORE MANIFEST...
 
@@ -46,17 +47,22 @@ def main():
                 if line.strip():
                     r = json.loads(line)
                     records[r["config_id"]] = r
-        for r in records.values():
-            label = generate.label_of(r["kind"], r.get("causes", []), r["faulty"], r["cohen_d"],
-                                      args.unproven)
-            if label != r["label"]:
-                changes[(r["kind"], json.dumps(r["label"]), json.dumps(label))] += 1
-                r["label"] = label
-            with db:
+        changed = False
+        with db:  # one transaction per manifest
+            for r in records.values():
+                label = generate.label_of(r["kind"], r.get("causes", []), r["faulty"],
+                                          r["cohen_d"], args.unproven)
+                if label != r["label"]:
+                    changes[(r["kind"], json.dumps(r["label"]), json.dumps(label))] += 1
+                    r["label"] = label
+                    changed = True
+                # Every run, changed or not: the store then agrees with the
+                # manifest even where it did not before (a restored manifest).
                 for uid in r["run_ids"]:
                     if uid:
                         db.execute("UPDATE runs SET labels = ? WHERE uid = ?", (stored(label), uid))
-        generate.write_manifest(path, records)
+        if changed:
+            generate.write_manifest(path, records)
     for (kind, old, new), n in sorted(changes.items()):
         print("%-8s %-10s -> %-10s %4d configurations" % (kind, old, new, n))
 
