@@ -267,21 +267,9 @@ def test_cuda_nonfinite_counted_on_the_device():
     (the tensors have changed by the time the deferred copy is read): the
     counts are exact, in the weight groups and in output-only groups, and a
     finite value whose square overflows counts as neither."""
-    from dnnfault._stats import Layer, Stats
-    torch.manual_seed(8)
-    mods = [nn.Linear(4, 4).to(DEV) for _ in range(4)] + [nn.ReLU()]
-    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
-    for m in mods:
-        for p in m.parameters():
-            p.grad = torch.randn_like(p)
-    with torch.no_grad():
-        mods[0].weight[0, 0] = float("nan")
-        mods[0].weight[1, 1] = float("inf")
-        mods[1].weight.grad[0, :2] = float("-inf")
-        mods[3].weight[2, 2] = 1e20  # finite, but its square is not
-    acts = [torch.randn(8, 4, device=DEV) for _ in mods]
-    acts[2][0, 0] = float("nan")
-    acts[2][1, 1] = float("inf")
+    from dnnfault._stats import Stats
+    from test_unit import nonfinite_layers
+    mods, layers, acts = nonfinite_layers(DEV, extra=[nn.ReLU()])
     acts[4][3, 3] = float("-inf")  # a layer without parameters: output-only group
     acts[4][0, :3] = float("nan")
     st = Stats(layers)

@@ -229,13 +229,14 @@ def test_grouped_stats_match_torch(monkeypatch, path, small):
         assert (st.prev is None) if path == "torch" else not st.prev_valid
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_nonfinite_counts_are_exact(path):
-    """NaN and Inf are found from non-finite sums of squares and counted in
-    a second pass; a finite value whose square overflows is counted as
-    neither."""
+def nonfinite_layers(device="cpu", extra=()):
+    """Four Linear(4, 4) layers (then the modules in extra) with gradients
+    and outputs: NaN and Inf in layer 0's weights, two -Inf in layer 1's
+    gradient, a NaN and an Inf in layer 2's output, a finite 1e20 (whose
+    square overflows float32) in layer 3's weights. (modules, layers,
+    outputs)."""
     torch.manual_seed(8)
-    mods = [nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)]
+    mods = [nn.Linear(4, 4).to(device) for _ in range(4)] + list(extra)
     layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
     for m in mods:
         for p in m.parameters():
@@ -245,9 +246,18 @@ def test_nonfinite_counts_are_exact(path):
         mods[0].weight[1, 1] = float("inf")
         mods[1].weight.grad[0, :2] = float("-inf")
         mods[3].weight[2, 2] = 1e20  # finite, but its square is not
-    acts = [torch.randn(8, 4) for _ in mods]
+    acts = [torch.randn(8, 4, device=device) for _ in mods]
     acts[2][0, 0] = float("nan")
     acts[2][1, 1] = float("inf")
+    return mods, layers, acts
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nonfinite_counts_are_exact(path):
+    """NaN and Inf are found from non-finite sums of squares and counted in
+    a second pass; a finite value whose square overflows is counted as
+    neither."""
+    mods, layers, acts = nonfinite_layers()
     st = _make_stats(path, layers)
     for l, a in zip(layers, acts):
         l.act = a
