@@ -143,7 +143,7 @@ def heavy_weight_decay(c, rng):
 
 
 def _has_hidden_stack(c):
-    return c["model"] in ("mlp", "cnn", "resnet")
+    return c["model"] in ("mlp", "cnn", "cnn1d", "resnet")
 
 
 def _not_tanh(c):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Generates the whole fault corpus into DIR (a dnnfault store and the three
 # manifests), as committed: seed 1 and its supplement of seed 2 over the
-# first eight programs, seed 3 over the two added later (docs/corpus.md).
-# About an hour on a 2-core machine. Then rebuild the rows and the
+# first eight programs, seed 3 over the two added next, seed 4 over the
+# five added last (docs/corpus.md). About 70 minutes on a 2-core machine. Then rebuild the rows and the
 # default bundle with: bash scripts/train-model.sh DIR/corpus.db
 #   bash scripts/generate-corpus.sh /tmp/corpus
 set -euo pipefail
@@ -25,3 +25,6 @@ generate --configs 800 --seed 1 --programs "$first" --manifest "$dir/manifest-se
 generate --configs 20 --seed 2 --programs "$first" --manifest "$dir/manifest-seed2.jsonl"
 generate --configs 200 --seed 3 --programs mlp_circles,mlp_friedman \
   --manifest "$dir/manifest-seed3.jsonl"
+generate --configs 500 --seed 4 \
+  --programs mlp_iris,cnn1d_signals,lstm_sums,mlp_multiclass,mlp_friedman2 \
+  --manifest "$dir/manifest-seed4.jsonl"
