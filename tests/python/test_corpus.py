@@ -12,6 +12,7 @@ from conftest import CTL, ROOT
 sys.path.insert(0, os.path.join(ROOT, "corpus"))
 import generate  # noqa: E402
 import programs  # noqa: E402
+import severity  # noqa: E402
 
 # Every program's original, then mutants for the first causes.
 CONFIGS = len(programs.PROGRAMS) + 3
@@ -121,3 +122,35 @@ def test_label_rule():
     assert generate.label_of("neutral", [], False, 0.5) == []
     assert generate.label_of("mutant", causes, False, 0.8, "unlabelled") is None
     assert generate.label_of("neutral", [], False, 0.5, "unlabelled") is None
+
+
+def test_healthy_flagged_by_kind(tmp_path):
+    """severity.py finds each held-out row's configuration through the
+    store's run uids and counts flagged healthy runs by its kind."""
+    import sqlite3
+    store = tmp_path / "store.db"
+    db = sqlite3.connect(store)
+    db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, uid TEXT)")
+    db.executemany("INSERT INTO runs VALUES (?, ?)", [(1, "a"), (2, "b"), (3, "c"), (4, "d")])
+    db.commit()
+    db.close()
+    manifest = tmp_path / "m.jsonl"
+    records = [dict(kind="original", operators=[], run_ids=["a"], metrics=[0.9],
+                    original_metrics=[0.9]),
+               dict(kind="mutant", operators=[dict(op="lr_raise")], run_ids=["b", "c"],
+                    metrics=[0.9, 0.9], original_metrics=[0.9]),
+               dict(kind="mutant", operators=[dict(op="init_zeros")], run_ids=["d"],
+                    metrics=[float("nan")], original_metrics=[0.9])]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    pred = tmp_path / "pred.csv"
+    pred.write_text("run,program,point,labels,fault_threshold,p_fault\n"
+                    "1,p,1.00,,0.9,0.95\n"       # an original above the threshold
+                    "2,p,1.00,,0.9,0.95\n"       # a harmless mutant flagged
+                    "3,p,1.00,,0.9,0.10\n"       # one passed
+                    "3,p,0.25,,0.9,0.99\n"       # not the end of training
+                    "4,p,1.00,init,0.9,0.99\n")  # faulty: not counted here
+    rows = severity.load(str(pred), str(store), [str(manifest)])
+    assert len(rows) == 4
+    kinds, ops = severity.healthy_flagged(rows)
+    assert kinds == {"original": (1, 1), "mutant": (2, 1)}
+    assert ops == {"lr_raise": 1}
