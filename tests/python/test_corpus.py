@@ -12,6 +12,7 @@ from conftest import CTL, ROOT
 sys.path.insert(0, os.path.join(ROOT, "corpus"))
 import generate  # noqa: E402
 import programs  # noqa: E402
+import equal_alarms  # noqa: E402
 import severity  # noqa: E402
 
 # Every program's original, then mutants for the first causes.
@@ -154,3 +155,26 @@ def test_healthy_flagged_by_kind(tmp_path):
     kinds, ops = severity.healthy_flagged(rows)
     assert kinds == {"original": (1, 1), "mutant": (2, 1)}
     assert ops == {"lr_raise": 1}
+
+
+def test_equal_alarms():
+    """One threshold flags the given share of healthy runs; the decision
+    is the product's (top cause and those within the ratio)."""
+    def row(labels, p_fault, **p):
+        r = dict(point="1.00", labels=labels, p_fault=str(p_fault), ratio="0.5",
+                 fault_threshold="0.5")
+        r.update({"p_" + c: str(p.get(c, 0.0)) for c in equal_alarms.CAUSES})
+        return r
+    healthy = [row("", x / 10, epochs=0.3) for x in range(10)]   # 0.0 .. 0.9
+    faulty = [row("init", 0.95, init=0.9, data=0.5),       # init and data reported
+              row("lr_high|data", 0.85, lr_high=0.8),      # lr_high right, data missed
+              row("loss", 0.2, loss=0.9)]                  # never flagged above 0.2
+    rows = healthy + faulty
+    t = equal_alarms.threshold_for(rows, 0.2)              # 2 of 10 healthy runs
+    assert 0.7 < t <= 0.8 + 1e-9
+    m, fa = equal_alarms.macro_f1(rows, lambda r: t)
+    assert fa == 0.2
+    # init 1.0 (tp 1); lr_high 1.0; data: tp 0 -> 0; loss: 0; the 7 others 0.
+    assert abs(m - 2 / 11) < 1e-9
+    assert equal_alarms.decide(faulty[0], 0.5) == {"init", "data"}
+    assert equal_alarms.decide(faulty[2], 0.5) == set()
