@@ -14,8 +14,8 @@ threshold is set on the held-out runs themselves).
 import argparse
 import csv
 
-CAUSES = ("lr_high", "lr_low", "loss", "activation", "init", "optimizer", "epochs",
-          "batch_size", "data", "labels", "regularization")
+from mutations import CAUSES
+
 SHARES = (0.03, 0.04, 0.05)
 
 

@@ -178,7 +178,11 @@ OPERATORS = [
     Operator("epochs_cut", "epochs", cut_epochs, lambda c: c["epochs"] >= 10),
     Operator("batch_one", "batch_size", batch_one),
     Operator("batch_all", "batch_size", batch_all),
-    Operator("data_unnormalized", "data", no_normalization, lambda c: c["data"] != "sequences"),
+    # Not where the raw inputs are already standardised (or nearly): there
+    # the operator changes nothing and would label a run with a cause it
+    # does not have.
+    Operator("data_unnormalized", "data", no_normalization,
+             lambda c: c["data"] not in ("sequences", "signals", "multiclass")),
     Operator("data_scaled", "data", scale_inputs),
     Operator("labels_noise", "labels", noisy_labels, _classification),
     Operator("reg_dropout", "regularization", heavy_dropout),

@@ -59,12 +59,12 @@ PROGRAMS = {
     "mlp_circles": dict(data="circles", task="classification", classes=1, model="mlp",
                         hidden=[32, 32], activation="relu", optimizer="sgd", lr=0.05,
                         momentum=0.9, batch_size=32, epochs=30),
-    # Added 2026-11-26 (session 7): with one program left out, the models
-    # learn from the others, and on the committed corpus every program
-    # more to learn from was worth about 0.01-0.02 macro-F1 (docs/corpus.md).
+    # Added later on 2026-11-26: with one program left out, the models
+    # learn from the others, and on the corpus of 10 programs every program
+    # more to learn from was worth about 0.015 macro-F1 (docs/corpus.md).
     # New families (1-D convolutions, an LSTM), a third and fourth
     # regression, and settings no other program has (ELU, leaky ReLU,
-    # weight decay in the healthy program, SGD without momentum on Adagrad).
+    # weight decay in the healthy program).
     "mlp_iris": dict(data="iris", task="classification", classes=3, model="mlp",
                      hidden=[16, 16], activation="elu", optimizer="rmsprop", lr=0.003,
                      batch_size=8, epochs=40),

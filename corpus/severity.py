@@ -62,18 +62,23 @@ def healthy_flagged(rows):
     return kinds, ops
 
 
+def bucket(record, k):
+    """The BUCKETS index of seed k's relative drop against the original's
+    mean. Accuracy or R², higher is better; a diverged seed has NaN and
+    counts as a drop of 100%."""
+    orig = sum(record["original_metrics"]) / len(record["original_metrics"])
+    m = record["metrics"][k]
+    rel = (orig - m) / max(abs(orig), 1e-9) if m == m else 1.0
+    return next(i for i, (lo, hi) in enumerate(BUCKETS) if lo <= rel < hi)
+
+
 def main(pred, store, manifests):
     rows = load(pred, store, manifests)
     found = [[0, 0] for _ in BUCKETS]
     for row, r, k in rows:
         if not row["labels"]:
             continue
-        orig = sum(r["original_metrics"]) / len(r["original_metrics"])
-        # Accuracy or R², higher is better; a diverged seed has NaN and
-        # counts as a drop of 100%.
-        m = r["metrics"][k]
-        rel = (orig - m) / max(abs(orig), 1e-9) if m == m else 1.0
-        b = next(i for i, (lo, hi) in enumerate(BUCKETS) if lo <= rel < hi)
+        b = bucket(r, k)
         found[b][0] += 1
         found[b][1] += flagged(row)
     print("| relative drop of the final metric | faulty runs | flagged by the detector |")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Generates the whole fault corpus into DIR (a dnnfault store and the three
+# Generates the whole fault corpus into DIR (a dnnfault store and the four
 # manifests), as committed: seed 1 and its supplement of seed 2 over the
 # first eight programs, seed 3 over the two added next, seed 4 over the
-# five added last (docs/corpus.md). About 70 minutes on a 2-core machine. Then rebuild the rows and the
-# default bundle with: bash scripts/train-model.sh DIR/corpus.db
+# five added last (docs/corpus.md). About 70 minutes on a 2-core machine.
+# Then rebuild the rows and the default bundle with:
+#   bash scripts/train-model.sh DIR/corpus.db
 #   bash scripts/generate-corpus.sh /tmp/corpus
 set -euo pipefail
 cd "$(dirname "$0")/.."

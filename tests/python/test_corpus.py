@@ -155,6 +155,11 @@ def test_healthy_flagged_by_kind(tmp_path):
     kinds, ops = severity.healthy_flagged(rows)
     assert kinds == {"original": (1, 1), "mutant": (2, 1)}
     assert ops == {"lr_raise": 1}
+    # Relative drops: none, 50%, and a diverged seed (NaN) as 100%.
+    assert severity.bucket(records[0], 0) == 0
+    assert severity.bucket(dict(records[0], metrics=[0.45]), 0) == 4
+    assert severity.bucket(dict(records[0], metrics=[0.85]), 0) == 1      # 5.6%
+    assert severity.bucket(records[2], 0) == 4
 
 
 def test_equal_alarms():
