@@ -308,29 +308,19 @@ def _cnn1d(config):
     return nn.Sequential(*layers, *_output_modules(config))
 
 
-class LSTMRegressor(nn.Module):
-    def __init__(self, config):
+class Recurrent(nn.Module):
+    """A recurrent layer (`cell`, registered as `name`: the layer names
+    the client sees) read at the last step, then a linear head."""
+    def __init__(self, config, cell, name):
         super().__init__()
-        self.lstm = nn.LSTM(1, config["hidden"][0], batch_first=True)
+        self.cell_name = name
+        self.add_module(name, cell(1, config["hidden"][0], batch_first=True))
         self.drop = nn.Dropout(config["dropout"]) if config["dropout"] > 0 else nn.Identity()
         self.head = nn.Linear(config["hidden"][0], _outputs(config))
         _add_output(self, config)
 
     def forward(self, x):
-        out, _ = self.lstm(x)
-        return _apply_output(self, self.head(self.drop(out[:, -1])))
-
-
-class GRUClassifier(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.gru = nn.GRU(1, config["hidden"][0], batch_first=True)
-        self.drop = nn.Dropout(config["dropout"]) if config["dropout"] > 0 else nn.Identity()
-        self.head = nn.Linear(config["hidden"][0], _outputs(config))
-        _add_output(self, config)
-
-    def forward(self, x):
-        out, _ = self.gru(x)
+        out, _ = getattr(self, self.cell_name)(x)
         return _apply_output(self, self.head(self.drop(out[:, -1])))
 
 
@@ -363,9 +353,9 @@ def build_model(config, n_in):
     elif family == "cnn1d":
         model = _cnn1d(config)
     elif family == "gru":
-        model = GRUClassifier(config)
+        model = Recurrent(config, nn.GRU, "gru")
     elif family == "lstm":
-        model = LSTMRegressor(config)
+        model = Recurrent(config, nn.LSTM, "lstm")
     else:
         raise ValueError("unknown model %r" % family)
     _init(model, config)
