@@ -236,6 +236,66 @@ bad:
 	return -EINVAL;
 }
 
+static int by_run_point(const void *a, const void *b, void *arg)
+{
+	const struct row_meta *m = arg;
+	const struct row_meta *x = &m[*(const size_t *)a], *y = &m[*(const size_t *)b];
+	if (x->run != y->run)
+		return x->run < y->run ? -1 : 1;
+	return (x->point > y->point) - (x->point < y->point);
+}
+
+/* Rows sorted by run and point, groups numbered in order of first
+ * appearance: the order the store export writes, so the same rows give
+ * the same folds and models however the files were split or concatenated.
+ * A run twice at one point (a file read twice) is an error. */
+static int canonical_order(struct dataset *d, char *err, size_t len)
+{
+	size_t n = d->n, nf = d->n_features;
+	size_t *idx = malloc((n ? n : 1) * sizeof *idx);
+	int *renum = malloc((d->n_groups ? d->n_groups : 1) * sizeof *renum);
+	char **groups = malloc((d->n_groups ? d->n_groups : 1) * sizeof *groups);
+	double *x = malloc((n ? n : 1) * nf * sizeof *x);
+	double *fd = malloc((n ? n : 1) * DEEPFD_FEATURES * sizeof *fd);
+	struct row_meta *meta = malloc((n ? n : 1) * sizeof *meta);
+	int rv = idx && renum && groups && x && fd && meta ? 0 : -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < n; i++)
+		idx[i] = i;
+	if (rv == 0)
+		qsort_r(idx, n, sizeof *idx, by_run_point, d->meta);
+	for (size_t i = 1; rv == 0 && i < n; i++)
+		if (by_run_point(&idx[i - 1], &idx[i], d->meta) == 0) {
+			const struct row_meta *m = &d->meta[idx[i]];
+			snprintf(err, len, "rows of run %lld at point %.2f appear twice",
+				 (long long)m->run, dataset_points[m->point]);
+			rv = -EINVAL;
+		}
+	size_t used = 0;
+	for (size_t g = 0; rv == 0 && g < d->n_groups; g++)
+		renum[g] = -1;
+	for (size_t i = 0; rv == 0 && i < n; i++) {
+		struct row_meta m = d->meta[idx[i]];
+		if (renum[m.group] < 0) {
+			groups[used] = d->groups[m.group];
+			renum[m.group] = (int)used++;
+		}
+		m.group = renum[m.group];
+		meta[i] = m;
+		memcpy(&x[i * nf], &d->x[idx[i] * nf], nf * sizeof *x);
+		memcpy(&fd[i * DEEPFD_FEATURES], &d->fd[idx[i] * DEEPFD_FEATURES],
+		       DEEPFD_FEATURES * sizeof *fd);
+	}
+	if (rv == 0) {
+		/* every group has a row: a group is created by its first row */
+		free(d->x), free(d->fd), free(d->meta), free(d->groups);
+		d->x = x, d->fd = fd, d->meta = meta, d->groups = groups;
+		d->cap = n;
+		x = fd = NULL, meta = NULL, groups = NULL;
+	}
+	free(idx), free(renum), free(groups), free(x), free(fd), free(meta);
+	return rv;
+}
+
 int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
 {
 	memset(d, 0, sizeof *d);
@@ -248,6 +308,12 @@ int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
 		snprintf(err, len, "empty rows file");
 	while (rv == 0 && getline(&line, &cap, f) > 0) {
 		lineno++;
+		/* Rows files concatenated (one per program, docs/corpus.md):
+		 * each header is checked like the first. */
+		if (strncmp(line, "run,", 4) == 0) {
+			rv = check_header(line, err, len);
+			continue;
+		}
 		long i = grow(d);
 		if (i < 0) {
 			rv = (int)i;
@@ -288,6 +354,8 @@ int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
 			snprintf(err, len, "rows line %zu is malformed", lineno);
 	}
 	free(line);
+	if (rv == 0)
+		rv = canonical_order(d, err, len);
 	if (rv == -ENOMEM)
 		snprintf(err, len, "out of memory");
 	if (rv != 0)

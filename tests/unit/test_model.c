@@ -261,6 +261,85 @@ static void test_round_trip(void **state)
 }
 
 /* The ranking rule: the top cause, and those within the ratio of it. */
+/* The CSV of a dataset, as dataset__write_csv writes it. */
+static char *csv_of(const struct dataset *d)
+{
+	char *text = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&text, &size);
+	assert_non_null(f);
+	assert_int_equal(dataset__write_csv(d, f), 0);
+	assert_int_equal(fclose(f), 0);
+	return text;
+}
+
+static int read_text(const char *text, struct dataset *d, char *err, size_t len)
+{
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	assert_non_null(f);
+	int rv = dataset__read_csv(f, d, err, len);
+	fclose(f);
+	return rv;
+}
+
+/* Rows committed as one file per program (docs/corpus.md) and
+ * concatenated in any order read back as the very same dataset: same row
+ * order, same group numbers, so the same folds and models. A file read
+ * twice is refused. */
+static void test_rows_split(void **state)
+{
+	(void)state;
+	struct dataset d;
+	synthetic(&d);
+	char *whole = csv_of(&d);
+	dataset__free(&d);
+	size_t header = strcspn(whole, "\n") + 1;
+	size_t cap = 2 * strlen(whole) + N_PROGRAMS * header + 1, used = 0;
+	char *split = malloc(cap);
+	assert_non_null(split);
+	for (size_t g = N_PROGRAMS; g-- > 0;) {
+		memcpy(split + used, whole, header);
+		used += header;
+		for (const char *line = whole + header; *line;) {
+			size_t n = strcspn(line, "\n") + 1;
+			const char *prog = strchr(line, ',') + 1;
+			if (strncmp(prog, programs[g], strlen(programs[g])) == 0 &&
+			    prog[strlen(programs[g])] == ',') {
+				memcpy(split + used, line, n);
+				used += n;
+			}
+			line += n;
+		}
+	}
+	split[used] = '\0';
+	assert_int_not_equal(strcmp(split, whole), 0);
+
+	char err[256] = "";
+	assert_int_equal(read_text(split, &d, err, sizeof err), 0);
+	assert_int_equal(d.n, ROWS);
+	char *again = csv_of(&d);
+	assert_string_equal(again, whole);
+	for (size_t g = 0; g < N_PROGRAMS; g++)
+		assert_string_equal(d.groups[g], programs[g]);
+	dataset__free(&d);
+	free(again);
+
+	/* the last program's file twice */
+	memcpy(split + used, split, strlen(split) - strlen(strstr(split + header, "run,")));
+	used += strlen(split) - strlen(strstr(split + header, "run,"));
+	split[used] = '\0';
+	assert_int_equal(read_text(split, &d, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "appear twice"));
+
+	/* a second file of another schema */
+	strcpy(split, whole);
+	strcat(split, "run,program,point,labels,autotrainer,deepdiagnosis,umlaut,old_feature\n");
+	assert_int_equal(read_text(split, &d, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "another feature schema"));
+	free(split);
+	free(whole);
+}
+
 static void test_report_causes(void **state)
 {
 	double p[CAUSE_COUNT];
@@ -646,6 +725,7 @@ int main(void)
 	one_thread();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, temp_dir, remove_temp_dir),
+		cmocka_unit_test(test_rows_split),
 		cmocka_unit_test(test_report_causes),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_boost_seed),
