@@ -10,25 +10,42 @@
 
 const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.04, .seed = 1};
 
-/* One model per setting is trained with the most rounds and predicted
- * with each shorter prefix of its rounds. One depth keeps the nested
- * leave-one-program-out evaluation within minutes on two cores. */
-static const int grid_rounds[] = {50, 100, 200, 400};
-#define N_ROUNDS (sizeof grid_rounds / sizeof grid_rounds[0])
-#define DEPTH 3
+/* A tree depth with its grid of rounds. One model per depth is trained
+ * with the most rounds and predicted with each shorter prefix of its
+ * rounds, so a depth costs one model per fold. */
+#define N_ROUNDS 4
+struct depth_grid {
+	int depth;
+	int rounds[N_ROUNDS];
+};
+/* The cause models: one depth keeps the nested leave-one-program-out
+ * evaluation within minutes on two cores. */
+static const struct depth_grid cause_grid = {3, {50, 100, 200, 400}};
+/* The detector also tries depth 2, with more rounds for its smaller trees
+ * (about the same training time as depth 3): telling faulty from healthy
+ * on a program never seen generalised better with shallower trees in a
+ * leave-one-program-out comparison (docs/model.md), so validation
+ * chooses between the two. */
+static const struct depth_grid detector_grid[] = {
+	{3, {50, 100, 200, 400}},
+	{2, {75, 150, 300, 600}},
+};
+#define N_DETECTOR_DEPTHS (sizeof detector_grid / sizeof detector_grid[0])
 static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
 #define N_RATIO (sizeof grid_ratio / sizeof grid_ratio[0])
 /* "Suspect" flags about this many times the target share of healthy rows. */
 #define SUSPECT_FACTOR 3
 
-/* Every setting but the rounds, chosen here, and the seed, an option. */
+/* Every setting but the depth and rounds, chosen here, and the seed, an
+ * option. */
 static const struct boost_params base_params = {
-	.max_depth = DEPTH, .eta = 0.1, .min_child_weight = 5, .subsample = 0.8, .colsample = 0.3,
+	.eta = 0.1, .min_child_weight = 5, .subsample = 0.8, .colsample = 0.3,
 };
 
-static struct boost_params params_for(const struct fit_opts *o, int rounds)
+static struct boost_params params_for(const struct fit_opts *o, int depth, int rounds)
 {
 	struct boost_params p = base_params;
+	p.max_depth = depth;
 	p.rounds = rounds;
 	p.seed = o->seed;
 	return p;
@@ -70,13 +87,13 @@ void fit__free_matrix(struct fit_matrix *m)
 }
 
 /* Out-of-fold probabilities of every row idx[0..n) under each number of
- * rounds, oof[r * n + i], from models trained on the other folds' rows
+ * rounds of the grid, oof[r * n + i], from models trained on the other folds' rows
  * with labels y, and only their faulty rows when faulty_only. A row's
  * fold is its program's rank among the programs present, mod folds
  * (folds 0: one fold per program). */
 static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		       const struct fit_opts *o, int folds, const float *y, bool faulty_only, float *oof,
-		       char *err, size_t len)
+		       const struct fit_opts *o, const struct depth_grid *grid, int folds, const float *y,
+		       bool faulty_only, float *oof, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
 	size_t *train = malloc(rows * sizeof *train), *test = malloc(rows * sizeof *test);
@@ -107,11 +124,11 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 				train[ntr++] = idx[i];
 		}
 		struct boost_rows tr = {m->x, m->n_cols, train, ntr}, te = {m->x, m->n_cols, test, nte};
-		struct boost_params p = params_for(o, grid_rounds[N_ROUNDS - 1]);
+		struct boost_params p = params_for(o, grid->depth, grid->rounds[N_ROUNDS - 1]);
 		void *b = NULL;
 		rv = boost__train(&tr, y, &p, &b, err, len);
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
-			rv = boost__predict(b, &te, grid_rounds[r], pred, err, len);
+			rv = boost__predict(b, &te, grid->rounds[r], pred, err, len);
 			for (size_t i = 0; rv == 0 && i < nte; i++)
 				oof[r * n + pos[i]] = pred[i];
 		}
@@ -195,36 +212,43 @@ static double log_loss(const struct fit_matrix *m, const size_t *idx, size_t n, 
 	return k ? s / (double)k : 0;
 }
 
-/* The detector: rounds with the most faulty rows flagged at the target
- * share of healthy rows flagged; its thresholds; its chosen probabilities
- * into best[n]. */
+/* The detector: the depth and rounds with the most faulty rows flagged at
+ * the target share of healthy rows flagged; its thresholds; its chosen
+ * probabilities into best[n]. */
 static int select_detector(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
 			   const struct fit_opts *o, struct fit *f, float *best, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
 	float *oof = malloc(N_ROUNDS * rows * sizeof *oof);
 	double *healthy = malloc(rows * sizeof *healthy);
-	int rv = oof && healthy ? out_of_fold(d, m, idx, n, o, o->detector_folds, m->fault, false, oof, err, len)
-				: -ENOMEM;
+	int rv = oof && healthy ? 0 : -ENOMEM;
 	double top = -1;
-	for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
-		const float *p = oof + r * n;
-		size_t nh = 0, faulty = 0, found = 0;
-		for (size_t i = 0; i < n; i++)
-			if (m->fault[idx[i]] < 0.5f)
-				healthy[nh++] = p[i];
-		double t = fit__threshold_for(healthy, nh, o->false_alarm);
-		for (size_t i = 0; i < n; i++)
-			if (m->fault[idx[i]] > 0.5f)
-				faulty++, found += p[i] >= t;
-		double detection = faulty ? (double)found / (double)faulty : 0;
-		if (detection > top + 1e-9) {
-			top = detection;
-			f->fault = params_for(o, grid_rounds[r]);
-			f->fault_threshold = t;
-			f->fault_suspect = fit__threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
-			f->cv_detection = detection;
-			memcpy(best, p, n * sizeof *best);
+	for (size_t k = 0; rv == 0 && k < N_DETECTOR_DEPTHS; k++) {
+		const struct depth_grid *g = &detector_grid[k];
+		rv = out_of_fold(d, m, idx, n, o, g, o->detector_folds, m->fault, false, oof, err, len);
+		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
+			const float *p = oof + r * n;
+			size_t nh = 0, faulty = 0, found = 0;
+			for (size_t i = 0; i < n; i++)
+				if (m->fault[idx[i]] < 0.5f)
+					healthy[nh++] = p[i];
+			double t = fit__threshold_for(healthy, nh, o->false_alarm);
+			for (size_t i = 0; i < n; i++)
+				if (m->fault[idx[i]] > 0.5f)
+					faulty++, found += p[i] >= t;
+			double detection = faulty ? (double)found / (double)faulty : 0;
+			if (o->verbose)
+				fprintf(stderr, "  detector depth %d rounds %3d: oof detection %.3f\n", g->depth,
+					g->rounds[r], detection);
+			if (detection > top + 1e-9) {
+				top = detection;
+				f->fault = params_for(o, g->depth, g->rounds[r]);
+				f->fault_threshold = t;
+				f->fault_suspect =
+					fit__threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
+				f->cv_detection = detection;
+				memcpy(best, p, n * sizeof *best);
+			}
 		}
 	}
 	if (rv == 0 && f->fault_suspect > f->fault_threshold)
@@ -248,17 +272,17 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 	if (rv == 0)
 		rv = select_detector(d, m, idx, n, o, f, fault, err, len);
 	if (o->verbose && rv == 0)
-		fprintf(stderr, "  detector        rounds %d threshold %.4f suspect %.4f: oof detection %.3f at "
-				"false alarms %.3f\n", f->fault.rounds, f->fault_threshold, f->fault_suspect,
+		fprintf(stderr, "  detector        depth %d rounds %d threshold %.4f suspect %.4f: oof detection %.3f at "
+				"false alarms %.3f\n", f->fault.max_depth, f->fault.rounds, f->fault_threshold, f->fault_suspect,
 			f->cv_detection, o->false_alarm);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		rv = out_of_fold(d, m, idx, n, o, o->folds, m->y[c], true, oof, err, len);
+		rv = out_of_fold(d, m, idx, n, o, &cause_grid, o->folds, m->y[c], true, oof, err, len);
 		double top = INFINITY;
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 			double loss = log_loss(m, idx, n, c, oof + r * n);
 			if (loss < top - 1e-12) {
 				top = loss;
-				f->cause[c] = params_for(o, grid_rounds[r]);
+				f->cause[c] = params_for(o, cause_grid.depth, cause_grid.rounds[r]);
 				memcpy(prob[c], oof + r * n, n * sizeof *prob[c]);
 			}
 		}
