@@ -212,9 +212,28 @@ static double log_loss(const struct fit_matrix *m, const size_t *idx, size_t n, 
 	return k ? s / (double)k : 0;
 }
 
+/* The lowest threshold that flags at most `share` of the healthy rows at
+ * every point of progress: a healthy run is judged again and again while
+ * it trains, and its early rows, rarely flagged, must not buy the later
+ * ones a larger share. scratch holds n values. */
+static double threshold_every_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx,
+				    size_t n, const float *p, double share, double *scratch)
+{
+	double t = 0;
+	for (int k = 0; k < DATASET_POINTS; k++) {
+		size_t nh = 0;
+		for (size_t i = 0; i < n; i++)
+			if (m->fault[idx[i]] < 0.5f && d->meta[idx[i]].point == k)
+				scratch[nh++] = p[i];
+		if (nh > 0)
+			t = fmax(t, fit__threshold_for(scratch, nh, share));
+	}
+	return t;
+}
+
 /* The detector: the depth and rounds with the most faulty rows flagged at
- * the target share of healthy rows flagged; its thresholds; its chosen
- * probabilities into best[n]. */
+ * the target share of healthy rows flagged (at every point); its
+ * thresholds; its chosen probabilities into best[n]. */
 static int select_detector(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
 			   const struct fit_opts *o, struct fit *f, float *best, char *err, size_t len)
 {
@@ -228,11 +247,8 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 		rv = out_of_fold(d, m, idx, n, o, g, o->detector_folds, m->fault, false, oof, err, len);
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 			const float *p = oof + r * n;
-			size_t nh = 0, faulty = 0, found = 0;
-			for (size_t i = 0; i < n; i++)
-				if (m->fault[idx[i]] < 0.5f)
-					healthy[nh++] = p[i];
-			double t = fit__threshold_for(healthy, nh, o->false_alarm);
+			size_t faulty = 0, found = 0;
+			double t = threshold_every_point(d, m, idx, n, p, o->false_alarm, healthy);
 			for (size_t i = 0; i < n; i++)
 				if (m->fault[idx[i]] > 0.5f)
 					faulty++, found += p[i] >= t;
@@ -244,8 +260,8 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 				top = detection;
 				f->fault = params_for(o, g->depth, g->rounds[r]);
 				f->fault_threshold = t;
-				f->fault_suspect =
-					fit__threshold_for(healthy, nh, fmin(0.5, SUSPECT_FACTOR * o->false_alarm));
+				f->fault_suspect = threshold_every_point(
+					d, m, idx, n, p, fmin(0.5, SUSPECT_FACTOR * o->false_alarm), healthy);
 				f->cv_detection = detection;
 				memcpy(best, p, n * sizeof *best);
 			}
