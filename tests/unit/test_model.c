@@ -325,8 +325,9 @@ static void test_rows_split(void **state)
 	free(again);
 
 	/* the last program's file twice */
-	memcpy(split + used, split, strlen(split) - strlen(strstr(split + header, "run,")));
-	used += strlen(split) - strlen(strstr(split + header, "run,"));
+	size_t first_file = (size_t)(strstr(split + header, "run,") - split);
+	memcpy(split + used, split, first_file);
+	used += first_file;
 	split[used] = '\0';
 	assert_int_equal(read_text(split, &d, err, sizeof err), -EINVAL);
 	assert_non_null(strstr(err, "appear twice"));
