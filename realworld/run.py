@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""The field test: trains every case of realworld/programs.py with a few
+seeds while a running dnnfaultd watches, then scores the live diagnosis
+each run ended with. Run it through scripts/field-test.sh, which starts the
+daemon with the default model bundle on a temporary socket and store.
+
+A buggy run counts as a fault only when its bug hurt: its final validation
+metric is below the mean of the same program's unchanged runs by more than
+2% of that mean (or it is not finite). Bugs that did not hurt are listed,
+not scored, as the corpus labels them (docs/corpus.md).
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import programs  # noqa: E402
+
+HURT = 0.02
+
+
+def final_diagnosis(ctl, address, run, timeout=60.0):
+    """The run's last diagnosis, once the daemon has diagnosed its last step."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([ctl, "--address", address, "--json", "status", run],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out)["runs"][0]
+        if r.get("diagnosed_step") == r.get("step") and r.get("state") != "running":
+            return r
+        if time.monotonic() > deadline:
+            raise TimeoutError("no final diagnosis of %s: %s" % (run, out))
+        time.sleep(0.2)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--ctl", required=True, help="path of dnnfaultctl")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--db", help="the daemon's store: the rule-based baselines are read "
+                    "from its feature rows (dnnfaultctl rows)")
+    ap.add_argument("--json", help="also write every run's result here")
+    args = ap.parse_args()
+
+    results = []
+    for program, bug, causes in programs.CASES:
+        for seed in range(args.seeds):
+            run = "%s-%s-%d" % (program, bug or "unchanged", seed)
+            start = time.monotonic()
+            metric = programs.train(program, bug, seed, run, address=args.address,
+                                    every=args.every)
+            d = final_diagnosis(args.ctl, args.address, run)
+            got = [c["id"] for c in d.get("causes", [])]
+            results.append(dict(program=program, bug=bug, expected=causes, seed=seed,
+                                run=run, id=d.get("id"),
+                                metric=metric, health=d.get("health"), causes=got,
+                                probabilities=[round(c["probability"], 3)
+                                               for c in d.get("causes", [])],
+                                symptoms=[s["id"] for s in d.get("symptoms", [])],
+                                seconds=round(time.monotonic() - start, 1)))
+            print("%-40s metric %9.3g  %-8s %s" % (run, metric, d.get("health"),
+                                                   ",".join(got) or "-"),
+                  file=sys.stderr, flush=True)
+    base = baseline_metrics(results)
+    for r in results:
+        r["hurt"] = r["bug"] is not None and hurt(r, base)
+    if args.db:
+        baselines(results, args.ctl, args.address, args.db)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    report(results, base)
+
+
+def baseline_metrics(results):
+    """Each program's mean final metric over its unchanged runs."""
+    base = {}
+    for r in results:
+        if r["bug"] is None and math.isfinite(r["metric"]):
+            base.setdefault(r["program"], []).append(r["metric"])
+    return {p: sum(v) / len(v) for p, v in base.items()}
+
+
+def hurt(r, base):
+    m, b = r["metric"], base[r["program"]]
+    return not math.isfinite(m) or m < b - HURT * abs(b)
+
+
+BASELINES = ("autotrainer", "deepdiagnosis", "umlaut")
+
+
+def baselines(results, ctl, address, db):
+    """Labels every run by the outcome (its bug's causes if it hurt, else
+    healthy), exports the store's feature rows, and keeps each rule-based
+    tool's conclusion at the end of training (daemon/baselines.c, the same
+    code as the corpus evaluation)."""
+    for r in results:
+        causes = r["expected"] if r["hurt"] else ["healthy"]
+        subprocess.run([ctl, "--address", address, "label", r["run"]] + causes, check=True,
+                       stdout=subprocess.DEVNULL)
+    rows = subprocess.run([ctl, "rows", db], check=True, capture_output=True,
+                          text=True).stdout
+    end = {}
+    for row in csv.DictReader(io.StringIO(rows)):
+        if row["point"] == "1.00":
+            end[int(row["run"])] = {b: [c for c in row[b].split("|") if c] for b in BASELINES}
+    # the rows name runs by the store's row id; the daemon's status by uid
+    with sqlite3.connect("file:%s?mode=ro" % db, uri=True) as store:
+        row_id = dict(store.execute("SELECT uid, id FROM runs"))
+    for r in results:
+        r["baselines"] = end[row_id[r["id"]]]
+
+
+def report(results, base):
+    print("| program | bug | expected | final metric (unchanged: mean) | hurt | health | causes reported |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print("| %s | %s | %s | %.3g (%.3g) | %s | %s | %s |" % (
+            r["program"], r["bug"] or "none", ", ".join(r["expected"]) or "none",
+            r["metric"], base[r["program"]], "-" if r["bug"] is None else
+            ("yes" if r["hurt"] else "no"), r["health"],
+            ", ".join("%s %.2f" % cp for cp in zip(r["causes"], r["probabilities"])) or "-"))
+
+    healthy = [r for r in results if r["bug"] is None]
+    faulty = [r for r in results if r["hurt"]]
+    harmless = [r for r in results if r["bug"] is not None and not r["hurt"]]
+    flagged = [r for r in faulty if r["health"] == "faulty"]
+    print()
+    print("unchanged runs: %d, flagged faulty %d, suspect %d" % (
+        len(healthy), sum(r["health"] == "faulty" for r in healthy),
+        sum(r["health"] == "suspect" for r in healthy)))
+    print("buggy runs that hurt: %d; flagged faulty %d; suspect %d; a true cause reported %d; "
+          "a true cause first %d" % (
+              len(faulty), len(flagged), sum(r["health"] == "suspect" for r in faulty),
+              sum(bool(set(r["causes"]) & set(r["expected"])) for r in flagged),
+              sum(bool(r["causes"]) and r["causes"][0] in r["expected"] for r in flagged)))
+    print("buggy runs that did not hurt: %d; flagged faulty %d" % (
+        len(harmless), sum(r["health"] == "faulty" for r in harmless)))
+    if "baselines" not in results[0]:
+        return
+
+    def true_found(causes, r):
+        return bool(set(causes) & set(r["expected"]))
+    print()
+    print("| method | unchanged runs given a cause | hurt runs given a cause | "
+          "hurt runs given a true cause | causes per hurt run given any |")
+    print("|---|---|---|---|---|")
+    methods = [("dnnfault (faulty)", lambda r: r["causes"] if r["health"] == "faulty" else []),
+               ("dnnfault (faulty or suspect)",
+                lambda r: r["causes"] if r["health"] in ("faulty", "suspect") else [])]
+    methods += [(b, lambda r, b=b: r["baselines"][b] or []) for b in BASELINES]
+    for name, said in methods:
+        given = [r for r in faulty if said(r)]
+        print("| %s | %d of %d | %d of %d | %d of %d | %.1f |" % (
+            name, sum(bool(said(r)) for r in healthy), len(healthy), len(given), len(faulty),
+            sum(true_found(said(r), r) for r in faulty), len(faulty),
+            sum(len(said(r)) for r in given) / max(1, len(given))))
+
+
+if __name__ == "__main__":
+    main()
