@@ -21,9 +21,6 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import programs  # noqa: E402
-
 HURT = 0.02
 
 
@@ -43,14 +40,25 @@ def final_diagnosis(ctl, address, run, timeout=60.0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--address", required=True)
-    ap.add_argument("--ctl", required=True, help="path of dnnfaultctl")
+    ap.add_argument("--address")
+    ap.add_argument("--ctl", help="path of dnnfaultctl")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--db", help="the daemon's store: the rule-based baselines are read "
                     "from its feature rows (dnnfaultctl rows)")
     ap.add_argument("--json", help="also write every run's result here")
+    ap.add_argument("--report", metavar="RESULTS.json",
+                    help="print the tables of an earlier --json file; trains nothing")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            results = json.load(f)
+        report(results, baseline_metrics(results))
+        return
+    if not args.address or not args.ctl:
+        ap.error("--address and --ctl are needed to train")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import programs  # needs dnnfault and torch; --report does not
 
     results = []
     for program, bug, causes in programs.CASES:
@@ -122,14 +130,27 @@ def baselines(results, ctl, address, db):
 
 
 def report(results, base):
-    print("| program | bug | expected | final metric (unchanged: mean) | hurt | health | causes reported |")
-    print("|---|---|---|---|---|---|---|")
+    """One line per case (its seeds together), then the scores."""
+    cases = {}
     for r in results:
-        print("| %s | %s | %s | %.3g (%.3g) | %s | %s | %s |" % (
-            r["program"], r["bug"] or "none", ", ".join(r["expected"]) or "none",
-            r["metric"], base[r["program"]], "-" if r["bug"] is None else
-            ("yes" if r["hurt"] else "no"), r["health"],
-            ", ".join("%s %.2f" % cp for cp in zip(r["causes"], r["probabilities"])) or "-"))
+        cases.setdefault((r["program"], r["bug"]), []).append(r)
+    tools = [b for b in BASELINES if "baselines" in results[0]]
+    print("| program | bug | expected | final metric, median (unchanged: mean) | hurt "
+          "| dnnfault: faulty / suspect / healthy | dnnfault's first cause |" +
+          "".join(" %s: a true cause |" % t for t in tools))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(tools))
+    for (program, bug), runs in cases.items():
+        metrics = sorted(r["metric"] if math.isfinite(r["metric"]) else -math.inf for r in runs)
+        firsts = sorted({r["causes"][0] for r in runs if r["causes"]})
+        print("| %s | %s | %s | %.3g (%.3g) | %s | %d / %d / %d | %s |" % (
+            program, bug or "none", ", ".join(runs[0]["expected"]) or "none",
+            metrics[len(metrics) // 2], base[program],
+            "-" if bug is None else "%d of %d" % (sum(r["hurt"] for r in runs), len(runs)),
+            sum(r["health"] == "faulty" for r in runs),
+            sum(r["health"] == "suspect" for r in runs),
+            sum(r["health"] == "healthy" for r in runs), ", ".join(firsts) or "-") +
+            "".join(" %d |" % sum(bool(set(r["baselines"][t] or []) & set(r["expected"]))
+                                  for r in runs) for t in tools))
 
     healthy = [r for r in results if r["bug"] is None]
     faulty = [r for r in results if r["hurt"]]
