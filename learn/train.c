@@ -79,7 +79,7 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		model__write_header(f);
 		fprintf(f, "trained %s\nsource %s\nrows %zu\nruns %zu\nhealthy_runs %zu\nprograms %zu\n", when,
 			source, d->n, runs, healthy, d->n_groups);
-		fprintf(f, "selection grouped-cv folds %d detector_folds %d false_alarm_target %.2f seed %d\n",
+		fprintf(f, "selection grouped-cv folds %d detector_folds %d false_alarm_target %g seed %d\n",
 			o->folds, o->detector_folds, o->false_alarm, o->seed);
 		fprintf(f, "fault threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 			   " cv_false_alarm %.3f\n", fit.fault_threshold, fit.fault_suspect, fit.fault.max_depth,

@@ -9,8 +9,9 @@
 #include "learn.h"
 
 static const char learn_usage[] =
-	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--seed N] [--quiet]\n"
-	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--seed N] [--quiet]\n"
+	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--seed N] [--false-alarm SHARE] [--quiet]\n"
+	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--seed N]\n"
+	"                            [--false-alarm SHARE] [--quiet]\n"
 	"       dnnfaultctl rows STORE [ROWS.csv]\n"
 	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n";
 
@@ -35,6 +36,17 @@ int learn__main(int argc, char **argv)
 				return CTL_USAGE;
 			}
 			o.seed = (int)v;
+		}
+		else if (strcmp(argv[i], "--false-alarm") == 0 && i + 1 < argc && strcmp(verb, "rows") != 0) {
+			/* The detector's budget: the share of healthy rows it may
+			 * flag in its own validation (docs/model.md). */
+			char *end;
+			double v = strtod(argv[++i], &end);
+			if (*end != '\0' || end == argv[i] || !(v > 0 && v < 0.5)) {
+				fprintf(stderr, "dnnfaultctl: --false-alarm wants a share above 0 and below 0.5\n");
+				return CTL_USAGE;
+			}
+			o.false_alarm = v;
 		}
 		else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 2)
 			pos[n_pos++] = argv[i];

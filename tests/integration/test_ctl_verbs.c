@@ -94,6 +94,12 @@ static void watch_an_empty_daemon(void **state)
 	assert_int_equal(harness__ctl(&d, NULL, 0, "status --count 1 2>/dev/null"), 2);
 	assert_int_equal(harness__ctl(&d, NULL, 0, "watch --interval 0 2>/dev/null"), 2);
 	assert_int_equal(harness__ctl(&d, NULL, 0, "watch a b 2>/dev/null"), 2);
+	/* the offline verbs check their options before reading anything */
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "train - /nonexistent --false-alarm 0.5 2>&1"), 2);
+	assert_non_null(strstr(out, "--false-alarm wants a share"));
+	assert_int_equal(harness__ctl(&d, NULL, 0, "evaluate - --false-alarm 4pct 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "evaluate - --false-alarm 0 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "rows - --false-alarm 0.04 2>/dev/null"), 2);
 	stop();
 }
 
