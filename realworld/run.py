@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The field test: trains every case of realworld/programs.py with a few
+"""The field test: trains every case of realworld/buggy.py with a few
 seeds while a running dnnfaultd watches, then scores the live diagnosis
 each run ended with. Run it through scripts/field-test.sh, which starts the
 daemon with the default model bundle on a temporary socket and store.
@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--db", help="the daemon's store: the rule-based baselines are read "
                     "from its feature rows (dnnfaultctl rows)")
+    ap.add_argument("--cases", help="comma list of PROGRAM:BUG (none: unchanged) to run "
+                    "instead of all")
     ap.add_argument("--json", help="also write every run's result here")
     ap.add_argument("--report", metavar="RESULTS.json",
                     help="print the tables of an earlier --json file; trains nothing")
@@ -58,14 +60,20 @@ def main():
     if not args.address or not args.ctl:
         ap.error("--address and --ctl are needed to train")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import programs  # needs dnnfault and torch; --report does not
+    import buggy  # needs dnnfault and torch; --report does not
+    cases = buggy.CASES
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if "%s:%s" % (c[0], c[1] or "none") in wanted]
+        if len(cases) != len(wanted):
+            ap.error("--cases: unknown case among %s" % args.cases)
 
     results = []
-    for program, bug, causes in programs.CASES:
+    for program, bug, causes in cases:
         for seed in range(args.seeds):
             run = "%s-%s-%d" % (program, bug or "unchanged", seed)
             start = time.monotonic()
-            metric = programs.train(program, bug, seed, run, address=args.address,
+            metric = buggy.train(program, bug, seed, run, address=args.address,
                                     every=args.every)
             d = final_diagnosis(args.ctl, args.address, run)
             got = [c["id"] for c in d.get("causes", [])]
