@@ -50,25 +50,30 @@ SEEDS = 5
 MULTI_FAULT_SHARE = 0.2
 
 
-def plan(n_configs, seed, names=None):
+def plan(n_configs, seed, names=None, operators=None):
     """The configs to train: originals first, then variations and mutants,
-    of the programs named (default: all of programs.PROGRAMS)."""
+    of the programs named (default: all of programs.PROGRAMS). With
+    operators (names), a supplement: no variations, and every mutant's
+    first fault drawn among those operators only."""
     rng = random.Random(seed)
     names = sorted(names or programs.PROGRAMS)
     out = [dict(kind="original", program=p, operators=[]) for p in names]
-    n_neutral = max(0, round((n_configs - len(out)) * 0.12))
+    n_neutral = 0 if operators else max(0, round((n_configs - len(out)) * 0.12))
     for i in range(n_neutral):
         out.append(dict(kind="neutral", program=names[i % len(names)], operators=[]))
     causes = mutations.CAUSES
+    if operators:
+        causes = [c for c in causes if any(op.cause == c and op.name in operators
+                                           for op in mutations.OPERATORS)]
     i = 0
     while len(out) < n_configs:
         cause = causes[i % len(causes)]
         i += 1
-        program = rng.choice([p for p in names
-                              if mutations.applicable(programs.base_config(p), cause)])
+        program = rng.choice([p for p in names if mutations.applicable(
+            programs.base_config(p), cause, seed, operators)])
         faults = [cause]
         if rng.random() < MULTI_FAULT_SHARE:
-            others = [c for c in causes if c != cause]
+            others = [c for c in mutations.CAUSES if c != cause]
             faults += rng.sample(others, rng.choice([1, 2]))
         out.append(dict(kind="mutant", program=program, faults=faults, operators=[]))
     # Interleaved, so that any prefix of the plan is a representative corpus.
@@ -78,6 +83,7 @@ def plan(n_configs, seed, names=None):
     for k, item in enumerate(out):
         item["config_id"] = k
         item["rng_seed"] = rng.randrange(2 ** 31)
+        item["plan_seed"], item["plan_operators"] = seed, operators
     return out
 
 
@@ -87,8 +93,10 @@ def materialize(item):
     config = programs.base_config(item["program"])
     if item["kind"] == "neutral":
         item["operators"] = [dict(op="neutral", cause=None, **mutations.neutral(config, rng))]
-    for cause in item.get("faults", []):
-        ops = mutations.applicable(config, cause)
+    for k, cause in enumerate(item.get("faults", [])):
+        # The first fault is the supplement's; further ones from any operator.
+        ops = mutations.applicable(config, cause, item.get("plan_seed"),
+                                   item.get("plan_operators") if k == 0 else None)
         if not ops:
             continue
         op = rng.choice(ops)
@@ -178,6 +186,9 @@ def main():
     ap.add_argument("--programs", default="",
                     help="comma list of base programs (default: all; the corpus of seeds 1 "
                          "and 2 was planned over programs.FIRST_PROGRAMS)")
+    ap.add_argument("--operators", default="",
+                    help="comma list of operators: a supplement in which every mutant's first "
+                         "fault is one of them, without healthy variations (docs/corpus.md)")
     ap.add_argument("--ctl", default=os.environ.get("DNNFAULTCTL", "build/client/dnnfaultctl"))
     ap.add_argument("--unproven", choices=UNPROVEN, default="healthy",
                     help="label of a configuration worse by d >= 0.5 without significance "
@@ -196,7 +207,13 @@ def main():
     unknown_programs = [p for p in names if p not in programs.PROGRAMS]
     if unknown_programs:
         ap.error("--programs: unknown program %s" % ",".join(unknown_programs))
-    items = plan(args.configs, args.seed, names)
+    plan_ops = {o for o in args.operators.split(",") if o} or None
+    bad = sorted((plan_ops or set()) - {o.name for o in mutations.OPERATORS
+                                         if o.since <= args.seed})
+    if bad:
+        ap.error("--operators: %s is unknown or not drawn by plans of seed %d" % (
+            ",".join(bad), args.seed))
+    items = plan(args.configs, args.seed, names, plan_ops)
     # Resuming: configs in the manifest are done; originals give their metrics.
     done, originals, records = set(), {}, {}
     if os.path.exists(args.manifest):

@@ -22,8 +22,14 @@ def _multiclass(c):
 
 
 class Operator:
-    def __init__(self, name, cause, apply, applies=lambda c: True):
+    """since: the first plan seed (generate.py --seed) that may draw the
+    operator. Operators added to a grown corpus only apply from the seed
+    they came with, so that the earlier seeds' plans, and the committed
+    manifests, come out as they did."""
+
+    def __init__(self, name, cause, apply, applies=lambda c: True, since=1):
         self.name, self.cause, self._apply, self.applies = name, cause, apply, applies
+        self.since = since
 
     def __call__(self, config, rng):
         """Changes config in place; returns a description of the strength."""
@@ -130,6 +136,30 @@ def noisy_labels(c, rng):
     return {"label_noise": round(share, 3)}
 
 
+def recoded_labels(c, rng):
+    """The training file's class ids in another order than the validation
+    file's (two label encoders fitted apart): a derangement of 2 or more of
+    the classes; for one logit, 0 and 1 swapped."""
+    classes = max(2, c["classes"])
+    moved = sorted(rng.sample(range(classes), rng.randint(2, classes)))
+    target = moved[1:] + moved[:1]              # a cycle: no moved class keeps its id
+    label_map = list(range(classes))
+    for a, b in zip(moved, target):
+        label_map[a] = b
+    c["label_map"] = label_map
+    return {"label_map": label_map}
+
+
+def shuffled_labels(c, rng):
+    """Labels (targets, for a regression) shuffled apart from their inputs
+    on a share of the training set: the inputs and the labels were permuted
+    with different orders. Unlike random noise, the labels' distribution
+    is kept."""
+    share = rng.uniform(0.5, 1.0)
+    c["label_shuffle"] = share
+    return {"label_shuffle": round(share, 3)}
+
+
 def heavy_dropout(c, rng):
     p = rng.uniform(0.6, 0.9)
     c["dropout"] = p
@@ -185,6 +215,8 @@ OPERATORS = [
              lambda c: c["data"] not in ("sequences", "signals", "multiclass")),
     Operator("data_scaled", "data", scale_inputs),
     Operator("labels_noise", "labels", noisy_labels, _classification),
+    Operator("labels_recoded", "labels", recoded_labels, _classification, since=5),
+    Operator("labels_shuffled", "labels", shuffled_labels, since=5),
     Operator("reg_dropout", "regularization", heavy_dropout),
     Operator("reg_weight_decay", "regularization", heavy_weight_decay),
 ]
@@ -202,5 +234,9 @@ def neutral(c, rng):
             "hidden": list(c["hidden"])}
 
 
-def applicable(config, cause=None):
-    return [op for op in OPERATORS if op.applies(config) and (cause is None or op.cause == cause)]
+def applicable(config, cause=None, seed=None, names=None):
+    """The operators that may mutate config: of one cause, for a plan of
+    that seed (None: any), among those names (None: all)."""
+    return [op for op in OPERATORS
+            if op.applies(config) and (cause is None or op.cause == cause)
+            and (seed is None or op.since <= seed) and (names is None or op.name in names)]

@@ -26,6 +26,8 @@ from sklearn.preprocessing import StandardScaler
 #   init: "default" or a mutated scheme; init_scale; dropout
 #   normalize: inputs standardised; input_scale: factor applied after that
 #   label_noise: share of training labels replaced
+#   label_map: class id -> id the training labels carry (None: unchanged)
+#   label_shuffle: share of training labels shuffled apart from their inputs
 PROGRAMS = {
     "mlp_wine": dict(data="wine", task="classification", classes=3, model="mlp",
                      hidden=[32, 16], activation="relu", optimizer="adam", lr=0.01,
@@ -90,7 +92,8 @@ FIRST_PROGRAMS = ("cnn_digits", "deep_mlp_digits", "gru_sequences", "mlp_breast_
 
 DEFAULTS = dict(output_activation="none", loss="default", momentum=0.0, betas=(0.9, 0.999),
                 weight_decay=0.0, init="default", init_scale=1.0, dropout=0.0,
-                normalize=True, input_scale=1.0, label_noise=0.0)
+                normalize=True, input_scale=1.0, label_noise=0.0,
+                label_map=None, label_shuffle=0.0)
 
 # The data split is fixed per program; seeds vary initialisation and batches.
 SPLIT_SEED = 1234

@@ -63,10 +63,10 @@ def metric(config, out, y):
         return float((out.argmax(1) == y).float().mean())
 
 
-def train(config, seed, name, address=None, labels=None):
-    """Trains and returns {metric, diverged, run_id, steps, seconds}."""
-    torch.manual_seed(seed)
-    xtr, ytr, xva, yva = programs.load_data(config)
+def training_labels(config, ytr, seed):
+    """The training labels as the program's label faults leave them:
+    noise (a share replaced by random classes), another encoding of the
+    class ids, a share shuffled apart from their inputs."""
     if config["label_noise"] > 0 and config["task"] == "classification":
         g = torch.Generator().manual_seed(seed + 7)
         n = len(ytr)
@@ -74,6 +74,21 @@ def train(config, seed, name, address=None, labels=None):
         classes = max(2, config["classes"])
         ytr = ytr.clone()
         ytr[idx] = torch.randint(0, classes, (len(idx),), generator=g)
+    if config["label_map"] is not None:
+        ytr = torch.tensor(config["label_map"])[ytr]
+    if config["label_shuffle"] > 0:
+        g = torch.Generator().manual_seed(seed + 11)
+        idx = torch.randperm(len(ytr), generator=g)[: int(config["label_shuffle"] * len(ytr))]
+        ytr = ytr.clone()
+        ytr[idx] = ytr[idx[torch.randperm(len(idx), generator=g)]]
+    return ytr
+
+
+def train(config, seed, name, address=None, labels=None):
+    """Trains and returns {metric, diverged, run_id, steps, seconds}."""
+    torch.manual_seed(seed)
+    xtr, ytr, xva, yva = programs.load_data(config)
+    ytr = training_labels(config, ytr, seed)
     model = programs.build_model(config, xtr[0].numel())
     optimizer = programs.build_optimizer(config, model.parameters())
     loss_fn = loss_function(config)

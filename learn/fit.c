@@ -8,7 +8,7 @@
 
 #include "model.h"
 
-const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.04, .seed = 1};
+const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.035, .seed = 1};
 
 /* A tree depth with its grid of rounds. One model per depth is trained
  * with the most rounds and predicted with each shorter prefix of its

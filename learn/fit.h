@@ -30,7 +30,7 @@ struct fit {
 struct fit_opts {
 	int folds;			/* grouped folds for the causes' selection (2) */
 	int detector_folds;		/* ... for the detector's (0: one per program) */
-	double false_alarm;		/* target share of healthy rows flagged faulty (0.04) */
+	double false_alarm;		/* target share of healthy rows flagged faulty (0.035) */
 	int seed;			/* XGBoost's random seed, for every model (1) */
 	bool verbose;			/* progress on stderr */
 };

@@ -183,3 +183,55 @@ def test_equal_alarms():
     assert abs(m - 2 / 11) < 1e-9
     assert equal_alarms.decide(faulty[0], 0.5) == {"init", "data"}
     assert equal_alarms.decide(faulty[2], 0.5) == set()
+
+
+def test_committed_plans_reproduce():
+    """Operators added later (Operator.since) leave the plans of earlier
+    seeds as they were: every committed manifest's configurations draw
+    the same operators with the same strengths again."""
+    first = ",".join(programs.FIRST_PROGRAMS)
+    made_by = {1: (800, first, ""), 2: (20, first, ""),
+               3: (200, "mlp_circles,mlp_friedman", ""),
+               4: (500, "mlp_iris,cnn1d_signals,lstm_sums,mlp_multiclass,mlp_friedman2", ""),
+               5: (100, "", "labels_recoded,labels_shuffled")}
+    for seed, (n, names, ops) in made_by.items():
+        path = os.path.join(ROOT, "corpus", "manifest-seed%d.jsonl" % seed)
+        with open(path) as f:
+            records = {r["config_id"]: r for r in map(json.loads, f)}
+        items = generate.plan(n, seed, [p for p in names.split(",") if p],
+                              {o for o in ops.split(",") if o} or None)
+        assert len(items) == len(records) == n
+        for item in items:
+            generate.materialize(item)
+            r = records[item["config_id"]]
+            assert (item["program"], json.loads(json.dumps(item["operators"]))) == \
+                (r["program"], r["operators"]), (seed, item["config_id"])
+
+
+def test_label_operators():
+    """labels_recoded moves every class it picks (a derangement; one logit:
+    0 and 1 swapped); labels_shuffled keeps the labels' distribution and
+    moves about the drawn share of them apart from their inputs."""
+    import random
+    import torch
+    import mutations
+    import train
+    for seed in range(20):
+        for classes in (1, 3, 10):
+            c = dict(programs.DEFAULTS, classes=classes)
+            mutations.recoded_labels(c, random.Random(seed))
+            m = c["label_map"]
+            assert sorted(m) == list(range(max(2, classes)))
+            assert sum(a != b for a, b in enumerate(m)) >= 2
+    c = dict(programs.base_config("mlp_wine"), label_shuffle=0.8)
+    _, ytr, _, _ = programs.load_data(c)
+    y = train.training_labels(c, ytr, seed=3)
+    assert torch.equal(torch.sort(y).values, torch.sort(ytr).values)
+    moved = (y != ytr).float().mean().item()
+    assert 0.4 < moved <= 0.8
+    c = dict(programs.base_config("mlp_wine"), label_map=[1, 2, 0])
+    assert torch.equal(train.training_labels(c, ytr, seed=3), (ytr + 1) % 3)
+    c = dict(programs.base_config("mlp_diabetes"), label_shuffle=1.0)  # a regression's targets
+    _, ytr, _, _ = programs.load_data(c)
+    y = train.training_labels(c, ytr, seed=0)
+    assert torch.equal(torch.sort(y).values, torch.sort(ytr).values) and not torch.equal(y, ytr)

@@ -402,7 +402,7 @@ static void check_other_seed(struct dataset *d, const char *dir, const char *see
 	snprintf(path, sizeof path, "%s/bundle.txt", out);
 	char *text = slurp(path);
 	assert_non_null(text);
-	assert_non_null(strstr(text, "false_alarm_target 0.04 seed 7\n"));
+	assert_non_null(strstr(text, "false_alarm_target 0.035 seed 7\n"));
 	free(text);
 	snprintf(path, sizeof path, "%s/fault.json", out);
 	char *a = slurp(path);
@@ -471,7 +471,7 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nsource synthetic\n"));
 	assert_non_null(strstr(model->text, "\nrows 240\n"));
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
-	assert_non_null(strstr(model->text, "false_alarm_target 0.04 seed 1\n"));
+	assert_non_null(strstr(model->text, "false_alarm_target 0.035 seed 1\n"));
 	assert_true(model->fault.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
