@@ -87,7 +87,7 @@ def swiss_roll(seed):
 
 
 class QuantileNet(nn.Module):
-    def __init__(self, softmax_in_forward=False, hidden=2, act=nn.ReLU):
+    def __init__(self, softmax_in_forward=False, hidden=2, act=nn.ReLU, relu_on_logits=False):
         super().__init__()
         layers, width = [], 6
         for _ in range(hidden):
@@ -96,11 +96,14 @@ class QuantileNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, 3)
         self.softmax_in_forward = softmax_in_forward
+        self.relu_on_logits = relu_on_logits
 
     def forward(self, x):
         out = self.head(self.body(x))
         if self.softmax_in_forward:          # the bug: probabilities into CrossEntropyLoss
             out = F.softmax(out, dim=1)
+        if self.relu_on_logits:              # the bug: "the scores must be positive"
+            out = F.relu(out)
         return out
 
 
@@ -148,6 +151,14 @@ def _init_large(model):
     return model
 
 
+def _init_normal(model):
+    """Conv and linear weights from N(0, 1), as a port of old code did."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.normal_(m.weight, std=1.0)
+    return model
+
+
 def setup(program, bug, seed):
     """Returns a dict: data (4 float/long tensors), model, optimizer, loss_fn,
     batch, epochs, task ('classification' or 'regression')."""
@@ -158,7 +169,8 @@ def setup(program, bug, seed):
         if bug == "sigmoid_deep":
             model = QuantileNet(hidden=8, act=nn.Sigmoid)
         else:
-            model = QuantileNet(softmax_in_forward=bug == "softmax_in_forward")
+            model = QuantileNet(softmax_in_forward=bug == "softmax_in_forward",
+                                relu_on_logits=bug == "relu_on_logits")
         if bug == "zero_init":
             _zero_init(model)
         if bug == "init_large":
@@ -174,8 +186,21 @@ def setup(program, bug, seed):
         if bug == "scheduler_per_batch":
             # an epoch-wise decay stepped after every batch: the rate is gone in a few epochs
             s["scheduler"] = torch.optim.lr_scheduler.ExponentialLR(s["optimizer"], gamma=0.95)
+        if bug == "early_stop_patience0":
+            s["patience"] = 0       # stops at the first epoch whose validation loss is not the best
+        if bug == "feature_in_other_unit":
+            # a column added after the scaler was fitted, in grams instead of kilograms
+            xtr, ytr, xva, yva = data
+            xtr, xva = xtr.copy(), xva.copy()
+            xtr[:, 0] *= 1000
+            xva[:, 0] *= 1000
+            data = (xtr, ytr, xva, yva)
     elif program == "hastie":
         data = hastie(seed)
+        if bug == "labels_flipped":
+            # the training file's classes written as 1 = negative, 0 = positive
+            xtr, ytr, xva, yva = data
+            data = (xtr, 1 - ytr, xva, yva)
         model = mlp(10, 1, dropout=0.8 if bug == "dropout_heavy" else 0.0)
         lr = {"lr_from_finetuning": 1e-5}.get(bug, 0.05)
         wd = {"weight_decay_typo": 0.5}.get(bug, 5e-4)
@@ -183,6 +208,9 @@ def setup(program, bug, seed):
                  else nn.BCEWithLogitsLoss(), epochs=25)
         s["optimizer"] = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
                                          weight_decay=wd)
+        if bug == "adam_weight_decay":
+            # switched to Adam, keeping an L2 weight meant for a tiny-learning-rate optimizer
+            s["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
         if bug == "full_batch":
             s["batch"] = len(data[0])
     elif program == "bars":
@@ -202,13 +230,20 @@ def setup(program, bug, seed):
             ytr[wrong] = rng.integers(0, 3, wrong.sum())
             data = (xtr, ytr, xva, yva)
         model = BarsNet()
+        if bug == "init_normal_std1":
+            _init_normal(model)
         s.update(model=model, loss_fn=nn.CrossEntropyLoss(), epochs=15)
         s["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3)
         if bug == "debug_epochs_left":
             s["epochs"] = 1
     elif program == "swiss_roll":
         data = swiss_roll(seed)
-        model = mlp(3, 1, last=nn.Sigmoid() if bug == "sigmoid_output" else None)
+        if bug == "targets_shuffled":
+            # targets sorted by file name, points by row id
+            xtr, ytr, xva, yva = data
+            data = (xtr, ytr[np.random.default_rng(seed).permutation(len(ytr))], xva, yva)
+        last = {"sigmoid_output": nn.Sigmoid(), "tanh_output": nn.Tanh()}.get(bug)
+        model = mlp(3, 1, last=last)
         s.update(model=model, loss_fn=nn.MSELoss(), task="regression")
         if bug == "sgd_lr_high":
             s["optimizer"] = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -239,21 +274,29 @@ CASES = [
     ("quantiles", "nll_on_logits", ["loss"]),
     ("quantiles", "scheduler_per_batch", ["lr_low"]),
     ("quantiles", "labels_encoded_apart", ["labels"]),
+    ("quantiles", "relu_on_logits", ["activation"]),
+    ("quantiles", "early_stop_patience0", ["epochs"]),
+    ("quantiles", "feature_in_other_unit", ["data"]),
     ("hastie", None, []),
     ("hastie", "lr_from_finetuning", ["lr_low"]),
     ("hastie", "weight_decay_typo", ["regularization"]),
     ("hastie", "full_batch", ["batch_size"]),
     ("hastie", "dropout_heavy", ["regularization"]),
     ("hastie", "mse_on_logits", ["loss"]),
+    ("hastie", "adam_weight_decay", ["regularization"]),
+    ("hastie", "labels_flipped", ["labels"]),
     ("bars", None, []),
     ("bars", "pixels_unscaled", ["data"]),
     ("bars", "labels_shuffled_apart", ["labels"]),
     ("bars", "debug_epochs_left", ["epochs"]),
     ("bars", "label_noise", ["labels"]),
+    ("bars", "init_normal_std1", ["init"]),
     ("swiss_roll", None, []),
     ("swiss_roll", "sigmoid_output", ["activation"]),
     ("swiss_roll", "sgd_lr_high", ["lr_high"]),
     ("swiss_roll", "momentum_too_high", ["optimizer"]),
+    ("swiss_roll", "tanh_output", ["activation"]),
+    ("swiss_roll", "targets_shuffled", ["labels"]),
 ]
 
 
@@ -279,6 +322,7 @@ def train(program, bug, seed, run, address=None, every=10):
     model, opt, loss_fn = s["model"], s["optimizer"], s["loss_fn"]
     g = torch.Generator().manual_seed(seed)
     val_metric = float("nan")
+    best_val = float("inf")
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
                         epochs=s["epochs"], dataset_size=len(xtr)) as mon:
         for _ in range(s["epochs"]):
@@ -308,4 +352,8 @@ def train(program, bug, seed, run, address=None, every=10):
                       val_metric=val_metric)
             if not math.isfinite(total):
                 break
+            if "patience" in s:                   # early stopping, as the script has it
+                if val_loss >= best_val:
+                    break
+                best_val = val_loss
     return val_metric if math.isfinite(val_metric) else float("nan")
