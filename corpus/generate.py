@@ -69,8 +69,13 @@ def plan(n_configs, seed, names=None, operators=None):
     while len(out) < n_configs:
         cause = causes[i % len(causes)]
         i += 1
-        program = rng.choice([p for p in names if mutations.applicable(
-            programs.base_config(p), cause, seed, operators)])
+        fits = [p for p in names
+                if mutations.applicable(programs.base_config(p), cause, seed, operators)]
+        if not fits:
+            raise ValueError("no program among %s takes a %s fault%s" % (
+                ",".join(names), cause,
+                " from " + ",".join(sorted(operators)) if operators else ""))
+        program = rng.choice(fits)
         faults = [cause]
         if rng.random() < MULTI_FAULT_SHARE:
             others = [c for c in mutations.CAUSES if c != cause]
@@ -213,7 +218,10 @@ def main():
     if bad:
         ap.error("--operators: %s is unknown or not drawn by plans of seed %d" % (
             ",".join(bad), args.seed))
-    items = plan(args.configs, args.seed, names, plan_ops)
+    try:
+        items = plan(args.configs, args.seed, names, plan_ops)
+    except ValueError as e:
+        ap.error(str(e))
     # Resuming: configs in the manifest are done; originals give their metrics.
     done, originals, records = set(), {}, {}
     if os.path.exists(args.manifest):
@@ -229,9 +237,10 @@ def main():
     planned = {it["config_id"]: it["program"] for it in items}
     stray = sorted(cid for cid, r in records.items() if planned.get(cid) != r["program"])
     if stray:
-        sys.exit("%s: config %d was not planned by --configs %d --seed %d --programs %s; "
-                 "resume with the arguments that made it" % (
-                     args.manifest, stray[0], args.configs, args.seed, args.programs or "(all)"))
+        sys.exit("%s: config %d was not planned by --configs %d --seed %d --programs %s "
+                 "--operators %s; resume with the arguments that made it" % (
+                     args.manifest, stray[0], args.configs, args.seed, args.programs or "(all)",
+                     args.operators or "(all)"))
     if redo_ops:
         # Only the configs of the manifest: the others are not this redo's.
         items = [it for it in items if it["config_id"] in records]

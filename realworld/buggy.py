@@ -209,7 +209,7 @@ def setup(program, bug, seed):
         s["optimizer"] = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9,
                                          weight_decay=wd)
         if bug == "adam_weight_decay":
-            # switched to Adam, keeping an L2 weight meant for a tiny-learning-rate optimizer
+            # switched to Adam with an L2 weight of 0.1 "as the paper had it" (for AdamW)
             s["optimizer"] = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
         if bug == "full_batch":
             s["batch"] = len(data[0])
@@ -322,7 +322,7 @@ def train(program, bug, seed, run, address=None, every=10):
     model, opt, loss_fn = s["model"], s["optimizer"], s["loss_fn"]
     g = torch.Generator().manual_seed(seed)
     val_metric = float("nan")
-    best_val = float("inf")
+    best_val, bad_epochs = float("inf"), 0
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
                         epochs=s["epochs"], dataset_size=len(xtr)) as mon:
         for _ in range(s["epochs"]):
@@ -353,7 +353,10 @@ def train(program, bug, seed, run, address=None, every=10):
             if not math.isfinite(total):
                 break
             if "patience" in s:                   # early stopping, as the script has it
-                if val_loss >= best_val:
-                    break
-                best_val = val_loss
+                if math.isfinite(val_loss) and val_loss < best_val:
+                    best_val, bad_epochs = val_loss, 0
+                else:
+                    bad_epochs += 1
+                    if bad_epochs > s["patience"]:
+                        break
     return val_metric if math.isfinite(val_metric) else float("nan")

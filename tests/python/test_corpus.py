@@ -235,3 +235,17 @@ def test_label_operators():
     _, ytr, _, _ = programs.load_data(c)
     y = train.training_labels(c, ytr, seed=0)
     assert torch.equal(torch.sort(y).values, torch.sort(ytr).values) and not torch.equal(y, ytr)
+
+
+def test_supplement_that_no_program_takes():
+    """A supplement whose operators apply to none of the programs is
+    refused with a clear message, not a crash deep in the plan."""
+    import pytest
+    with pytest.raises(ValueError, match="no program among mlp_diabetes takes a labels fault"):
+        generate.plan(10, 5, ["mlp_diabetes"], {"labels_recoded"})
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "generate.py"),
+                          "--configs", "10", "--seed", "5", "--programs", "mlp_diabetes",
+                          "--operators", "labels_recoded", "--address", "unix:/nonexistent",
+                          "--manifest", "/nonexistent/m.jsonl"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "takes a labels fault" in out.stderr
