@@ -11,8 +11,13 @@ unseen program can at best approach), and one threshold per program, set
 on that program's own healthy runs (which no product can know). With
 --chance it also tries the validation metric over chance (last and best
 validation accuracy times the number of classes) as two more features.
+--reference tries what a user could give: the program's original run (5
+seeds, the supplement of seed 5 trained them again: run ids 100001-100075
+of its rows) as known-healthy references, which shift the pooled
+threshold by how far the references' median score (as a logit) lies from
+the median of all healthy runs; the references are not scored.
 
-    /usr/bin/python3 corpus/transfer_check.py [--point 1.00] [--chance]
+    /usr/bin/python3 corpus/transfer_check.py [--point 1.00] [--chance] [--reference]
 """
 import argparse
 import csv
@@ -46,6 +51,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--point", default="1.00")
     ap.add_argument("--chance", action="store_true")
+    ap.add_argument("--reference", action="store_true")
     args = ap.parse_args()
     header, rows = load(args.point)
     feat = header[7:]
@@ -53,6 +59,7 @@ def main():
     faulty = np.array([x[3] != "" for x in rows])
     labels = np.array(["labels" in x[3].split("|") for x in rows])
     prog = np.array([x[1] for x in rows])
+    ref = np.array([100000 < int(x[0]) <= 100075 for x in rows])
     variants = [("schema 2", X)]
     if args.chance:
         c = X[:, feat.index("num_classes")]
@@ -74,10 +81,24 @@ def main():
             score[te] = m.predict_proba(M[te])[:, 1]
             own[te] = score[te] >= threshold(score[te & ~faulty])
         pooled = score >= threshold(score[~faulty])
-        for how, flagged in (("one threshold, pooled", pooled), ("per program (oracle)", own)):
+        ways = [("one threshold, pooled", pooled, None), ("per program (oracle)", own, None)]
+        if args.reference:
+            logit = np.log(np.clip(score, 1e-9, 1 - 1e-9) / np.clip(1 - score, 1e-9, 1))
+            t = threshold(logit[~faulty & ~ref])
+            base = np.median(logit[~faulty & ~ref])
+            shifted = np.zeros(len(rows), dtype=bool)
+            for p in sorted(set(prog)):
+                te = prog == p
+                shift = np.median(logit[te & ref]) - base
+                shifted[te] = logit[te] >= t + shift
+            ways.append(("pooled, shifted by references", shifted, ~ref))
+        for how, flagged, keep in ways:
+            if keep is not None:
+                flagged, f_, l_ = flagged[keep], faulty[keep], labels[keep]
+            else:
+                f_, l_ = faulty, labels
             print("%-32s %-22s faulty runs flagged %.3f, labels %.3f; healthy flagged %.3f" % (
-                name, how, flagged[faulty].mean(), flagged[labels].mean(),
-                flagged[~faulty].mean()))
+                name, how, flagged[f_].mean(), flagged[l_].mean(), flagged[~f_].mean()))
 
 
 if __name__ == "__main__":
