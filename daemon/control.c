@@ -31,9 +31,12 @@ struct job {
 	struct store_read_opts opts;
 	struct store_cursor cursor;	/* export */
 	bool detail_sent;		/* export */
-	int64_t label_run;		/* label: resolved run, 0 until then */
+	/* label, reference: checked on a worker, stored by the writer, then
+	 * answered with the run's summary from another worker. */
+	int64_t run;			/* the resolved run, 0 until then */
 	char *labels;			/* label: to store, then owned by ingest */
-	bool labels_stored;
+	char *reference;		/* reference: to store (NULL clears), then owned by ingest */
+	bool checked, stored;
 	/* Result, packed on the worker: one framed ControlResponse. */
 	uint8_t *frame;
 	size_t frame_len;
@@ -82,7 +85,7 @@ static int check_label(struct job *j, struct store_reader *reader, char *err, si
 		}
 		n += strlen(r->causes[i]) + 1;
 	}
-	int code = store_read__resolve(reader, r->run, &j->label_run, err, len);
+	int code = store_read__resolve(reader, r->run, &j->run, err, len);
 	if (code != 0)
 		return code;
 	if ((j->labels = calloc(1, n)) == NULL) {
@@ -93,6 +96,39 @@ static int check_label(struct job *j, struct store_reader *reader, char *err, si
 		if (i > 0)
 			strcat(j->labels, ",");
 		strcat(j->labels, r->causes[i]);
+	}
+	return 0;
+}
+
+/* Resolves the run of a reference request and checks that the reference
+ * names another run the store holds. */
+static int check_reference(struct job *j, struct store_reader *reader, char *err, size_t len)
+{
+	const Dnnfault__ReferenceRequest *r = j->req->request->reference;
+	const char *ref = r->reference;
+	int code = validate__reference(ref, &j->c->srv->limits, err, len);
+	if (code == 0)
+		code = store_read__resolve(reader, r->run, &j->run, err, len);
+	if (code != 0 || ref == NULL || *ref == '\0')
+		return code;		/* nothing (left) to check: clears it */
+	int64_t id;
+	char why[512];
+	code = store_read__resolve(reader, ref, &id, why, sizeof why);
+	if (code == DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN) {
+		snprintf(err, len, "reference run '%s' is not in the store", ref);
+		return code;
+	}
+	if (code != 0) {
+		snprintf(err, len, "reference run: %.400s", why);
+		return code;
+	}
+	if (id == j->run) {
+		snprintf(err, len, "run '%s' cannot be its own reference", r->run);
+		return DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD;
+	}
+	if ((j->reference = strdup(ref)) == NULL) {
+		snprintf(err, len, "out of memory");
+		return DNNFAULT__ERROR_CODE__ERR_INTERNAL;
 	}
 	return 0;
 }
@@ -127,15 +163,19 @@ static void work_cb(uv_work_t *req)
 		result = s ? &s->base : NULL;
 		break;
 	}
-	case DNNFAULT__CONTROL_REQUEST__VERB_LABEL: {
+	case DNNFAULT__CONTROL_REQUEST__VERB_LABEL:
+	case DNNFAULT__CONTROL_REQUEST__VERB_REFERENCE: {
 		/* First pass: resolve and check. Second pass, after the commit:
 		 * answer with the run's summary. */
 		Dnnfault__StatusResponse *s = NULL;
-		if (!j->labels_stored)
+		if (j->stored)
+			code = store_read__status_of(reader, j->run, &j->opts, &s, err, sizeof err);
+		else if (r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_LABEL)
 			code = check_label(j, reader, err, sizeof err);
 		else
-			code = store_read__status_of(reader, j->label_run, &j->opts, &s, err, sizeof err);
-		if (code == 0 && !j->labels_stored) {
+			code = check_reference(j, reader, err, sizeof err);
+		if (code == 0 && !j->stored) {
+			j->checked = true;
 			store_read__close(reader);
 			return;		/* nothing to send yet */
 		}
@@ -201,6 +241,7 @@ static void finish(struct job *j)
 {
 	struct conn *c = j->c;
 	free(j->labels);
+	free(j->reference);
 	frame__free(j->req);
 	free(j);
 	conn__control_done(c);
@@ -232,16 +273,18 @@ static void queue(struct job *j)
 	}
 }
 
-static void labels_stored_cb(void *arg, int rv)
+static void stored_cb(void *arg, int rv)
 {
 	struct job *j = arg;
 	if (rv != 0) {
 		conn__send_error(j->c, DNNFAULT__ERROR_CODE__ERR_INTERNAL, false, 0, 0,
-				 "labels of request %llu were not stored", (unsigned long long)request_id(j));
+				 "request %llu: the %s could not be stored", (unsigned long long)request_id(j),
+				 j->req->request->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_LABEL
+					 ? "labels" : "reference");
 		finish(j);
 		return;
 	}
-	j->labels_stored = true;
+	j->stored = true;
 	queue(j);
 }
 
@@ -249,11 +292,19 @@ static void after_work_cb(uv_work_t *req, int status)
 {
 	struct job *j = req->data;
 	struct conn *c = j->c;
-	if (status == 0 && j->labels != NULL && !j->labels_stored) {
-		/* Labels change the store: they go through the one writer. */
-		char *labels = j->labels;
-		j->labels = NULL;
-		ingest__set_labels(c->srv->ingest, j->label_run, labels, labels_stored_cb, j);
+	if (status == 0 && j->checked && !j->stored) {
+		/* Labels and references change the store: they go through the
+		 * one writer. */
+		j->checked = false;
+		if (j->req->request->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_LABEL) {
+			char *labels = j->labels;
+			j->labels = NULL;
+			ingest__set_labels(c->srv->ingest, j->run, labels, stored_cb, j);
+		} else {
+			char *reference = j->reference;
+			j->reference = NULL;
+			ingest__set_reference(c->srv->ingest, j->run, reference, stored_cb, j);
+		}
 		return;
 	}
 	if (status != 0 || j->frame == NULL) {

@@ -141,24 +141,50 @@ static bool batch_full(const struct ingest *ig)
 	       ig->building->bytes >= (size_t)ig->cfg->max_pending_bytes;
 }
 
+/* Someone waits for the commit of the batch under construction. */
+static int add_waiter(struct ingest *ig, void (*done)(void *arg, int rv), void *arg)
+{
+	struct pending *p = ig->building;
+	struct waiter *w = store_batch__push((void **)&p->waiters, &p->n_waiters, &p->cap_waiters,
+					     sizeof *w);
+	if (w == NULL)
+		return -ENOMEM;
+	w->done = done;
+	w->arg = arg;
+	return 0;
+}
+
 void ingest__set_labels(struct ingest *ig, int64_t run, char *labels,
 			void (*done)(void *arg, int rv), void *arg)
 {
-	struct pending *p = ig->building;
-	struct store_label *l = STORE_BATCH_PUSH(&p->batch, labels);
-	struct waiter *w = l ? store_batch__push((void **)&p->waiters, &p->n_waiters, &p->cap_waiters,
-						sizeof *w) : NULL;
-	if (w == NULL) {
+	struct store_batch *b = &ig->building->batch;
+	struct store_label *l = STORE_BATCH_PUSH(b, labels);
+	if (l == NULL || add_waiter(ig, done, arg) != 0) {
 		if (l != NULL)
-			p->batch.n_labels--;
+			b->n_labels--;
 		free(labels);
 		done(arg, -ENOMEM);
 		return;
 	}
 	l->run = run;
 	l->labels = labels;
-	w->done = done;
-	w->arg = arg;
+	ingest__kick(ig);
+}
+
+void ingest__set_reference(struct ingest *ig, int64_t run, char *reference,
+			   void (*done)(void *arg, int rv), void *arg)
+{
+	struct store_batch *b = &ig->building->batch;
+	struct store_reference *x = STORE_BATCH_PUSH(b, references);
+	if (x == NULL || add_waiter(ig, done, arg) != 0) {
+		if (x != NULL)
+			b->n_references--;
+		free(reference);
+		done(arg, -ENOMEM);
+		return;
+	}
+	x->run = run;
+	x->reference = reference;
 	ingest__kick(ig);
 }
 
@@ -313,10 +339,16 @@ static int on_run_start(struct ingest *ig, struct conn *c, const Dnnfault__RunSt
 		r->name = m->run_name ? strdup(m->run_name) : NULL;
 		r->labels = join_labels(m);
 	}
-	/* The run's description is that of rank 0, or of whichever rank came first. */
-	if ((is_new || m->rank == 0) &&
-	    pack_message(&m->base, &r->description, &r->description_len) != 0)
-		return -ENOMEM;
+	/* The run's description is that of rank 0, or of whichever rank came
+	 * first; so is its reference, which a later rank 0 only replaces by
+	 * naming another. */
+	if (is_new || m->rank == 0) {
+		if (pack_message(&m->base, &r->description, &r->description_len) != 0)
+			return -ENOMEM;
+		if (m->reference != NULL && *m->reference != '\0' &&
+		    (r->reference = strdup(m->reference)) == NULL)
+			return -ENOMEM;
+	}
 	s->id = m->stream;
 	s->run = run->id;
 	s->rank = m->rank;

@@ -31,6 +31,12 @@ void ingest__add_diagnosis(struct ingest *ig, int64_t run, uint64_t step, const 
 void ingest__set_labels(struct ingest *ig, int64_t run, char *labels,
 			void (*done)(void *arg, int rv), void *arg);
 
+/* Stores a new reference run of a run with the next commit, then calls
+ * done(arg, rv) with 0 or -EIO. Takes `reference` (malloc'd name or id;
+ * NULL clears it). */
+void ingest__set_reference(struct ingest *ig, int64_t run, char *reference,
+			   void (*done)(void *arg, int rv), void *arg);
+
 /* Starts a commit if none is running and something waits. */
 void ingest__kick(struct ingest *ig);
 

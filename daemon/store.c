@@ -22,6 +22,7 @@ enum stmt_id {
 	STMT_STREAM_UPDATE,
 	STMT_DIAGNOSIS_INSERT,
 	STMT_LABEL_UPDATE,
+	STMT_REFERENCE_UPDATE,
 	STMT_PRUNE_SELECT,
 	STMT_PRUNE_RUN,
 	STMT_PRUNE_STREAMS,
@@ -33,12 +34,13 @@ enum stmt_id {
 
 static const char *const stmt_sql[N_STMTS] = {
 	[STMT_RUN_INSERT] =
-		"INSERT INTO runs(id, uid, name, world_size, started, updated, labels, description)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-	/* A further rank: its description wins only when it is rank 0. */
+		"INSERT INTO runs(id, uid, name, world_size, started, updated, labels, description,"
+		" reference) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+	/* A further rank: its description wins only when it is rank 0, and so
+	 * does its reference, when it names one. */
 	[STMT_RUN_RANK] =
 		"UPDATE runs SET world_size = max(world_size, ?2), updated = max(updated, ?3),"
-		" description = coalesce(?4, description),"
+		" description = coalesce(?4, description), reference = coalesce(?5, reference),"
 		" end_status = NULL, ended = NULL WHERE id = ?1",
 	[STMT_STREAM_INSERT] =
 		"INSERT INTO streams(id, run, rank, host, pid, n_layers, last_seq, started, updated)"
@@ -70,6 +72,7 @@ static const char *const stmt_sql[N_STMTS] = {
 		"INSERT INTO diagnoses(run, step, time, health, message)"
 		" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
 	[STMT_LABEL_UPDATE] = "UPDATE runs SET labels = ?2 WHERE id = ?1",
+	[STMT_REFERENCE_UPDATE] = "UPDATE runs SET reference = ?2 WHERE id = ?1",
 	/* By the daemon's clock of the last message: also catches runs whose
 	 * client died without a RunEnd. */
 	[STMT_PRUNE_SELECT] = "SELECT id FROM runs WHERE updated < ?1",
@@ -106,6 +109,7 @@ void store_batch__reset(struct store_batch *b)
 		free(b->runs[i].uid);
 		free(b->runs[i].name);
 		free(b->runs[i].labels);
+		free(b->runs[i].reference);
 		free(b->runs[i].description);
 	}
 	for (size_t i = 0; i < b->n_streams; i++)
@@ -120,9 +124,11 @@ void store_batch__reset(struct store_batch *b)
 		free(b->diagnoses[i].message);
 	for (size_t i = 0; i < b->n_labels; i++)
 		free(b->labels[i].labels);
+	for (size_t i = 0; i < b->n_references; i++)
+		free(b->references[i].reference);
 	b->n_runs = b->n_streams = b->n_chunks = b->n_epochs = b->n_ends = 0;
 	b->n_run_updates = b->n_stream_updates = b->n_pruned = b->n_diagnoses = 0;
-	b->n_labels = 0;
+	b->n_labels = b->n_references = 0;
 	b->prune_before = 0;
 }
 
@@ -138,6 +144,7 @@ void store_batch__free(struct store_batch *b)
 	free(b->stream_updates);
 	free(b->diagnoses);
 	free(b->labels);
+	free(b->references);
 	free(b->pruned);
 	memset(b, 0, sizeof *b);
 }
@@ -278,10 +285,12 @@ static int write_runs(struct store *s, const struct store_batch *b)
 			sqlite3_bind_double(st, 5, r->time);
 			bind_text(st, 6, r->labels);
 			bind_blob(st, 7, r->description, r->description_len);
+			bind_text(st, 8, r->reference);
 		} else {
 			sqlite3_bind_int64(st, 2, r->world_size);
 			sqlite3_bind_double(st, 3, r->time);
 			bind_blob(st, 4, r->description, r->description_len);
+			bind_text(st, 5, r->reference);
 		}
 		if (run(s, st) != 0)
 			return -EIO;
@@ -372,6 +381,13 @@ static int write_updates(struct store *s, const struct store_batch *b)
 		sqlite3_stmt *st = s->stmt[STMT_LABEL_UPDATE];
 		sqlite3_bind_int64(st, 1, b->labels[i].run);
 		sqlite3_bind_text(st, 2, b->labels[i].labels, -1, SQLITE_STATIC);
+		if (run(s, st) != 0)
+			return -EIO;
+	}
+	for (size_t i = 0; i < b->n_references; i++) {
+		sqlite3_stmt *st = s->stmt[STMT_REFERENCE_UPDATE];
+		sqlite3_bind_int64(st, 1, b->references[i].run);
+		bind_text(st, 2, b->references[i].reference);
 		if (run(s, st) != 0)
 			return -EIO;
 	}

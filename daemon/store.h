@@ -18,6 +18,7 @@ struct store_run {
 	uint32_t world_size;
 	double time;
 	char *labels;			/* NULL when unknown */
+	char *reference;		/* NULL: none (new run) or unchanged */
 	uint8_t *description;		/* packed RunStart; NULL keeps the old one */
 	size_t description_len;
 };
@@ -68,6 +69,12 @@ struct store_label {
 	char *labels;
 };
 
+/* A new reference run of a run (name or id); NULL clears it. */
+struct store_reference {
+	int64_t run;
+	char *reference;
+};
+
 /* What one batch changes about a run or a stream besides inserted rows. */
 struct store_run_update {
 	int64_t run;
@@ -98,6 +105,7 @@ struct store_batch {
 	STORE_ARRAY(struct store_stream_update, stream_updates);
 	STORE_ARRAY(struct store_diagnosis, diagnoses);
 	STORE_ARRAY(struct store_label, labels);
+	STORE_ARRAY(struct store_reference, references);
 	double prune_before;		/* > 0: delete runs that ended before */
 	STORE_ARRAY(int64_t, pruned);	/* out: the runs that pruning deleted */
 };

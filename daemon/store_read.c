@@ -88,6 +88,43 @@ int store_read__resolve(struct store_reader *r, const char *run, int64_t *id, ch
 	return DNNFAULT__ERROR_CODE__ERR_AMBIGUOUS_RUN;
 }
 
+int store_read__reference(struct store_reader *r, int64_t run, int64_t *ref, char *err, size_t len)
+{
+	sqlite3_stmt *st;
+	*ref = 0;
+	if (sqlite3_prepare_v2(r->db, "SELECT reference FROM runs WHERE id = ?1", -1, &st, NULL) != SQLITE_OK)
+		return fail(r->db, err, len);
+	sqlite3_bind_int64(st, 1, run);
+	int rc = sqlite3_step(st);
+	char *name = rc == SQLITE_ROW ? dup_col(st, 0) : NULL;
+	int rv = 0;
+	if (rc == SQLITE_DONE) {
+		snprintf(err, len, "run %lld is gone", (long long)run);
+		rv = NO_SUCH_RUN;
+	} else if (rc != SQLITE_ROW) {
+		rv = fail(r->db, err, len);
+	} else if (name == NULL && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		snprintf(err, len, "out of memory");
+		rv = INTERNAL;
+	}
+	sqlite3_finalize(st);
+	if (rv != 0 || name == NULL || *name == '\0') {
+		free(name);
+		return rv;
+	}
+	int64_t id = 0;
+	char why[512] = "";
+	rv = store_read__resolve(r, name, &id, why, sizeof why);
+	if (rv == NO_SUCH_RUN)
+		snprintf(err, len, "reference run '%s' is not in the store", name);
+	else if (rv != 0)
+		snprintf(err, len, "reference run: %.400s", why);
+	else if (id != run)
+		*ref = id;
+	free(name);
+	return rv;
+}
+
 static const char *state_name(sqlite3_stmt *st, int col, double updated, const struct store_read_opts *o)
 {
 	if (sqlite3_column_type(st, col) == SQLITE_NULL)
@@ -125,8 +162,8 @@ static char **split_labels(const char *s, size_t *n)
 #define SUMMARY_COLUMNS                                                              \
 	"id, uid, name, world_size, started, updated, last_step, steps_stored, dropped," \
 	" end_status, labels, (SELECT count(DISTINCT rank) FROM streams WHERE run = runs.id),"      \
-	" (SELECT message FROM diagnoses WHERE run = runs.id ORDER BY id DESC LIMIT 1)"
-#define SUMMARY_N_COLUMNS 13
+	" (SELECT message FROM diagnoses WHERE run = runs.id ORDER BY id DESC LIMIT 1), reference"
+#define SUMMARY_N_COLUMNS 14
 
 /* Fills health, symptoms and causes from the newest stored diagnosis; a run
  * not analysed yet is "unknown", not guessed. */
@@ -181,6 +218,7 @@ static Dnnfault__RunSummary *summary_from_row(sqlite3_stmt *st, const struct sto
 	s->labels_known = sqlite3_column_type(st, 10) != SQLITE_NULL;
 	s->labels = split_labels((const char *)sqlite3_column_text(st, 10), &s->n_labels);
 	s->ranks = (uint32_t)sqlite3_column_int64(st, 11);
+	s->reference = dup_col(st, 13);
 	return s;
 }
 

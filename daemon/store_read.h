@@ -25,6 +25,14 @@ void store_read__close(struct store_reader *r);
 int store_read__resolve(struct store_reader *r, const char *run, int64_t *id,
 			char *err, size_t err_len);
 
+/* The run's reference run, resolved to a store id: 0 in *ref when the
+ * run names none. Returns 0, ERR_NO_SUCH_RUN (the named reference is not
+ * in the store; `err` says which name; or `run` itself is gone),
+ * ERR_AMBIGUOUS_RUN, or another ErrorCode with `err` set. A reference that
+ * resolves to the run itself counts as none. */
+int store_read__reference(struct store_reader *r, int64_t run, int64_t *ref,
+			  char *err, size_t err_len);
+
 /* Summaries of the given runs (all when n == 0, newest first, at most
  * `limit` when not 0). Returns 0 or an ErrorCode with `err` set. */
 int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint32_t limit,

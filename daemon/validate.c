@@ -52,6 +52,11 @@ static int check_name(const char *field, const char *s, int required, uint32_t m
 	return 0;
 }
 
+int validate__reference(const char *ref, const struct validate_limits *l, char *why, size_t len)
+{
+	return check_name("reference", ref, 0, l->max_name_bytes, why, len);
+}
+
 static int check_time(int has, double t, char *why, size_t len)
 {
 	if (has && !(isfinite(t) && t >= 0 && t < 1e11))
@@ -81,6 +86,7 @@ int validate__run_start(const Dnnfault__RunStart *m, const struct validate_limit
 	if ((rv = check_ids(m->stream, m->seq, why, len)) != 0 ||
 	    (rv = check_name("run_id", m->run_id, 1, l->max_name_bytes, why, len)) != 0 ||
 	    (rv = check_name("run_name", m->run_name, 0, l->max_name_bytes, why, len)) != 0 ||
+	    (rv = validate__reference(m->reference, l, why, len)) != 0 ||
 	    (rv = check_name("host", m->host, 0, l->max_name_bytes, why, len)) != 0 ||
 	    (rv = check_name("framework", m->framework, 0, l->max_name_bytes, why, len)) != 0 ||
 	    (rv = check_name("framework_version", m->framework_version, 0, l->max_name_bytes, why, len)) != 0 ||

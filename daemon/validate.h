@@ -30,6 +30,10 @@ int validate__step(const Dnnfault__Step *m, uint32_t n_layers, const struct vali
 int validate__epoch(const Dnnfault__Epoch *m, char *why, size_t why_len);
 int validate__run_end(const Dnnfault__RunEnd *m, char *why, size_t why_len);
 
+/* A reference run's name or id (RunStart.reference, ReferenceRequest): the
+ * rules of run_name. NULL or "" (none) is acceptable. */
+int validate__reference(const char *ref, const struct validate_limits *l, char *why, size_t why_len);
+
 /* True when `id` is one of the root-cause labels of design.md. */
 int validate__is_cause(const char *id);
 

@@ -271,6 +271,99 @@ static void run_end_and_prune(void **state)
 	store__close(s);
 }
 
+/* A run without telemetry; `reference` NULL for none. */
+static void add_run(struct store_batch *b, int64_t id, const char *uid, const char *name,
+		    const char *reference)
+{
+	struct store_run *r = STORE_BATCH_PUSH(b, runs);
+	r->id = id;
+	r->is_new = true;
+	r->uid = strdup(uid);
+	r->name = name ? strdup(name) : NULL;
+	r->reference = reference ? strdup(reference) : NULL;
+	r->world_size = 1;
+	r->time = 1000.0 + (double)id;
+}
+
+/* store_read__reference's answer for `run`: the id, or -code. */
+static int64_t reference_of(struct store_reader *r, int64_t run, char *err, size_t len)
+{
+	int64_t ref = -1;
+	err[0] = '\0';
+	int code = store_read__reference(r, run, &ref, err, len);
+	if (code != 0) {
+		assert_true(err[0] != '\0');
+		return -code;
+	}
+	return ref;
+}
+
+static void references(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_run(&b, 1, "base-id", "baseline", NULL);
+	add_run(&b, 2, "new-id", "new", "baseline");
+	add_run(&b, 3, "self-id", "self", "self-id");
+	add_run(&b, 4, "lost-id", "lost", "nowhere");
+	add_run(&b, 5, "t1", "twin", NULL);
+	add_run(&b, 6, "t2", "twin", NULL);
+	add_run(&b, 7, "by-twin", NULL, "twin");
+	add_run(&b, 8, "by-id", NULL, "t2");
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	store_batch__reset(&b);
+
+	struct store_reader *r;
+	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
+	assert_int_equal(reference_of(r, 1, err, sizeof err), 0);
+	assert_int_equal(reference_of(r, 2, err, sizeof err), 1);
+	assert_int_equal(reference_of(r, 3, err, sizeof err), 0);	/* itself: none */
+	assert_int_equal(reference_of(r, 4, err, sizeof err), -DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN);
+	assert_non_null(strstr(err, "'nowhere'"));
+	assert_int_equal(reference_of(r, 7, err, sizeof err), -DNNFAULT__ERROR_CODE__ERR_AMBIGUOUS_RUN);
+	assert_non_null(strstr(err, "twin"));
+	assert_int_equal(reference_of(r, 8, err, sizeof err), 6);
+	assert_int_equal(reference_of(r, 99, err, sizeof err), -DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN);
+
+	/* The summary carries the reference as named, and none when there is none. */
+	struct store_read_opts o = {.now = 2000.0, .stale_after = 300};
+	Dnnfault__StatusResponse *st;
+	assert_int_equal(store_read__status_of(r, 2, &o, &st, err, sizeof err), 0);
+	assert_string_equal(st->runs[0]->reference, "baseline");
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+	assert_int_equal(store_read__status_of(r, 1, &o, &st, err, sizeof err), 0);
+	assert_null(st->runs[0]->reference);
+	protobuf_c_message_free_unpacked(&st->base, NULL);
+
+	/* Set and cleared afterwards; a further rank replaces it only by
+	 * naming one. */
+	struct store_reference *x = STORE_BATCH_PUSH(&b, references);
+	x->run = 1;
+	x->reference = strdup("new-id");
+	x = STORE_BATCH_PUSH(&b, references);
+	x->run = 2;
+	x->reference = NULL;
+	struct store_run *rank = STORE_BATCH_PUSH(&b, runs);
+	rank->id = 8;
+	rank->world_size = 2;
+	rank->time = 1500.0;
+	rank = STORE_BATCH_PUSH(&b, runs);
+	rank->id = 3;
+	rank->world_size = 2;
+	rank->time = 1500.0;
+	rank->reference = strdup("base-id");
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	assert_int_equal(reference_of(r, 1, err, sizeof err), 2);
+	assert_int_equal(reference_of(r, 2, err, sizeof err), 0);
+	assert_int_equal(reference_of(r, 8, err, sizeof err), 6);
+	assert_int_equal(reference_of(r, 3, err, sizeof err), 1);
+	store_read__close(r);
+	store_batch__free(&b);
+	store__close(s);
+}
+
 static void newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -291,6 +384,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(commit_load_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(failed_commit_stores_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(run_end_and_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(references, setup, teardown),
 		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -67,6 +67,10 @@ static void m_tags_ok(Dnnfault__RunStart *m) { m->n_tags = 2; m->tags = kvs; }
 static void m_time_nan(Dnnfault__RunStart *m) { m->has_time = 1; m->time = NAN; }
 static void m_time_neg(Dnnfault__RunStart *m) { m->has_time = 1; m->time = -5; }
 static void m_classes(Dnnfault__RunStart *m) { m->num_classes = 2000000000u; }
+static void m_reference(Dnnfault__RunStart *m) { m->reference = "yesterday"; }
+static void m_reference_empty(Dnnfault__RunStart *m) { m->reference = ""; }
+static void m_reference_long(Dnnfault__RunStart *m) { m->reference = long_name; }
+static void m_reference_ctrl(Dnnfault__RunStart *m) { m->reference = control_name; }
 
 static void run_start_cases(void **state)
 {
@@ -97,6 +101,10 @@ static void run_start_cases(void **state)
 		{"NaN time", m_time_nan, INVALID},
 		{"negative time", m_time_neg, INVALID},
 		{"absurd classes", m_classes, INVALID},
+		{"reference", m_reference, OK},
+		{"empty reference (none)", m_reference_empty, OK},
+		{"long reference", m_reference_long, LIMIT},
+		{"control char in reference", m_reference_ctrl, INVALID},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		Dnnfault__RunStart m;
@@ -109,6 +117,26 @@ static void run_start_cases(void **state)
 		if (got != OK && why[0] == '\0')
 			fail_msg("%s: no reason given", cases[i].what);
 	}
+}
+
+/* The reference of a ReferenceRequest follows the same rules, and the
+ * reason names the field. */
+static void reference(void **state)
+{
+	(void)state;
+	char why[256] = "";
+	memset(long_name, 'x', 40);
+	long_name[40] = '\0';
+	assert_int_equal(validate__reference(NULL, &limits, why, sizeof why), OK);
+	assert_int_equal(validate__reference("", &limits, why, sizeof why), OK);
+	assert_int_equal(validate__reference("r-1", &limits, why, sizeof why), OK);
+	long_name[32] = '\0';
+	assert_int_equal(validate__reference(long_name, &limits, why, sizeof why), OK);
+	long_name[32] = 'x';
+	assert_int_equal(validate__reference(long_name, &limits, why, sizeof why), LIMIT);
+	assert_string_equal(why, "reference longer than 32 bytes");
+	assert_int_equal(validate__reference(control_name, &limits, why, sizeof why), INVALID);
+	assert_string_equal(why, "reference contains a control character");
 }
 
 static void step_cases(void **state)
@@ -187,6 +215,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(run_start_cases),
+		cmocka_unit_test(reference),
 		cmocka_unit_test(step_cases),
 		cmocka_unit_test(epoch_and_end),
 		cmocka_unit_test(causes),
