@@ -48,5 +48,7 @@ void summary_json__write(struct json *j, const Dnnfault__RunSummary *s)
 	} else {
 		json__null(j);
 	}
+	if (s->reference != NULL && *s->reference != '\0')
+		json__kstring(j, "reference", s->reference);
 	json__end_object(j);
 }

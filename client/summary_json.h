@@ -7,7 +7,8 @@
 #include "json.h"
 
 /* One object: run, id, state, step, health, symptoms, causes, started,
- * updated, world_size, ranks, steps_stored, dropped, labels. */
+ * updated, world_size, ranks, steps_stored, dropped, labels, and reference
+ * when the run names one. */
 void summary_json__write(struct json *j, const Dnnfault__RunSummary *s);
 
 #endif

@@ -36,6 +36,7 @@ struct ctl {
 	enum ctl_format format;		/* export --format */
 	uint32_t interval_ms;		/* watch --interval */
 	uint32_t count;			/* watch --count; 0: until interrupted */
+	bool clear;			/* reference --clear */
 	char **args;			/* the verb's operands */
 	int n_args;
 	struct dnnfault_conn *conn;
@@ -63,6 +64,7 @@ int verb__export(struct ctl *ctl);
 int verb__version(struct ctl *ctl);
 int verb__stats(struct ctl *ctl);
 int verb__label(struct ctl *ctl);
+int verb__reference(struct ctl *ctl);
 int verb__model(struct ctl *ctl);
 int verb__watch(struct ctl *ctl);
 

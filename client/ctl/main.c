@@ -18,6 +18,8 @@ static const char usage_text[] =
 	"  show RUN                         description, layers, ranks, epochs of a run\n"
 	"  export RUN [--format csv|jsonl]  every stored step of a run, to stdout\n"
 	"  label RUN CAUSE...|healthy       set the run's ground-truth root causes\n"
+	"  reference RUN REF|--clear        name the run's reference run (an earlier,\n"
+	"                                   healthy run of the same program), or clear it\n"
 	"  version                          client and daemon versions\n"
 	"  stats                            the daemon's counters\n"
 	"  model [info|reload]              the daemon's model bundle; reload loads it again\n"
@@ -57,6 +59,7 @@ static const struct verb verbs[] = {
 	{"show", verb__show, 1, 1, NULL},
 	{"export", verb__export, 1, 1, NULL},
 	{"label", verb__label, 2, -1, NULL},
+	{"reference", verb__reference, 1, 2, NULL},
 	{"version", verb__version, 0, 0, NULL},
 	{"stats", verb__stats, 0, 0, NULL},
 	{"model", verb__model, 0, 1, model_words},
@@ -110,7 +113,7 @@ static const struct value_flag {
 struct parsed {
 	const char *verb;
 	const char *address;
-	bool version, help;
+	bool version, help, clear;
 	bool given[N_VALUE_FLAGS];	/* by index in value_flags */
 };
 
@@ -181,6 +184,8 @@ static int parse_args(int argc, char **argv, struct ctl *ctl, struct parsed *p)
 			p->version = true;
 		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
 			p->help = true;
+		} else if (strcmp(a, "--clear") == 0) {
+			p->clear = true;
 		} else {
 			char *eq = strchr(a, '=');
 			if (eq != NULL)
@@ -230,7 +235,8 @@ static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *
 	}
 	if (ctl->n_args < v->min_args) {
 		usage_error("%s needs a RUN (name or id)%s", v->name,
-			    strcmp(v->name, "label") == 0 ? " and causes, or healthy" : "");
+			    strcmp(v->name, "label") == 0 ? " and causes, or healthy" :
+			    strcmp(v->name, "reference") == 0 ? " and a REF or --clear" : "");
 		return NULL;
 	}
 	if (v->max_args >= 0 && ctl->n_args > v->max_args) {
@@ -249,6 +255,16 @@ static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *
 			usage_error("%s takes %s, not \"%s\"", v->name, want, ctl->args[0]);
 			return NULL;
 		}
+	}
+	bool reference = strcmp(v->name, "reference") == 0;
+	if (p->clear && !reference) {
+		usage_error("--clear only applies to reference");
+		return NULL;
+	}
+	if (reference && ctl->n_args != (p->clear ? 1 : 2)) {
+		usage_error("%s", p->clear ? "reference --clear takes a RUN and no REF"
+					   : "reference needs a RUN and a REF (name or id), or --clear");
+		return NULL;
 	}
 	for (size_t i = 0; i < N_VALUE_FLAGS; i++)
 		if (p->given[i] && value_flags[i].verb != NULL &&
@@ -305,6 +321,7 @@ int main(int argc, char **argv)
 	const struct verb *v = find_verb(&ctl, &p);
 	if (v == NULL)
 		return CTL_USAGE;
+	ctl.clear = p.clear;
 	if (v->run == NULL) {
 		fputs(usage_text, stdout);
 		return finish_stdout(CTL_OK);

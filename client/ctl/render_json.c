@@ -60,6 +60,7 @@ static void description(struct json *j, const Dnnfault__RunStart *rs)
 	json__begin_object(j);
 	json__kstring(j, "run_id", rs->run_id);
 	json__kstring(j, "run_name", rs->run_name);
+	json__kstring(j, "reference", rs->reference);
 	stream_id(j, "stream", rs->stream);
 	json__kopt_uint(j, "rank", rs->has_rank, rs->rank);
 	json__kopt_uint(j, "world_size", rs->has_world_size, rs->world_size);

@@ -78,6 +78,8 @@ static void show__summary(const Dnnfault__RunSummary *s, FILE *out)
 	for (size_t i = 0; s->labels_known && i < s->n_labels; i++)
 		fprintf(out, "%s%s", i > 0 ? ", " : "", s->labels[i]);
 	fputc('\n', out);
+	if (s->reference != NULL && *s->reference != '\0')
+		fprintf(out, SHOW_KEY "%s\n", "reference", s->reference);
 }
 
 static const char *show__task(const Dnnfault__RunStart *rs)

@@ -175,6 +175,19 @@ int verb__label(struct ctl *ctl)
 	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, status_cb, ctl);
 }
 
+/* `reference RUN REF` names the run's reference run, `reference RUN
+ * --clear` clears it; the daemon checks that REF is another stored run. */
+int verb__reference(struct ctl *ctl)
+{
+	Dnnfault__ReferenceRequest rr = DNNFAULT__REFERENCE_REQUEST__INIT;
+	rr.run = ctl->args[0];
+	rr.reference = ctl->clear ? NULL : ctl->args[1];
+	Dnnfault__ControlRequest req = DNNFAULT__CONTROL_REQUEST__INIT;
+	req.verb_case = DNNFAULT__CONTROL_REQUEST__VERB_REFERENCE;
+	req.reference = &rr;
+	return rpc__call(ctl, &req, DNNFAULT__CONTROL_RESPONSE__RESULT_STATUS, status_cb, ctl);
+}
+
 static int model_cb(const Dnnfault__ControlResponse *r, void *arg)
 {
 	const struct ctl *ctl = arg;

@@ -1,5 +1,5 @@
-/* dnnfaultctl's model and watch verbs against a real daemon: what they
- * print and their exit codes. */
+/* dnnfaultctl's model, watch and reference verbs against a real daemon:
+ * what they print and their exit codes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -103,14 +103,16 @@ static void watch_an_empty_daemon(void **state)
 	stop();
 }
 
-/* A trainer connection that has started run `name` (one layer). */
-static int start_run(uint64_t stream, const char *name)
+/* A trainer connection that has started run `name` (one layer) naming
+ * `reference` (NULL: none). */
+static int start_run(uint64_t stream, const char *name, const char *reference)
 {
 	int fd = harness__connect(&d);
 	assert_true(fd >= 0);
 	harness__handshake(fd, DNNFAULT__ROLE__ROLE_TRAINER);
 	Dnnfault__RunStart rs;
 	harness__run_start(&rs, stream, name, 1);
+	rs.reference = (char *)reference;
 	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
 	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
 	env.run_start = &rs;
@@ -158,7 +160,7 @@ static void watch_prints_changes(void **state)
 	(void)state;
 	const char *args[] = {"--model", "none", "--analyze-every-steps", "20", NULL};
 	harness__start(&d, args);
-	int fd = start_run(0x77, "live");
+	int fd = start_run(0x77, "live", NULL);
 
 	assert_int_equal(harness__ctl(&d, out, sizeof out, "watch live --count 3 --interval 50"), 0);
 	assert_int_equal(count_lines(out), 1);
@@ -184,6 +186,162 @@ static void watch_prints_changes(void **state)
 	stop();
 }
 
+/* Sends a RunStart of rank `rank` of a run of `world` ranks on a new
+ * stream of `fd`, and waits for its ack (acks of earlier streams may come
+ * first). */
+static void start_rank(int fd, uint64_t stream, const char *run, uint32_t rank, uint32_t world,
+		       const char *reference)
+{
+	Dnnfault__RunStart rs;
+	harness__run_start(&rs, stream, run, 1);
+	rs.has_rank = rs.has_world_size = 1;
+	rs.rank = rank;
+	rs.world_size = world;
+	rs.reference = (char *)reference;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+	env.run_start = &rs;
+	harness__send(fd, &env);
+	for (bool acked = false; !acked;) {
+		Dnnfault__Envelope *e = harness__recv(fd, 5000);
+		assert_non_null(e);
+		assert_int_equal(e->body_case, DNNFAULT__ENVELOPE__BODY_ACK);
+		for (size_t i = 0; i < e->ack->n_streams; i++)
+			acked |= e->ack->streams[i]->stream == stream;
+		frame__free(e);
+	}
+}
+
+/* A run's reference: from its RunStart, then set, cleared and refused
+ * through `reference`; shown by status and show; kept over a restart. */
+static void reference_run(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int base = start_run(0x100, "base", NULL);
+	int child = start_run(0x101, "child", "base");
+	int other = start_run(0x102, "other", NULL);
+
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status child"), 0);
+	assert_non_null(strstr(out, ",\"reference\":\"base\"}"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status base"), 0);
+	assert_null(strstr(out, "reference"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "show child"), 0);
+	assert_non_null(strstr(out, "\nreference   base\n"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json show child"), 0);
+	assert_non_null(strstr(out, "\"run_name\":\"child\",\"reference\":\"base\","));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "show base"), 0);
+	assert_null(strstr(out, "reference"));
+
+	/* Set afterwards, answered with the run's status; then cleared. */
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child other"), 0);
+	assert_non_null(strstr(out, "RUN "));
+	assert_non_null(strstr(out, "\nchild "));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json reference child base"), 0);
+	assert_non_null(strstr(out, "\"run\":\"child\""));
+	assert_non_null(strstr(out, "\"reference\":\"base\""));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child other"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "show child"), 0);
+	assert_non_null(strstr(out, "\nreference   other\n"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child --clear"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status child"), 0);
+	assert_null(strstr(out, "reference"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "show child"), 0);
+	assert_null(strstr(out, "\nreference "));
+
+	/* Refusals: an unknown run or reference (4), the run itself and an
+	 * ambiguous name (1); nothing changes. */
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child base"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child no-such-ref 2>&1"), 4);
+	assert_non_null(strstr(out, "dnnfaultctl: reference run 'no-such-ref' is not in the store\n"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference no-such-run base 2>&1"), 4);
+	assert_non_null(strstr(out, "no-such-run"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child child 2>&1"), 1);
+	assert_non_null(strstr(out, "its own reference"));
+	int twins = harness__connect(&d);
+	assert_true(twins >= 0);
+	harness__handshake(twins, DNNFAULT__ROLE__ROLE_TRAINER);
+	Dnnfault__RunStart rs;
+	for (int i = 0; i < 2; i++) {
+		harness__run_start(&rs, 0x110 + (uint64_t)i, i ? "twin-b" : "twin-a", 1);
+		rs.run_name = "twin";
+		Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+		env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+		env.run_start = &rs;
+		harness__send(twins, &env);
+	}
+	for (int acked = 0; acked < 2;) {
+		Dnnfault__Envelope *e = harness__recv(twins, 5000);
+		assert_non_null(e);
+		assert_int_equal(e->body_case, DNNFAULT__ENVELOPE__BODY_ACK);
+		for (size_t i = 0; i < e->ack->n_streams; i++)
+			acked++;
+		frame__free(e);
+	}
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child twin 2>&1"), 1);
+	assert_non_null(strstr(out, "several runs are named 'twin'"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "reference child twin-b"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status child"), 0);
+	assert_non_null(strstr(out, "\"reference\":\"twin-b\""));
+
+	/* Usage errors never reach the daemon. */
+	assert_int_equal(harness__ctl(&d, NULL, 0, "reference child 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "reference 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "reference child a b 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "reference child base --clear 2>/dev/null"), 2);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "status --clear 2>/dev/null"), 2);
+
+	/* Over-long: refused with the limit in the message, from dnnfaultctl
+	 * and in a RunStart; the daemon goes on serving both connections. */
+	char cmd[512], longref[300];
+	memset(longref, 'x', sizeof longref - 1);
+	longref[sizeof longref - 1] = '\0';
+	snprintf(cmd, sizeof cmd, "reference child %s 2>&1", longref);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, cmd), 1);
+	assert_non_null(strstr(out, "dnnfaultctl: reference longer than 256 bytes\n"));
+	harness__run_start(&rs, 0x120, "long", 1);
+	rs.reference = longref;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+	env.run_start = &rs;
+	harness__send(other, &env);
+	Dnnfault__Envelope *e = harness__recv(other, 5000);
+	assert_non_null(e);
+	assert_int_equal(e->body_case, DNNFAULT__ENVELOPE__BODY_ERROR);
+	assert_int_equal(e->error->code, DNNFAULT__ERROR_CODE__ERR_LIMIT);
+	assert_false(e->error->fatal);
+	assert_string_equal(e->error->message, "reference longer than 256 bytes");
+	frame__free(e);
+	assert_int_equal(harness__ctl(&d, NULL, 0, "status long 2>/dev/null"), 4);
+	start_rank(other, 0x121, "long", 0, 1, "base");
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status long"), 0);
+	assert_non_null(strstr(out, "\"reference\":\"base\""));
+
+	/* Ranks: the first one seen names it, a later rank 0 that names
+	 * another replaces it, a rank 0 that names none leaves it. */
+	start_rank(base, 0x130, "multi", 1, 3, "base");
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status multi"), 0);
+	assert_non_null(strstr(out, "\"reference\":\"base\""));
+	start_rank(base, 0x131, "multi", 2, 3, "other");
+	start_rank(base, 0x132, "multi", 0, 3, "child");
+	start_rank(base, 0x133, "multi", 0, 3, NULL);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status multi"), 0);
+	assert_non_null(strstr(out, "\"reference\":\"child\""));
+
+	/* Kept in the store over a restart. */
+	close(base);
+	close(child);
+	close(other);
+	close(twins);
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__start(&d, args);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status child multi"), 0);
+	assert_non_null(strstr(out, "\"reference\":\"twin-b\""));
+	assert_non_null(strstr(out, "\"reference\":\"child\""));
+	stop();
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -199,6 +357,7 @@ int main(void)
 		cmocka_unit_test_teardown(model_reload_of_a_broken_bundle, teardown),
 		cmocka_unit_test_teardown(watch_an_empty_daemon, teardown),
 		cmocka_unit_test_teardown(watch_prints_changes, teardown),
+		cmocka_unit_test_teardown(reference_run, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
