@@ -145,6 +145,7 @@ int encode__run_start(const struct dnnfault_run_info *info,
 	rs.stream = ctx->stream;
 	rs.run_id = LEND(info->run_id);
 	rs.run_name = LEND(info->run_name);
+	rs.reference = LEND(info->reference);
 	rs.has_rank = true;
 	rs.rank = info->rank;
 	/* world_size 0 is "not given"; the wire default of 1 then applies. */

@@ -82,6 +82,9 @@ struct dnnfault_run_info {
 	const char *const *labels;	/* ground-truth root causes */
 	size_t n_labels;
 	bool labels_known;
+	/* An earlier, healthy run of the same program (name or id) for the
+	 * daemon to compare this run with. */
+	const char *reference;
 };
 
 /* Which optional values of a step, epoch or run end are present. NaN and

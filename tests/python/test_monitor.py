@@ -1,5 +1,6 @@
 """The package against a real dnnfaultd."""
 
+import json
 import math
 import os
 import signal
@@ -214,6 +215,38 @@ def test_nan_loss_is_telemetry(daemon):
     assert math.isnan(num(rows[0]["loss"]))
     assert num(rows[0]["layers"]["2"]["nan_count"]) >= 1
     assert daemon.status("nan")["state"] == "completed"
+
+
+def test_reference(daemon):
+    torch.manual_seed(8)
+    x, y = digits(256)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="before", every=5,
+                        address=daemon.address) as mon:
+        train(model, opt, mon, 10, x=x, y=y)
+    assert mon.reference is None
+    assert "reference" not in daemon.status("before")
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="after", every=5,
+                        address=daemon.address, reference="before") as mon:
+        train(model, opt, mon, 10, x=x, y=y)
+    assert mon.stats()["errors"] == 0 and mon.stats()["rejected"] == 0
+    runs = json.loads(daemon.ctl("--json", "status").stdout)["runs"]
+    by_name = {r["run"]: r for r in runs}
+    assert by_name["after"]["reference"] == "before"
+    assert "reference" not in by_name["before"]
+    assert daemon.show("after")["description"]["reference"] == "before"
+    # Corrected afterwards with dnnfaultctl; the run is not the reference of itself.
+    before_id = by_name["before"]["id"]
+    daemon.ctl("reference", "after", before_id)
+    assert daemon.status("after")["reference"] == before_id
+    r = daemon.ctl("reference", "after", mon.run_id, check=False)
+    assert r.returncode == 1 and "its own reference" in r.stderr
+    r = daemon.ctl("reference", "after", "nothing-like-it", check=False)
+    assert r.returncode == 4 and "nothing-like-it" in r.stderr
 
 
 def test_daemon_absent_at_start(stopped_daemon):

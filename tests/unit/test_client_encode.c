@@ -68,7 +68,7 @@ static void test_run_start_every_field(void **state)
 		.optimizer = "SGD", .optimizer_params = opt, .n_optimizer_params = 2,
 		.batch_size = 64, .planned_epochs = 5, .planned_steps = 4690,
 		.dataset_size = 60000, .tags = tags, .n_tags = 1, .labels = labels,
-		.n_labels = 2, .labels_known = true,
+		.n_labels = 2, .labels_known = true, .reference = "mnist-yesterday",
 	};
 	struct encode_frame f;
 	assert_int_equal(encode__run_start(&info, &ctx, &f), 0);
@@ -78,6 +78,7 @@ static void test_run_start_every_field(void **state)
 	assert_true(rs->stream == ctx.stream);
 	assert_string_equal(rs->run_id, "run-1");
 	assert_string_equal(rs->run_name, "mnist");
+	assert_string_equal(rs->reference, "mnist-yesterday");
 	assert_true(rs->has_rank && rs->rank == 3);
 	assert_true(rs->has_world_size && rs->world_size == 4);
 	assert_string_equal(rs->host, "gpu7");
@@ -143,6 +144,7 @@ static void test_run_start_minimal_leaves_optionals_absent(void **state)
 	Dnnfault__Envelope *env = decode(&f, DNNFAULT__ENVELOPE__BODY_RUN_START);
 	const Dnnfault__RunStart *rs = env->run_start;
 	assert_string_equal(rs->run_id, "r");
+	assert_null(rs->reference);
 	assert_null(rs->run_name);
 	assert_null(rs->host);
 	assert_null(rs->framework);

@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 
 def watch(model, optimizer, loss_fn=None, run=None, every=DEFAULT_EVERY, address=None,
-          tags=None, **extra):
+          tags=None, reference=None, **extra):
     """Starts monitoring a training run and returns its Monitor.
 
     model, optimizer: the torch.nn.Module (DataParallel/DDP are unwrapped)
@@ -34,6 +34,9 @@ def watch(model, optimizer, loss_fn=None, run=None, every=DEFAULT_EVERY, address
     address: "unix:/path" or "tcp://host:port" (default $DNNFAULT_ADDRESS,
         else the daemon's default socket).
     tags: dict (or "key=value" strings) stored with the run.
+    reference: the name or id of an earlier, healthy run of the same program
+        (e.g. yesterday's training before a change), which the daemon
+        compares this run with.
     extra: epochs=, steps=, batch_size=, dataset_size=, task= ("classification"
         or "regression"), num_classes=, labels= (ground-truth causes of a
         corpus run; [] means healthy), queue_bytes= (bound of the client's
@@ -43,4 +46,4 @@ def watch(model, optimizer, loss_fn=None, run=None, every=DEFAULT_EVERY, address
     monitor does nothing (one warning); the daemon may be down or absent.
     """
     return Monitor(model, optimizer, loss_fn=loss_fn, run=run, every=every, address=address,
-                   tags=tags, **extra)
+                   tags=tags, reference=reference, **extra)

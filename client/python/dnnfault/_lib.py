@@ -58,7 +58,7 @@ class RunInfo(ctypes.Structure):
                 ("planned_steps", _u64), ("dataset_size", _u64),
                 ("tags", ctypes.POINTER(KV)), ("n_tags", ctypes.c_size_t),
                 ("labels", ctypes.POINTER(_c_str)), ("n_labels", ctypes.c_size_t),
-                ("labels_known", ctypes.c_bool)]
+                ("labels_known", ctypes.c_bool), ("reference", _c_str)]
 
 
 class Step(ctypes.Structure):
@@ -265,7 +265,7 @@ def run_info(desc, keep):
     keep.append(larr)
     info.layers, info.n_layers = larr, len(layers)
     for field in ("run_id", "run_name", "host", "framework", "framework_version",
-                  "loss_fn", "optimizer"):
+                  "loss_fn", "optimizer", "reference"):
         v = _b(desc.get(field))
         keep.append(v)
         setattr(info, field, v)

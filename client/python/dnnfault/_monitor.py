@@ -42,7 +42,7 @@ class Monitor:
     """Created by dnnfault.watch(); see its docstring and docs/python.md."""
 
     def __init__(self, model, optimizer, loss_fn=None, run=None, every=DEFAULT_EVERY,
-                 address=None, tags=None, **extra):
+                 address=None, tags=None, reference=None, **extra):
         self._closed = False
         self._client = None
         self._hooks = []
@@ -59,6 +59,7 @@ class Monitor:
         self.every = DEFAULT_EVERY
         self.run_id = None
         self.run = run
+        self.reference = reference
         try:
             self._setup(model, optimizer, loss_fn, run, every, address, tags, extra)
         except Exception as e:
@@ -103,7 +104,8 @@ class Monitor:
                           planned_epochs=extra.get("epochs"), planned_steps=extra.get("steps"),
                           batch_size=extra.get("batch_size"),
                           dataset_size=extra.get("dataset_size"),
-                          num_classes=extra.get("num_classes"))
+                          num_classes=extra.get("num_classes"),
+                          reference=None if self.reference is None else str(self.reference))
         if isinstance(tags, dict):
             self._desc["tags"] = list(tags.items())
         elif tags:
