@@ -235,22 +235,28 @@ static int cause_layer(enum cause_id c, const struct series *s, const struct sym
  * unless healthy, the causes model__report_causes picks, most likely
  * first, into d (pointing at `msgs` and `order`, which the caller keeps
  * until d is packed). */
-static int diagnose(const struct model *m, const struct series *s, const struct symptom *found, size_t n,
-		    Dnnfault__Diagnosis *d, Dnnfault__Cause msgs[CAUSE_COUNT],
+static int diagnose(const struct model *m, const struct series *s, const struct series *ref,
+		    const struct symptom *found, size_t n, Dnnfault__Diagnosis *d, Dnnfault__Cause msgs[CAUSE_COUNT],
 		    Dnnfault__Cause *order[CAUSE_COUNT], char *health, size_t health_len)
 {
 	size_t nf = features__count();
-	double *x = malloc(nf * sizeof *x), fault, prob[CAUSE_COUNT];
+	double *x = malloc(2 * nf * sizeof *x), fault, fault_ref = NAN, prob[CAUSE_COUNT];
 	int rv = x ? features__compute(s, s->n, x) : -ENOMEM;
+	/* Compared with the reference as far into its training as this run is
+	 * into its own, and judged by the reference detector when the bundle
+	 * has one. */
+	bool compared = rv == 0 && ref != NULL && ref->n > 0 && m->fault_ref.b.present;
+	if (compared && (rv = features__compute(ref, features__reference_upto(s, ref), x + nf)) == 0)
+		features__apply_reference(x, x + nf);
 	if (rv == 0)
-		rv = model__predict(m, x, 1, &fault, prob);
+		rv = model__predict(m, x, 1, &fault, compared ? &fault_ref : NULL, prob);
 	free(x);
 	if (rv != 0)
 		return rv;
-	enum model_health h = model__health(m, fault);
+	enum model_health h = model__health(m, fault, fault_ref);
 	snprintf(health, health_len, "%s", model__health_name(h));
 	d->has_fault_probability = 1;
-	d->fault_probability = fault;
+	d->fault_probability = compared ? fault_ref : fault;
 	cause_set shown = h == MODEL_HEALTHY ? 0 : model__report_causes(prob, m->ratio);
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		if (!(shown >> c & 1))
@@ -305,9 +311,20 @@ static void work_cb(uv_work_t *req)
 	if (a->rv != 0)
 		return;
 	a->rv = store_read__series(r, a->run, &s, a->err, sizeof a->err);
+	/* The reference run, if the run names one that is in the store; a
+	 * missing one leaves the run judged on its own, with a warning. */
+	struct series ref;
+	memset(&ref, 0, sizeof ref);
+	int64_t ref_id = 0;
+	bool have_ref = false;
+	if (a->rv == 0 && a->model != NULL && store_read__reference(r, a->run, &ref_id, a->err, sizeof a->err) == 0 &&
+	    ref_id != 0)
+		have_ref = store_read__series(r, ref_id, &ref, a->err, sizeof a->err) == 0;
 	store_read__close(r);
-	if (a->rv != 0)
+	if (a->rv != 0) {
+		series__free(&ref);
 		return;
+	}
 
 	struct symptom found[SYMPTOM_COUNT];
 	struct symptom_thresholds t;
@@ -328,7 +345,8 @@ static void work_cb(uv_work_t *req)
 	snprintf(a->health, sizeof a->health, "unknown");
 	Dnnfault__Cause msgs[CAUSE_COUNT], *order[CAUSE_COUNT];
 	if (a->model != NULL && s.n > 0) {
-		int rv = diagnose(a->model, &s, found, n, &d, msgs, order, a->health, sizeof a->health);
+		int rv = diagnose(a->model, &s, have_ref ? &ref : NULL, found, n, &d, msgs, order, a->health,
+				  sizeof a->health);
 		if (rv != 0) {
 			/* The symptoms still stand; the causes are missing this time. */
 			snprintf(a->health, sizeof a->health, "unknown");
@@ -346,6 +364,7 @@ static void work_cb(uv_work_t *req)
 	for (size_t i = 0; i < d.n_symptoms; i++)
 		protobuf_c_message_free_unpacked(&items[i]->base, NULL);
 	series__free(&s);
+	series__free(&ref);
 	a->micros = (uint64_t)((server__now() - t0) * 1e6);
 }
 
@@ -427,6 +446,24 @@ void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ende
 		map__del(&a->runs, (uint64_t)run);
 		free(p);
 	}
+	start_next(a);
+}
+
+void analyze__request(struct analyze *a, int64_t run)
+{
+	if (a->srv->cfg->analyze_every_steps <= 0)
+		return;
+	struct run_progress *p = map__get(&a->runs, (uint64_t)run);
+	if (p == NULL) {
+		if ((p = calloc(1, sizeof *p)) == NULL || map__put(&a->runs, (uint64_t)run, p) != 0) {
+			free(p);
+			return;
+		}
+		p->ended = true;	/* forgotten after this analysis */
+		p->last = server__now();
+	}
+	if (!p->queued && push(a, run) == 0)
+		p->queued = true;
 	start_next(a);
 }
 

@@ -35,6 +35,10 @@ void analyze__set_model(struct analyze *a, struct model *m);
 
 const struct model *analyze__model(const struct analyze *a);
 
+/* Queues an analysis of `run` now, whatever its progress (a run that is
+ * not being followed gets one analysis, then is forgotten again). */
+void analyze__request(struct analyze *a, int64_t run);
+
 /* A commit stored `new_steps` steps of `run`, or its end. */
 void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ended);
 

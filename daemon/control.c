@@ -285,6 +285,10 @@ static void stored_cb(void *arg, int rv)
 		return;
 	}
 	j->stored = true;
+	/* A new reference changes how the run is judged: judge it again now,
+	 * even if it has ended. */
+	if (j->req->request->verb_case != DNNFAULT__CONTROL_REQUEST__VERB_LABEL)
+		analyze__request(j->c->srv->analyze, j->run);
 	queue(j);
 }
 

@@ -44,8 +44,10 @@ static char *read_all(FILE *f)
 	return buf;
 }
 
-/* Loads `id`.json of the bundle directory into b. */
-static int load_booster(struct model *m, const char *id, struct model_booster *b, char *err, size_t len)
+/* Loads `id`.json of the bundle directory into b: a model of the first
+ * `width` features. */
+static int load_booster(struct model *m, const char *id, size_t width, struct model_booster *b, char *err,
+			size_t len)
 {
 	if (b->present)
 		return fail(err, len, -EINVAL, "%s: '%s' twice", m->path, id);
@@ -63,7 +65,7 @@ static int load_booster(struct model *m, const char *id, struct model_booster *b
 	 * would only compete with ingest. */
 	XGBoosterSetParam(h, "nthread", "1");
 	bst_ulong nf = 0;
-	if (XGBoosterGetNumFeature(h, &nf) != 0 || nf != m->n_features) {
+	if (XGBoosterGetNumFeature(h, &nf) != 0 || nf != width) {
 		XGBoosterFree(h);
 		return fail(err, len, -EINVAL, "%s: model has another number of features than %s", file,
 			    "the bundle's schema");
@@ -72,16 +74,17 @@ static int load_booster(struct model *m, const char *id, struct model_booster *b
 	return 0;
 }
 
-/* "fault threshold T suspect S ...": the detector and its thresholds. */
-static int load_fault(struct model *m, const char *line, char *err, size_t len)
+/* "ID threshold T suspect S ...": a detector ("fault", on the run's own
+ * features, or "fault_ref", on all of them) and its thresholds. */
+static int load_detector(struct model *m, const char *line, const char *id, struct model_detector *det,
+			 size_t width, char *err, size_t len)
 {
 	double thr, sus;
-	if (sscanf(line, "fault threshold %lf suspect %lf", &thr, &sus) != 2 || !(thr > 0 && thr <= 1) ||
-	    !(sus > 0 && sus <= thr))
-		return fail(err, len, -EINVAL, "%s: bad fault line '%.80s'", m->path, line);
-	m->threshold = thr;
-	m->suspect = sus;
-	return load_booster(m, "fault", &m->fault, err, len);
+	if (sscanf(line + strlen(id), " threshold %lf suspect %lf", &thr, &sus) != 2 || !(thr > 0 && thr <= 1) || !(sus > 0 && sus <= thr))
+		return fail(err, len, -EINVAL, "%s: bad %s line '%.80s'", m->path, id, line);
+	det->threshold = thr;
+	det->suspect = sus;
+	return load_booster(m, id, width, &det->b, err, len);
 }
 
 /* "cause ID ...": ID's model. */
@@ -93,7 +96,7 @@ static int load_cause(struct model *m, const char *line, char *err, size_t len)
 	int c = causes__find(id);
 	if (c < 0)
 		return fail(err, len, -EINVAL, "%s: unknown cause '%s'", m->path, id);
-	return load_booster(m, id, &m->cause[c], err, len);
+	return load_booster(m, id, features__base_count(), &m->cause[c], err, len);
 }
 
 /* Whether the line's first word is `key`. */
@@ -133,7 +136,9 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 		else if (sscanf(line, "features %llu", &u) == 1)
 			m->n_features = (size_t)u;
 		else if (is_key(line, "fault"))
-			rv = load_fault(m, line, err, len);
+			rv = load_detector(m, line, "fault", &m->fault, features__base_count(), err, len);
+		else if (is_key(line, "fault_ref"))
+			rv = load_detector(m, line, "fault_ref", &m->fault_ref, features__count(), err, len);
 		else if (is_key(line, "rank") &&
 			 (sscanf(line, "rank ratio %lf", &m->ratio) != 1 || !(m->ratio > 0 && m->ratio <= 1)))
 			rv = fail(err, len, -EINVAL, "%s: bad rank line '%.80s'", file, line);
@@ -144,14 +149,14 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 	}
 	if (rv == 0 && (format != MODEL_FORMAT || m->schema_version != FEATURES_SCHEMA_VERSION || !have_hash ||
 			m->schema_hash != features__schema_hash() || m->n_features != features__count()))
-		rv = fail(err, len, -EINVAL, "%s: not a bundle of this feature schema%s", file,
-			  " (retrain it: docs/model.md)");
+		rv = fail(err, len, -EINVAL, "%s: not a bundle of this feature schema (%zu features, this daemon's"
+			  " %zu; retrain it: docs/model.md)", file, m->n_features, features__count());
 	bool any = false;
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
 		any |= m->cause[c].present;
 	if (rv == 0 && !any)
 		rv = fail(err, len, -EINVAL, "%s: no cause models", file);
-	if (rv == 0 && !m->fault.present)
+	if (rv == 0 && !m->fault.b.present)
 		rv = fail(err, len, -EINVAL, "%s: no fault line (the detector)", file);
 	if (rv == 0 && !(m->ratio > 0))
 		rv = fail(err, len, -EINVAL, "%s: no rank ratio", file);
@@ -167,8 +172,10 @@ void model__free(struct model *m)
 {
 	if (m == NULL)
 		return;
-	if (m->fault.present)
-		XGBoosterFree(m->fault.booster);
+	if (m->fault.b.present)
+		XGBoosterFree(m->fault.b.booster);
+	if (m->fault_ref.b.present)
+		XGBoosterFree(m->fault_ref.b.booster);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		if (m->cause[c].present)
 			XGBoosterFree(m->cause[c].booster);
@@ -194,31 +201,55 @@ static int predict_one(const struct model_booster *b, DMatrixHandle d, size_t n,
 	return 0;
 }
 
-int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *prob)
+/* An XGBoost matrix of the first `width` columns of n rows of features. */
+static int matrix(const double *features, size_t n, size_t stride, size_t width, DMatrixHandle *out)
 {
-	size_t cells = n * m->n_features;
+	size_t cells = n * width;
 	float *x = malloc((cells ? cells : 1) * sizeof *x);
 	if (x == NULL)
 		return -ENOMEM;
 	/* Features are finite doubles or NaN; beyond float's range they
 	 * saturate rather than become Inf, which XGBoost refuses. */
-	for (size_t i = 0; i < cells; i++)
-		x[i] = isnan(features[i]) ? NAN : (float)fmax(-FLT_MAX, fmin(FLT_MAX, features[i]));
-	DMatrixHandle d;
-	int rv = XGDMatrixCreateFromMat(x, n, m->n_features, NAN, &d) == 0 ? 0 : -EIO;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < width; j++) {
+			double v = features[i * stride + j];
+			x[i * width + j] = isnan(v) ? NAN : (float)fmax(-FLT_MAX, fmin(FLT_MAX, v));
+		}
+	int rv = XGDMatrixCreateFromMat(x, n, width, NAN, out) == 0 ? 0 : -EIO;
 	free(x);
+	return rv;
+}
+
+int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *fault_ref,
+		   double *prob)
+{
+	DMatrixHandle d;
+	int rv = matrix(features, n, m->n_features, features__base_count(), &d);
 	if (rv != 0)
 		return rv;
-	rv = predict_one(&m->fault, d, n, fault, 1);
+	rv = predict_one(&m->fault.b, d, n, fault, 1);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
 		rv = predict_one(&m->cause[c], d, n, prob + c, CAUSE_COUNT);
+	XGDMatrixFree(d);
+	if (rv != 0 || fault_ref == NULL)
+		return rv;
+	if (!m->fault_ref.b.present) {
+		for (size_t i = 0; i < n; i++)
+			fault_ref[i] = NAN;
+		return 0;
+	}
+	if ((rv = matrix(features, n, m->n_features, m->n_features, &d)) != 0)
+		return rv;
+	rv = predict_one(&m->fault_ref.b, d, n, fault_ref, 1);
 	XGDMatrixFree(d);
 	return rv;
 }
 
-enum model_health model__health(const struct model *m, double fault)
+enum model_health model__health(const struct model *m, double fault, double fault_ref)
 {
-	return fault >= m->threshold ? MODEL_FAULTY : fault >= m->suspect ? MODEL_SUSPECT : MODEL_HEALTHY;
+	const struct model_detector *det = isnan(fault_ref) ? &m->fault : &m->fault_ref;
+	double p = isnan(fault_ref) ? fault : fault_ref;
+	return p >= det->threshold ? MODEL_FAULTY : p >= det->suspect ? MODEL_SUSPECT : MODEL_HEALTHY;
 }
 
 cause_set model__report_causes(const double prob[CAUSE_COUNT], double ratio)

@@ -1,11 +1,13 @@
 /* A model bundle: an XGBoost detector (is the run faulty?) with its
- * calibrated thresholds, one XGBoost classifier per root cause (which
- * cause, given a fault), the ranking ratio, the feature schema they were
- * trained on and the training record. On disk a directory:
+ * calibrated thresholds, optionally a second one for runs compared with a
+ * reference run, one XGBoost classifier per root cause (which cause,
+ * given a fault), the ranking ratio, the feature schema they were trained
+ * on and the training record. On disk a directory:
  *
  *   bundle.txt        "key value..." lines (docs/model.md)
- *   fault.json        the detector
- *   <cause>.json      the model of that cause
+ *   fault.json        the detector, on the run's own features
+ *   fault_ref.json    the reference detector, on all of them (optional)
+ *   <cause>.json      the model of that cause, on the run's own features
  *
  * Loading refuses a bundle of another format or feature schema.
  * Prediction is blocking work: callers run it off the event loop. */
@@ -19,11 +21,17 @@
 
 #include "causes.h"
 
-#define MODEL_FORMAT 2
+#define MODEL_FORMAT 3
 
 struct model_booster {
 	bool present;
 	void *booster;		/* BoosterHandle */
+};
+
+struct model_detector {
+	struct model_booster b;
+	double threshold;	/* fault probability from which the run is faulty */
+	double suspect;		/* ... and from which it is suspect */
 };
 
 struct model {
@@ -32,9 +40,8 @@ struct model {
 	int schema_version;
 	uint64_t schema_hash;
 	size_t n_features;
-	struct model_booster fault;
-	double threshold;	/* fault probability from which the run is faulty */
-	double suspect;		/* ... and from which it is suspect */
+	struct model_detector fault;
+	struct model_detector fault_ref;	/* b.present: the bundle has one */
 	double ratio;		/* causes within this ratio of the top one are reported */
 	struct model_booster cause[CAUSE_COUNT];
 };
@@ -49,13 +56,17 @@ int model__load(const char *dir, struct model **out, char *err, size_t len);
 void model__free(struct model *m);
 
 /* For n rows of features (row-major, n x m->n_features, NaN = missing):
- * the probability that the run is faulty into fault[n], and each cause's
- * probability given a fault into prob[n * CAUSE_COUNT] (NaN for a cause the
- * bundle lacks). Returns 0, -ENOMEM or -EIO. */
-int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *prob);
+ * the probability that the run is faulty into fault[n], the reference
+ * detector's into fault_ref[n] unless it is NULL (NaN when the bundle has
+ * none; meaningful only for rows whose reference block is filled), and
+ * each cause's probability given a fault into prob[n * CAUSE_COUNT] (NaN
+ * for a cause the bundle lacks). Returns 0, -ENOMEM or -EIO. */
+int model__predict(const struct model *m, const double *features, size_t n, double *fault, double *fault_ref,
+		   double *prob);
 
-/* Health from a fault probability and the calibrated thresholds. */
-enum model_health model__health(const struct model *m, double fault);
+/* Health from the calibrated thresholds: of the reference detector when
+ * fault_ref is a number (the run has a reference), else of the detector. */
+enum model_health model__health(const struct model *m, double fault, double fault_ref);
 
 /* The causes to report for a run judged faulty or suspect: the most
  * probable one and every cause within `ratio` of it (NaN: absent). One

@@ -461,6 +461,31 @@ static void symptom_features(struct sink *k, const struct series *s)
 	}
 }
 
+size_t features__upto(const struct series *s, double share)
+{
+	if (s->n == 0)
+		return 0;
+	double total = s->planned_steps ? (double)s->planned_steps : (double)s->step[s->n - 1] + 1;
+	size_t k = 0;
+	while (k < s->n && (double)s->step[k] + 1 <= share * total + 1e-9)
+		k++;
+	return share >= 1.0 ? s->n : (k ? k : 1);
+}
+
+size_t features__reference_upto(const struct series *run, const struct series *ref)
+{
+	if (run->n == 0 || ref->n == 0)
+		return 0;
+	uint64_t last = run->step[run->n - 1];
+	if (run->planned_steps && ref->planned_steps)
+		return features__upto(ref, fmin(1.0, ((double)last + 1) / (double)run->planned_steps));
+	/* Without a plan on both sides, the same step. */
+	size_t k = 0;
+	while (k < ref->n && ref->step[k] <= last)
+		k++;
+	return k ? k : 1;
+}
+
 struct series features__prefix(const struct series *s, size_t upto)
 {
 	struct series v = *s;
@@ -473,6 +498,44 @@ struct series features__prefix(const struct series *s, size_t upto)
 		v.n_epochs = e;
 	}
 	return v;
+}
+
+/* The features compared with a reference run: the outcome and dynamics
+ * of the run's loss and metrics (names starting with these), not its
+ * configuration, which differs from the reference's by design. */
+static const char *const reference_prefixes[] = {"loss_", "accuracy_", "val_", "train_"};
+static const char *const reference_excluded[] = {"loss_kind", "loss_custom"};
+
+static bool compared_with_reference(const char *name)
+{
+	for (size_t i = 0; i < sizeof reference_excluded / sizeof reference_excluded[0]; i++)
+		if (strcmp(name, reference_excluded[i]) == 0)
+			return false;
+	for (size_t i = 0; i < sizeof reference_prefixes / sizeof reference_prefixes[0]; i++)
+		if (strncmp(name, reference_prefixes[i], strlen(reference_prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+static struct {
+	pthread_once_t once;
+	size_t count, base;
+	char (*names)[FEATURES_NAME_MAX];
+	size_t *compared;	/* base indices of the ref_ features, in order */
+	size_t n_compared;
+	uint64_t hash;
+} schema = {.once = PTHREAD_ONCE_INIT};
+
+static void schema_init(void);
+
+/* One "ref_<name>" per compared base feature. Their values are the run's
+ * minus the reference's, which only features__apply_reference knows; the
+ * names come from the base schema, so this block runs after the base one
+ * has been named (the first pass of schema_init leaves it empty). */
+static void reference_features(struct sink *k)
+{
+	for (size_t j = 0; j < schema.n_compared; j++)
+		putf(k, NAN, "ref_%s", schema.names[schema.compared[j]]);
 }
 
 /* Everything, in schema order. */
@@ -552,28 +615,34 @@ static int compute(struct sink *k, const struct series *all, size_t upto)
 	static_features(k, s, n, layer_v);
 	input_features(k, s, n);
 	free(cols);
+	/* Against a reference run: NaN until features__apply_reference. */
+	reference_features(k);
 	return 0;
 }
-
-static struct {
-	pthread_once_t once;
-	size_t count;
-	char (*names)[FEATURES_NAME_MAX];
-	uint64_t hash;
-} schema = {.once = PTHREAD_ONCE_INIT};
 
 static void schema_init(void)
 {
 	struct series empty;
 	memset(&empty, 0, sizeof empty);
 	empty.initial_lr = empty.momentum = empty.weight_decay = empty.beta1 = empty.beta2 = empty.alpha = NAN;
+	/* The base names first (no reference block yet), then the compared
+	 * ones among them, then the whole schema. */
 	struct sink count = {0};
 	compute(&count, &empty, 0);
-	schema.names = calloc(count.n, sizeof *schema.names);
-	if (schema.names == NULL)
+	size_t base = count.n, compared = 0;
+	schema.names = calloc(2 * base, sizeof *schema.names);
+	schema.compared = calloc(base, sizeof *schema.compared);
+	if (schema.names == NULL || schema.compared == NULL)
 		abort();	/* a few kB at start-up */
-	struct sink named = {.names = schema.names, .cap = count.n};
+	struct sink named = {.names = schema.names, .cap = base};
 	compute(&named, &empty, 0);
+	for (size_t i = 0; i < base; i++)
+		if (compared_with_reference(schema.names[i]))
+			schema.compared[compared++] = i;
+	schema.n_compared = compared;
+	count = (struct sink){.names = schema.names, .cap = base + compared};
+	compute(&count, &empty, 0);
+	schema.base = base;
 	schema.count = count.n;
 	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < count.n; i++)
@@ -589,6 +658,12 @@ size_t features__count(void)
 {
 	pthread_once(&schema.once, schema_init);
 	return schema.count;
+}
+
+size_t features__base_count(void)
+{
+	pthread_once(&schema.once, schema_init);
+	return schema.base;
 }
 
 const char *features__name(size_t i)
@@ -607,4 +682,14 @@ int features__compute(const struct series *s, size_t upto, double *out)
 {
 	struct sink k = {.out = out, .cap = features__count()};
 	return compute(&k, s, upto);
+}
+
+void features__apply_reference(double *x, const double *ref)
+{
+	pthread_once(&schema.once, schema_init);
+	for (size_t j = 0; j < schema.n_compared; j++) {
+		size_t i = schema.compared[j];
+		double d = ref != NULL ? x[i] - ref[i] : NAN;
+		x[schema.base + j] = isfinite(d) ? d : NAN;
+	}
 }

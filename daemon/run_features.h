@@ -15,11 +15,15 @@
 
 #include "series.h"
 
-#define FEATURES_SCHEMA_VERSION 2
+#define FEATURES_SCHEMA_VERSION 3
 #define FEATURES_NAME_MAX 48
 
 /* The number of features of this schema version. */
 size_t features__count(void);
+
+/* The features of the run alone, which come first; the rest ("ref_...")
+ * compare the run with a reference run of the same program. */
+size_t features__base_count(void);
 
 /* Name of feature `i` (< features__count()), e.g. "loss_slope". */
 const char *features__name(size_t i);
@@ -30,8 +34,25 @@ uint64_t features__schema_hash(void);
 /* Computes the features of the first `upto` steps of `s` (and the epochs
  * that ended by then) into out[features__count()]. upto > s->n is
  * clamped. A feature that cannot be computed (no data, no such layer) is
- * NaN, which the models treat as missing. Returns 0 or -ENOMEM. */
+ * NaN, which the models treat as missing; so is the reference block until
+ * features__apply_reference fills it. Returns 0 or -ENOMEM. */
 int features__compute(const struct series *s, size_t upto, double *out);
+
+/* Fills the reference block of x (a run's features, computed by
+ * features__compute) from ref, the features of its reference run at the
+ * same share of its planned training: each compared feature's difference,
+ * NaN where either is missing. ref NULL: no reference, all NaN. */
+void features__apply_reference(double *x, const double *ref);
+
+/* How many samples of s lie within `share` (0..1] of its planned steps
+ * (of the steps it ran, when it planned none); share 1 is all of them. At
+ * least one when s has any. */
+size_t features__upto(const struct series *s, double share);
+
+/* How many samples of the reference run `ref` to compare `run` with: as
+ * far into its planned training as run is into its own (the same step
+ * when either planned none). */
+size_t features__reference_upto(const struct series *run, const struct series *ref);
 
 /* A view of the first `upto` steps of `s` and the epochs that ended by
  * then, sharing its arrays: what a detector would have seen at that step. */

@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--fault", choices=["lr_high"], default=None)
     ap.add_argument("--address", default=None, help="dnnfaultd address (default: $DNNFAULT_ADDRESS)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference", default=None,
+                    help="an earlier healthy run of this program to compare with (its name or id)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -53,7 +55,7 @@ def main():
     with dnnfault.watch(model, opt, loss_fn, run=args.run, every=args.every, address=args.address,
                         tags={"example": "train_digits"}, epochs=args.epochs,
                         steps=args.epochs * steps_per_epoch, batch_size=args.batch_size,
-                        dataset_size=len(x_tr), labels=labels) as mon:
+                        dataset_size=len(x_tr), labels=labels, reference=args.reference) as mon:
         for epoch in range(args.epochs):
             model.train()
             perm = torch.randperm(len(x_tr))

@@ -13,9 +13,10 @@ static int matrix(const struct boost_rows *r, DMatrixHandle *out)
 	float *x = malloc((r->n ? r->n : 1) * r->n_cols * sizeof *x);
 	if (x == NULL)
 		return -ENOMEM;
+	size_t stride = r->stride ? r->stride : r->n_cols;
 	for (size_t i = 0; i < r->n; i++)
 		for (size_t j = 0; j < r->n_cols; j++)
-			x[i * r->n_cols + j] = r->x[r->idx[i] * r->n_cols + j];
+			x[i * r->n_cols + j] = r->x[r->idx[i] * stride + j];
 	/* XGBoost takes NaN as missing but refuses Inf. */
 	for (size_t i = 0; i < r->n * r->n_cols; i++)
 		if (isinf(x[i]))

@@ -17,12 +17,14 @@ struct boost_params {
 	int seed;
 };
 
-/* A matrix of float features, row-major, NaN = missing. */
+/* A matrix of float features, row-major, NaN = missing: the first n_cols
+ * columns of rows `stride` floats apart (stride 0: n_cols). */
 struct boost_rows {
 	const float *x;
 	size_t n_cols;
 	const size_t *idx;	/* the rows used */
 	size_t n;
+	size_t stride;
 };
 
 /* Trains on rows r with labels y[idx[i]] (0 or 1), positives weighted by

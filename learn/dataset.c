@@ -48,19 +48,6 @@ static int group_of(struct dataset *d, const char *name, size_t len)
 	return (int)d->n_groups++;
 }
 
-/* How many samples a run had at `point` of its training: its planned
- * steps when it said, else the steps it ran. */
-static size_t samples_at(const struct series *s, double point)
-{
-	if (s->n == 0)
-		return 0;
-	double total = s->planned_steps ? (double)s->planned_steps : (double)s->step[s->n - 1] + 1;
-	size_t k = 0;
-	while (k < s->n && (double)s->step[k] + 1 <= point * total + 1e-9)
-		k++;
-	return point >= 1.0 ? s->n : (k ? k : 1);
-}
-
 struct build {
 	struct dataset *d;
 	struct store_reader *r;
@@ -97,7 +84,7 @@ static int add_run(int64_t run, const char *name, const char *labels, void *arg)
 			rv = (int)i;
 			break;
 		}
-		size_t upto = samples_at(&s, dataset_points[p]);
+		size_t upto = features__upto(&s, dataset_points[p]);
 		rv = features__compute(&s, upto, d->x + (size_t)i * d->n_features);
 		struct series v = features__prefix(&s, upto);
 		baselines__deepfd_features(&v, d->fd + (size_t)i * DEEPFD_FEATURES);
@@ -154,7 +141,9 @@ int dataset__write_csv(const struct dataset *d, FILE *f)
 	fputs("run,program,point,labels", f);
 	for (int b = 0; b < BASE_COUNT; b++)
 		fprintf(f, ",%s", baseline_names[b]);
-	for (size_t j = 0; j < d->n_features; j++)
+	/* The reference block is derived (dataset__set_references), never stored. */
+	size_t base = features__base_count();
+	for (size_t j = 0; j < base; j++)
 		fprintf(f, ",%s", features__name(j));
 	for (size_t j = 0; j < DEEPFD_FEATURES; j++)
 		fprintf(f, ",%s", baselines__deepfd_name(j));
@@ -167,7 +156,7 @@ int dataset__write_csv(const struct dataset *d, FILE *f)
 			fputc(',', f);
 			dataset__write_set(f, m->base[b]);
 		}
-		for (size_t j = 0; j < d->n_features; j++)
+		for (size_t j = 0; j < base; j++)
 			write_num(f, d->x[i * d->n_features + j]);
 		for (size_t j = 0; j < DEEPFD_FEATURES; j++)
 			write_num(f, d->fd[i * DEEPFD_FEATURES + j]);
@@ -218,7 +207,7 @@ static int check_header(char *line, char *err, size_t len)
 		if (f == NULL || strcmp(f, baseline_names[b]) != 0)
 			goto bad;
 	}
-	for (size_t j = 0; j < features__count(); j++, col++) {
+	for (size_t j = 0; j < features__base_count(); j++, col++) {
 		char *f = field(&p);
 		if (f == NULL || strcmp(f, features__name(j)) != 0)
 			goto bad;
@@ -339,17 +328,20 @@ int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
 			char *t = field(&p);
 			rv = t ? parse_set(t, &m->base[b]) : -EINVAL;
 		}
-		size_t total = d->n_features + DEEPFD_FEATURES;
+		size_t base = features__base_count(), total = base + DEEPFD_FEATURES;
+		double *x = d->x + (size_t)i * d->n_features;
 		for (size_t j = 0; rv == 0 && j < total; j++) {
 			char *t = field(&p), *end;
 			double v = t ? strtod(t, &end) : NAN;
 			if (t == NULL || end == t)
 				rv = -EINVAL;
-			else if (j < d->n_features)
-				d->x[(size_t)i * d->n_features + j] = v;
+			else if (j < base)
+				x[j] = v;
 			else
-				d->fd[(size_t)i * DEEPFD_FEATURES + j - d->n_features] = v;
+				d->fd[(size_t)i * DEEPFD_FEATURES + j - base] = v;
 		}
+		if (rv == 0)
+			features__apply_reference(x, NULL);
 		if (rv == -EINVAL)
 			snprintf(err, len, "rows line %zu is malformed", lineno);
 	}
@@ -360,6 +352,81 @@ int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len)
 		snprintf(err, len, "out of memory");
 	if (rv != 0)
 		dataset__free(d);
+	return rv;
+}
+
+/* The row of `run` at `point`, by bisection over the canonical order;
+ * -1 if none. */
+static long row_of(const struct dataset *d, int64_t run, int point)
+{
+	size_t lo = 0, hi = d->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct row_meta *m = &d->meta[mid];
+		if (m->run < run || (m->run == run && m->point < point))
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < d->n && d->meta[lo].run == run && d->meta[lo].point == point ? (long)lo : -1;
+}
+
+int dataset__set_references(struct dataset *d, FILE *f, char *err, size_t len)
+{
+	size_t n_ref = 0, cap = 0;
+	struct { int group; int64_t run; } *ref = NULL;
+	char *line = NULL;
+	size_t line_cap = 0, lineno = 0;
+	int rv = 0;
+	while (rv == 0 && getline(&line, &line_cap, f) > 0) {
+		lineno++;
+		char *p = line, *prog = field(&p), *run = field(&p), *end;
+		if (lineno == 1 && prog != NULL && strcmp(prog, "program") == 0)
+			continue;
+		long long id = run != NULL ? strtoll(run, &end, 10) : 0;
+		if (prog == NULL || run == NULL || end == run || id <= 0) {
+			snprintf(err, len, "references line %zu is not \"program,run\"", lineno);
+			rv = -EINVAL;
+			break;
+		}
+		int g = -1;
+		for (size_t k = 0; k < d->n_groups; k++)
+			if (strcmp(d->groups[k], prog) == 0)
+				g = (int)k;
+		if (g < 0 || row_of(d, id, DATASET_POINTS - 1) < 0)
+			continue;	/* a program or run these rows lack */
+		if (n_ref == cap) {
+			cap = cap ? 2 * cap : 64;
+			void *more = realloc(ref, cap * sizeof *ref);
+			if (more == NULL) {
+				rv = -ENOMEM;
+				break;
+			}
+			ref = more;
+		}
+		ref[n_ref].group = g;
+		ref[n_ref++].run = id;
+	}
+	free(line);
+	int64_t *mine = malloc((n_ref ? n_ref : 1) * sizeof *mine);
+	if (rv == 0 && mine == NULL)
+		rv = -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < d->n; i++) {
+		struct row_meta *m = &d->meta[i];
+		size_t k = 0;
+		for (size_t j = 0; j < n_ref; j++)
+			if (ref[j].group == m->group && ref[j].run != m->run)
+				mine[k++] = ref[j].run;
+		m->reference = k ? mine[(uint64_t)m->run % k] : 0;
+		long r = m->reference ? row_of(d, m->reference, m->point) : -1;
+		features__apply_reference(d->x + i * d->n_features, r >= 0 ? d->x + (size_t)r * d->n_features : NULL);
+		if (r < 0)
+			m->reference = 0;
+	}
+	if (rv == -ENOMEM)
+		snprintf(err, len, "out of memory");
+	free(mine);
+	free(ref);
 	return rv;
 }
 

@@ -25,6 +25,7 @@ struct row_meta {
 	int group;		/* index into dataset.groups: the base program */
 	int point;		/* index into dataset_points */
 	cause_set labels;	/* 0 = healthy */
+	int64_t reference;	/* the run compared with, 0 = none (dataset__set_references) */
 	cause_set base[BASE_COUNT];
 };
 
@@ -46,6 +47,15 @@ int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len
 /* CSV with a header naming every column; read refuses another schema. */
 int dataset__write_csv(const struct dataset *d, FILE *f);
 int dataset__read_csv(FILE *f, struct dataset *d, char *err, size_t len);
+
+/* Gives each row a reference run, from a CSV of "program,run" lines
+ * (an optional header "program,run"): the runs listed for a program are
+ * its known-healthy references, and each row of that program is compared
+ * with one of them other than itself (picked by run id, so one run keeps
+ * one reference at every point), at the same point of progress; the
+ * reference block of its features is filled (features__apply_reference).
+ * Programs and runs the rows lack are ignored. Call after loading. */
+int dataset__set_references(struct dataset *d, FILE *f, char *err, size_t len);
 
 /* A cause set as the CSV writes it: names joined by '|' ("" if healthy). */
 void dataset__write_set(FILE *f, cause_set set);

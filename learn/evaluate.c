@@ -9,9 +9,9 @@
 #include <time.h>
 
 /* Methods compared on the same held-out rows. */
-enum method { M_OURS, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT };
+enum method { M_OURS, M_OURS_REF, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT };
 static const char *const method_names[M_COUNT] = {
-	"dnnfault (XGBoost)", "DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules",
+	"dnnfault (XGBoost)", "dnnfault, with a reference run", "DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules",
 	"UMLAUT heuristics",
 };
 
@@ -59,41 +59,47 @@ static double share(size_t a, size_t b)
 	return b ? (double)a / (double)b : NAN;
 }
 
-/* Our held-out probabilities, fault[row] and prob[row * CAUSE_COUNT +
- * cause], and the detector threshold and ranking ratio chosen without
- * that row's program, threshold[group] and ratio[group]: what
- * --predictions writes. */
+/* Our held-out probabilities, fault[row], fault_ref[row] (the reference
+ * detector's; NaN without a reference) and prob[row * CAUSE_COUNT +
+ * cause], and the detectors' thresholds and ranking ratio chosen without
+ * that row's program, threshold[group], ref_threshold[group] and
+ * ratio[group]: what --predictions writes. */
 struct held_out {
-	double *fault, *prob;
-	double *threshold, *ratio;
+	double *fault, *fault_ref, *prob;
+	double *threshold, *ref_threshold, *ratio;
 };
 
 /* Ours on one fold: selection and training on rows train[0..ntr), the
- * decision on rows test[0..nte) into pred[] and h. */
+ * decision on rows test[0..nte) into pred (without a reference run),
+ * pred_ref (with one, where the row has one) and h. */
 static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *train, size_t ntr,
 		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred,
-		     struct held_out *h, char *err, size_t len)
+		     cause_set *pred_ref, struct held_out *h, char *err, size_t len)
 {
 	struct fit fit;
 	struct fit_models models = {0};
-	double *fault = malloc((nte ? nte : 1) * sizeof *fault);
+	double *fault = malloc((nte ? nte : 1) * sizeof *fault), *fault_ref = malloc((nte ? nte : 1) * sizeof *fault);
 	double *prob = malloc((nte ? nte : 1) * CAUSE_COUNT * sizeof *prob);
-	int rv = fault && prob ? fit__select(d, m, train, ntr, o, &fit, err, len) : -ENOMEM;
+	int rv = fault && fault_ref && prob ? fit__select(d, m, train, ntr, o, &fit, err, len) : -ENOMEM;
 	if (rv == 0)
 		rv = fit__train(m, train, ntr, &fit, &models, err, len);
 	if (rv == 0)
-		rv = fit__predict(&models, m, test, nte, fault, prob, err, len);
+		rv = fit__predict(&models, m, test, nte, fault, fault_ref, prob, err, len);
 	for (size_t i = 0; rv == 0 && i < nte; i++) {
-		pred[test[i]] = fit__decide(&fit, fault[i], prob + i * CAUSE_COUNT);
+		pred[test[i]] = fit__decide(&fit, fault[i], NAN, prob + i * CAUSE_COUNT);
+		pred_ref[test[i]] = fit__decide(&fit, fault[i], fault_ref[i], prob + i * CAUSE_COUNT);
 		h->fault[test[i]] = fault[i];
+		h->fault_ref[test[i]] = fault_ref[i];
 		memcpy(h->prob + test[i] * CAUSE_COUNT, prob + i * CAUSE_COUNT, CAUSE_COUNT * sizeof *prob);
 	}
 	if (rv == 0) {
 		h->threshold[group] = fit.fault_threshold;
+		h->ref_threshold[group] = fit.has_ref ? fit.ref_threshold : NAN;
 		h->ratio[group] = fit.ratio;
 	}
 	fit__free_models(&models);
 	free(fault);
+	free(fault_ref);
 	free(prob);
 	return rv;
 }
@@ -106,7 +112,7 @@ static int deepfd_fold(const struct fit_matrix *fd, const size_t *train, size_t 
 	forest.seed = seed;	/* the same seed as ours */
 	float *p = malloc((nte ? nte : 1) * sizeof *p);
 	int rv = p ? 0 : -ENOMEM;
-	struct boost_rows ftr = {fd->x, fd->n_cols, train, ntr}, fte = {fd->x, fd->n_cols, test, nte};
+	struct boost_rows ftr = {fd->x, fd->n_cols, train, ntr, 0}, fte = {fd->x, fd->n_cols, test, nte, 0};
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		void *b;
 		rv = boost__train(&ftr, fd->y[c], &forest, &b, err, len);
@@ -138,7 +144,7 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 			train[ntr++] = i;
 	}
 	if (rv == 0)
-		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred[M_OURS], h, err, len);
+		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred[M_OURS], pred[M_OURS_REF], h, err, len);
 	if (rv == 0)
 		rv = deepfd_fold(fd, train, ntr, test, nte, o->seed, pred[M_DEEPFD], err, len);
 	free(train);
@@ -202,6 +208,16 @@ static void ceiling(const struct dataset *d, const struct held_out *h, FILE *out
 		t, macro_f1(&x), share(x.alarms, x.healthy), share(x.found, x.faulty), share(top_right, x.faulty));
 }
 
+static void per_cause(FILE *out, const char *title, const struct tally *x)
+{
+	fprintf(out, "\n### %s\n\n", title);
+	fprintf(out, "| cause | runs | precision | recall | F1 |\n|---|---|---|---|---|\n");
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", causes__name((enum cause_id)c), x->k.tp[c] + x->k.fn[c],
+			share(x->k.tp[c], x->k.tp[c] + x->k.fp[c]), share(x->k.tp[c], x->k.tp[c] + x->k.fn[c]),
+			fit__f1(x->k.tp[c], x->k.fp[c], x->k.fn[c]));
+}
+
 static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 {
 	struct tally t[M_COUNT][DATASET_POINTS];
@@ -219,14 +235,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 			micro_f1(&t[m][last]), share(t[m][last].exact, t[m][last].rows),
 			share(t[m][last].alarms, t[m][last].healthy), share(t[m][last].found, t[m][last].faulty));
 
-	fprintf(out, "\n### dnnfault per cause, at the end of training\n\n");
-	fprintf(out, "| cause | runs | precision | recall | F1 |\n|---|---|---|---|---|\n");
-	for (int c = 0; c < CAUSE_COUNT; c++) {
-		const struct tally *x = &t[M_OURS][last];
-		fprintf(out, "| %s | %zu | %.3f | %.3f | %.3f |\n", causes__name((enum cause_id)c), x->k.tp[c] + x->k.fn[c],
-			share(x->k.tp[c], x->k.tp[c] + x->k.fp[c]), share(x->k.tp[c], x->k.tp[c] + x->k.fn[c]),
-			fit__f1(x->k.tp[c], x->k.fp[c], x->k.fn[c]));
-	}
+	per_cause(out, "dnnfault per cause, at the end of training", &t[M_OURS][last]);
+	per_cause(out, "dnnfault with a reference run, per cause, at the end of training", &t[M_OURS_REF][last]);
 
 	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n");
 	table_head(out, "cause", false);
@@ -275,12 +285,14 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 
 /* One CSV line per row: run, program, point, true causes, the detector
  * threshold and ranking ratio it was judged by, its held-out fault
- * probability and each cause's probability. */
+ * probability and each cause's probability; then its reference run, the
+ * reference detector's threshold and its probability (NaN without one). */
 static int write_predictions(const struct dataset *d, const struct held_out *h, FILE *f)
 {
 	fprintf(f, "run,program,point,labels,fault_threshold,ratio,p_fault");
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
+	fprintf(f, ",reference,ref_threshold,p_fault_ref");
 	fputc('\n', f);
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
@@ -289,9 +301,20 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 		fprintf(f, ",%.6g,%.2f,%.6g", h->threshold[m->group], h->ratio[m->group], h->fault[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
+		fprintf(f, ",%lld,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i]);
 		fputc('\n', f);
 	}
 	return ferror(f) ? -EIO : 0;
+}
+
+static void free_held_out(struct held_out *h)
+{
+	free(h->fault);
+	free(h->fault_ref);
+	free(h->prob);
+	free(h->threshold);
+	free(h->ref_threshold);
+	free(h->ratio);
 }
 
 int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out, FILE *predictions,
@@ -301,17 +324,16 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 	cause_set *pred[M_COUNT] = {0};
 	size_t rows = d->n ? d->n : 1, groups = d->n_groups ? d->n_groups : 1;
 	struct held_out h = {
-		calloc(rows, sizeof *h.fault), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
-		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ratio),
+		calloc(rows, sizeof *h.fault), calloc(rows, sizeof *h.fault_ref), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
+		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ref_threshold),
+		calloc(groups, sizeof *h.ratio),
 	};
-	int rv = h.fault && h.prob && h.threshold && h.ratio ? fit__matrix(d, false, &ours) : -ENOMEM;
+	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.ratio
+			 ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);
 	if (rv != 0) {
-		free(h.fault);
-		free(h.prob);
-		free(h.threshold);
-		free(h.ratio);
+		free_held_out(&h);
 		return rv;
 	}
 	for (int m = 0; m < M_COUNT; m++)
@@ -347,9 +369,6 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 		free(pred[m]);
 	fit__free_matrix(&ours);
 	fit__free_matrix(&fd);
-	free(h.fault);
-	free(h.prob);
-	free(h.threshold);
-	free(h.ratio);
+	free_held_out(&h);
 	return rv;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "run_features.h"
 
 const struct fit_opts fit_defaults = {.folds = 2, .detector_folds = 0, .false_alarm = 0.035, .seed = 1};
 
@@ -31,6 +32,11 @@ static const struct depth_grid detector_grid[] = {
 	{2, {75, 150, 300, 600}},
 };
 #define N_DETECTOR_DEPTHS (sizeof detector_grid / sizeof detector_grid[0])
+/* The reference detector tries the depth validation chose for the
+ * detector on every corpus so far (docs/model.md): its selection costs as
+ * much as the detector's per depth, and the nested evaluation must stay
+ * near an hour on two cores. */
+static const struct depth_grid ref_grid[] = {{2, {75, 150, 300, 600}}};
 static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
 #define N_RATIO (sizeof grid_ratio / sizeof grid_ratio[0])
 /* "Suspect" flags about this many times the target share of healthy rows. */
@@ -56,11 +62,13 @@ int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
 	memset(m, 0, sizeof *m);
 	m->n = d->n;
 	m->n_cols = deepfd ? DEEPFD_FEATURES : d->n_features;
+	m->n_base = deepfd ? DEEPFD_FEATURES : features__base_count();
 	const double *src = deepfd ? d->fd : d->x;
 	size_t rows = d->n ? d->n : 1;
 	m->x = malloc(rows * m->n_cols * sizeof *m->x);
 	m->fault = malloc(rows * sizeof *m->fault);
-	bool ok = m->x && m->fault;
+	m->has_ref = malloc(rows * sizeof *m->has_ref);
+	bool ok = m->x && m->fault && m->has_ref;
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		ok &= (m->y[c] = malloc(rows * sizeof *m->y[c])) != NULL;
 	if (!ok) {
@@ -73,6 +81,7 @@ int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m)
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			m->y[c][i] = (d->meta[i].labels >> c) & 1;
 		m->fault[i] = d->meta[i].labels != 0;
+		m->has_ref[i] = !deepfd && d->meta[i].reference != 0;
 	}
 	return 0;
 }
@@ -81,6 +90,7 @@ void fit__free_matrix(struct fit_matrix *m)
 {
 	free(m->x);
 	free(m->fault);
+	free(m->has_ref);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		free(m->y[c]);
 	memset(m, 0, sizeof *m);
@@ -90,10 +100,10 @@ void fit__free_matrix(struct fit_matrix *m)
  * rounds of the grid, oof[r * n + i], from models trained on the other folds' rows
  * with labels y, and only their faulty rows when faulty_only. A row's
  * fold is its program's rank among the programs present, mod folds
- * (folds 0: one fold per program). */
+ * (folds 0: one fold per program). Models read the first `cols` columns. */
 static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-		       const struct fit_opts *o, const struct depth_grid *grid, int folds, const float *y,
-		       bool faulty_only, float *oof, char *err, size_t len)
+		       size_t cols, const struct fit_opts *o, const struct depth_grid *grid, int folds,
+		       const float *y, bool faulty_only, float *oof, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
 	size_t *train = malloc(rows * sizeof *train), *test = malloc(rows * sizeof *test);
@@ -123,7 +133,7 @@ static int out_of_fold(const struct dataset *d, const struct fit_matrix *m, cons
 			else if (!faulty_only || m->fault[idx[i]] > 0.5f)
 				train[ntr++] = idx[i];
 		}
-		struct boost_rows tr = {m->x, m->n_cols, train, ntr}, te = {m->x, m->n_cols, test, nte};
+		struct boost_rows tr = {m->x, cols, train, ntr, m->n_cols}, te = {m->x, cols, test, nte, m->n_cols};
 		struct boost_params p = params_for(o, grid->depth, grid->rounds[N_ROUNDS - 1]);
 		void *b = NULL;
 		rv = boost__train(&tr, y, &p, &b, err, len);
@@ -192,7 +202,7 @@ static void count_rule(const struct dataset *d, const size_t *idx, size_t n, con
 		double p[CAUSE_COUNT];
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			p[c] = prob[c][i];
-		fit__count(k, d->meta[idx[i]].labels, fit__decide(f, fault[i], p));
+		fit__count(k, d->meta[idx[i]].labels, fit__decide(f, fault[i], NAN, p));
 	}
 }
 
@@ -231,20 +241,28 @@ static double threshold_every_point(const struct dataset *d, const struct fit_ma
 	return t;
 }
 
-/* The detector: the depth and rounds with the most faulty rows flagged at
- * the target share of healthy rows flagged (at every point); its
- * thresholds; its chosen probabilities into best[n]. */
+/* A detector's choice: its settings, thresholds and out-of-fold rate. */
+struct detector_choice {
+	struct boost_params p;
+	double threshold, suspect, detection;
+};
+
+/* A detector on the first `cols` columns: the depth and rounds of `grid`
+ * with the most faulty rows flagged at the target share of healthy rows
+ * flagged (at every point); its thresholds; its chosen probabilities into
+ * best[n]. */
 static int select_detector(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-			   const struct fit_opts *o, struct fit *f, float *best, char *err, size_t len)
+			   size_t cols, const struct depth_grid *grid, size_t n_depths, const struct fit_opts *o,
+			   struct detector_choice *out, float *best, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
 	float *oof = malloc(N_ROUNDS * rows * sizeof *oof);
 	double *healthy = malloc(rows * sizeof *healthy);
 	int rv = oof && healthy ? 0 : -ENOMEM;
 	double top = -1;
-	for (size_t k = 0; rv == 0 && k < N_DETECTOR_DEPTHS; k++) {
-		const struct depth_grid *g = &detector_grid[k];
-		rv = out_of_fold(d, m, idx, n, o, g, o->detector_folds, m->fault, false, oof, err, len);
+	for (size_t k = 0; rv == 0 && k < n_depths; k++) {
+		const struct depth_grid *g = &grid[k];
+		rv = out_of_fold(d, m, idx, n, cols, o, g, o->detector_folds, m->fault, false, oof, err, len);
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 			const float *p = oof + r * n;
 			size_t faulty = 0, found = 0;
@@ -254,23 +272,62 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 					faulty++, found += p[i] >= t;
 			double detection = faulty ? (double)found / (double)faulty : 0;
 			if (o->verbose)
-				fprintf(stderr, "  detector depth %d rounds %3d: oof detection %.3f\n", g->depth,
-					g->rounds[r], detection);
+				fprintf(stderr, "  %s depth %d rounds %3d: oof detection %.3f\n",
+					cols < m->n_cols ? "detector" : "reference detector", g->depth, g->rounds[r],
+					detection);
 			if (detection > top + 1e-9) {
 				top = detection;
-				f->fault = params_for(o, g->depth, g->rounds[r]);
-				f->fault_threshold = t;
-				f->fault_suspect = threshold_every_point(
+				out->p = params_for(o, g->depth, g->rounds[r]);
+				out->threshold = t;
+				out->suspect = threshold_every_point(
 					d, m, idx, n, p, fmin(0.5, SUSPECT_FACTOR * o->false_alarm), healthy);
-				f->cv_detection = detection;
+				out->detection = detection;
 				memcpy(best, p, n * sizeof *best);
 			}
 		}
 	}
-	if (rv == 0 && f->fault_suspect > f->fault_threshold)
-		f->fault_suspect = f->fault_threshold;
+	if (rv == 0 && out->suspect > out->threshold)
+		out->suspect = out->threshold;
 	free(oof);
 	free(healthy);
+	return rv;
+}
+
+/* The reference detector, on the rows of idx that have a reference (none:
+ * f->has_ref stays false). */
+static int select_reference(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
+			    const struct fit_opts *o, struct fit *f, char *err, size_t len)
+{
+	size_t *with = malloc((n ? n : 1) * sizeof *with), k = 0, healthy = 0;
+	float *p = malloc((n ? n : 1) * sizeof *p);
+	int rv = with && p ? 0 : -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < n; i++)
+		if (m->has_ref[idx[i]]) {
+			with[k++] = idx[i];
+			healthy += m->fault[idx[i]] < 0.5f;
+		}
+	struct detector_choice c = {0};
+	if (rv == 0 && healthy > 0 && healthy < k) {
+		rv = select_detector(d, m, with, k, m->n_cols, ref_grid, sizeof ref_grid / sizeof ref_grid[0], o, &c,
+				     p, err, len);
+		if (rv == 0) {
+			size_t alarms = 0;
+			for (size_t i = 0; i < k; i++)
+				alarms += m->fault[with[i]] < 0.5f && p[i] >= c.threshold;
+			f->has_ref = true;
+			f->ref = c.p;
+			f->ref_threshold = c.threshold;
+			f->ref_suspect = c.suspect;
+			f->cv_ref_detection = c.detection;
+			f->cv_ref_false_alarm = (double)alarms / (double)healthy;
+			if (o->verbose)
+				fprintf(stderr, "  reference detector depth %d rounds %d threshold %.4f: oof detection %.3f"
+						" at false alarms %.3f\n", c.p.max_depth, c.p.rounds, c.threshold,
+					c.detection, f->cv_ref_false_alarm);
+		}
+	}
+	free(with);
+	free(p);
 	return rv;
 }
 
@@ -285,14 +342,20 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
 		if ((prob[c] = malloc(rows * sizeof *prob[c])) == NULL)
 			rv = -ENOMEM;
+	struct detector_choice det = {0};
 	if (rv == 0)
-		rv = select_detector(d, m, idx, n, o, f, fault, err, len);
+		rv = select_detector(d, m, idx, n, m->n_base, detector_grid, N_DETECTOR_DEPTHS, o, &det, fault, err,
+				     len);
+	f->fault = det.p;
+	f->fault_threshold = det.threshold;
+	f->fault_suspect = det.suspect;
+	f->cv_detection = det.detection;
 	if (o->verbose && rv == 0)
 		fprintf(stderr, "  detector        depth %d rounds %d threshold %.4f suspect %.4f: oof detection %.3f at "
 				"false alarms %.3f\n", f->fault.max_depth, f->fault.rounds, f->fault_threshold, f->fault_suspect,
 			f->cv_detection, o->false_alarm);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
-		rv = out_of_fold(d, m, idx, n, o, &cause_grid, o->folds, m->y[c], true, oof, err, len);
+		rv = out_of_fold(d, m, idx, n, m->n_base, o, &cause_grid, o->folds, m->y[c], true, oof, err, len);
 		double top = INFINITY;
 		for (size_t r = 0; rv == 0 && r < N_ROUNDS; r++) {
 			double loss = log_loss(m, idx, n, c, oof + r * n);
@@ -334,6 +397,8 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 			fprintf(stderr, "  ratio %.2f: oof macro-F1 %.3f, false alarms on healthy rows %.3f\n", f->ratio,
 				f->cv_macro_f1, f->cv_false_alarm);
 	}
+	if (rv == 0)
+		rv = select_reference(d, m, idx, n, o, f, err, len);
 	free(fault);
 	free(oof);
 	for (int c = 0; c < CAUSE_COUNT; c++)
@@ -346,37 +411,50 @@ int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n, const st
 {
 	memset(out, 0, sizeof *out);
 	size_t *faulty = malloc((n ? n : 1) * sizeof *faulty), nf = 0;
-	if (faulty == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
+	size_t *with = malloc((n ? n : 1) * sizeof *with), nw = 0;
+	int rv = faulty && with ? 0 : -ENOMEM;
+	for (size_t i = 0; rv == 0 && i < n; i++) {
 		if (m->fault[idx[i]] > 0.5f)
 			faulty[nf++] = idx[i];
-	struct boost_rows all = {m->x, m->n_cols, idx, n}, some = {m->x, m->n_cols, faulty, nf};
-	int rv = boost__train(&all, m->fault, &f->fault, &out->fault, err, len);
+		if (m->has_ref[idx[i]])
+			with[nw++] = idx[i];
+	}
+	struct boost_rows all = {m->x, m->n_base, idx, n, m->n_cols}, some = {m->x, m->n_base, faulty, nf, m->n_cols};
+	struct boost_rows refs = {m->x, m->n_cols, with, nw, m->n_cols};
+	if (rv == 0)
+		rv = boost__train(&all, m->fault, &f->fault, &out->fault, err, len);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
 		rv = boost__train(&some, m->y[c], &f->cause[c], &out->cause[c], err, len);
+	if (rv == 0 && f->has_ref)
+		rv = boost__train(&refs, m->fault, &f->ref, &out->ref, err, len);
 	free(faulty);
+	free(with);
 	return rv;
 }
 
 void fit__free_models(struct fit_models *models)
 {
 	boost__free(models->fault);
+	boost__free(models->ref);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		boost__free(models->cause[c]);
 	memset(models, 0, sizeof *models);
 }
 
 int fit__predict(const struct fit_models *models, const struct fit_matrix *m, const size_t *idx, size_t n,
-		 double *fault, double *prob, char *err, size_t len)
+		 double *fault, double *fault_ref, double *prob, char *err, size_t len)
 {
 	float *p = malloc((n ? n : 1) * sizeof *p);
 	if (p == NULL)
 		return -ENOMEM;
-	struct boost_rows r = {m->x, m->n_cols, idx, n};
+	struct boost_rows r = {m->x, m->n_base, idx, n, m->n_cols}, full = {m->x, m->n_cols, idx, n, m->n_cols};
 	int rv = boost__predict(models->fault, &r, 0, p, err, len);
 	for (size_t i = 0; rv == 0 && i < n; i++)
 		fault[i] = p[i];
+	if (rv == 0 && models->ref != NULL)
+		rv = boost__predict(models->ref, &full, 0, p, err, len);
+	for (size_t i = 0; rv == 0 && i < n; i++)
+		fault_ref[i] = models->ref != NULL && m->has_ref[idx[i]] ? p[i] : NAN;
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		rv = boost__predict(models->cause[c], &r, 0, p, err, len);
 		for (size_t i = 0; rv == 0 && i < n; i++)
@@ -386,7 +464,8 @@ int fit__predict(const struct fit_models *models, const struct fit_matrix *m, co
 	return rv;
 }
 
-cause_set fit__decide(const struct fit *f, double fault, const double prob[CAUSE_COUNT])
+cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const double prob[CAUSE_COUNT])
 {
-	return fault >= f->fault_threshold ? model__report_causes(prob, f->ratio) : 0;
+	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold : fault_ref >= f->ref_threshold;
+	return flagged ? model__report_causes(prob, f->ratio) : 0;
 }

@@ -20,6 +20,11 @@
 struct fit {
 	struct boost_params fault;		/* the detector */
 	double fault_threshold, fault_suspect;	/* faulty from, suspect from */
+	/* The detector for runs with a reference run (features__apply_reference),
+	 * trained on the rows that have one; absent when none do. */
+	bool has_ref;
+	struct boost_params ref;
+	double ref_threshold, ref_suspect, cv_ref_detection, cv_ref_false_alarm;
 	struct boost_params cause[CAUSE_COUNT];	/* trained on faulty rows only */
 	double ratio;
 	/* Out-of-fold measures at the chosen settings, for the record. */
@@ -37,14 +42,17 @@ struct fit_opts {
 
 extern const struct fit_opts fit_defaults;
 
-/* The rows of a dataset as floats for XGBoost: x[n x n_features],
- * y[cause][n] labels and fault[n] (any cause). Returns 0 or -ENOMEM; free
- * with fit__free_matrix. */
+/* The rows of a dataset as floats for XGBoost: x[n x n_cols],
+ * y[cause][n] labels, fault[n] (any cause) and has_ref[n] (the row has a
+ * reference run). Every model but the reference detector reads the first
+ * n_base columns, the features of the run alone. Returns 0 or -ENOMEM;
+ * free with fit__free_matrix. */
 struct fit_matrix {
 	float *x;
 	float *y[CAUSE_COUNT];
 	float *fault;
-	size_t n, n_cols;
+	bool *has_ref;
+	size_t n, n_cols, n_base;
 };
 int fit__matrix(const struct dataset *d, bool deepfd, struct fit_matrix *m);
 void fit__free_matrix(struct fit_matrix *m);
@@ -57,6 +65,7 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 /* The trained boosters of a fit. */
 struct fit_models {
 	void *fault;
+	void *ref;		/* NULL without fit.has_ref */
 	void *cause[CAUSE_COUNT];
 };
 
@@ -67,13 +76,15 @@ int fit__train(const struct fit_matrix *m, const size_t *idx, size_t n, const st
 	       struct fit_models *out, char *err, size_t len);
 void fit__free_models(struct fit_models *models);
 
-/* Probabilities of rows idx from trained models: fault[n] and
- * prob[n * CAUSE_COUNT]. */
+/* Probabilities of rows idx from trained models: fault[n], the reference
+ * detector's fault_ref[n] (NaN for a row without a reference, or without
+ * that model) and prob[n * CAUSE_COUNT]. */
 int fit__predict(const struct fit_models *models, const struct fit_matrix *m, const size_t *idx, size_t n,
-		 double *fault, double *prob, char *err, size_t len);
+		 double *fault, double *fault_ref, double *prob, char *err, size_t len);
 
-/* The causes reported for one row under f's thresholds and ratio. */
-cause_set fit__decide(const struct fit *f, double fault, const double prob[CAUSE_COUNT]);
+/* The causes reported for one row under f's thresholds and ratio: by the
+ * reference detector when fault_ref is a number, else by the detector. */
+cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const double prob[CAUSE_COUNT]);
 
 /* Per-cause counts of reported against true cause sets: what selection
  * and the evaluation score. */

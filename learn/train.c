@@ -54,10 +54,13 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		snprintf(err, len, "%s: %s", out, strerror(errno));
 		rv = -errno;
 	}
-	for (int c = -1; rv == 0 && c < CAUSE_COUNT; c++) {
+	for (int c = -2; rv == 0 && c < CAUSE_COUNT; c++) {
+		if (c == -2 && !fit.has_ref)
+			continue;
 		char path[4096];
-		snprintf(path, sizeof path, "%s/%s.json", out, c < 0 ? "fault" : causes__name((enum cause_id)c));
-		rv = boost__save(c < 0 ? models.fault : models.cause[c], path, err, len);
+		const char *id = c == -2 ? "fault_ref" : c == -1 ? "fault" : causes__name((enum cause_id)c);
+		snprintf(path, sizeof path, "%s/%s.json", out, id);
+		rv = boost__save(c == -2 ? models.ref : c == -1 ? models.fault : models.cause[c], path, err, len);
 	}
 	char path[4096];
 	snprintf(path, sizeof path, "%s/bundle.txt", out);
@@ -67,23 +70,28 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		rv = -errno;
 	}
 	if (f != NULL) {
-		size_t runs = 0, healthy = 0;
+		size_t runs = 0, healthy = 0, referenced = 0;
 		for (size_t i = 0; i < d->n; i++)
 			if (d->meta[i].point == DATASET_POINTS - 1) {
 				runs++;
 				healthy += d->meta[i].labels == 0;
+				referenced += d->meta[i].reference != 0;
 			}
 		char when[32];
 		time_t now = time(NULL);
 		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 		model__write_header(f);
-		fprintf(f, "trained %s\nsource %s\nrows %zu\nruns %zu\nhealthy_runs %zu\nprograms %zu\n", when,
-			source, d->n, runs, healthy, d->n_groups);
+		fprintf(f, "trained %s\nsource %s\nrows %zu\nruns %zu\nhealthy_runs %zu\nprograms %zu\n"
+			   "runs_with_reference %zu\n", when, source, d->n, runs, healthy, d->n_groups, referenced);
 		fprintf(f, "selection grouped-cv folds %d detector_folds %d false_alarm_target %g seed %d\n",
 			o->folds, o->detector_folds, o->false_alarm, o->seed);
 		fprintf(f, "fault threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 			   " cv_false_alarm %.3f\n", fit.fault_threshold, fit.fault_suspect, fit.fault.max_depth,
 			fit.fault.rounds, fit.fault.eta, fit.cv_detection, fit.cv_false_alarm);
+		if (fit.has_ref)
+			fprintf(f, "fault_ref threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
+				   " cv_false_alarm %.3f\n", fit.ref_threshold, fit.ref_suspect, fit.ref.max_depth,
+				fit.ref.rounds, fit.ref.eta, fit.cv_ref_detection, fit.cv_ref_false_alarm);
 		fprintf(f, "rank ratio %.2f cv_macro_f1 %.3f\n", fit.ratio, fit.cv_macro_f1);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, "cause %s depth %d rounds %d eta %.2f cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",

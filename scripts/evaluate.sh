@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build/build.ninja ] || meson setup build >/dev/null
 ninja -C build >/dev/null
-xz -dc corpus/rows/*.csv.xz | build/client/dnnfaultctl evaluate - "$@"
+xz -dc corpus/rows/*.csv.xz | build/client/dnnfaultctl evaluate - "$@" --references corpus/references.csv

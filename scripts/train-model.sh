@@ -13,4 +13,4 @@ if [ $# -ge 1 ]; then
   bash scripts/export-rows.sh "$1"
 fi
 mkdir -p models
-xz -dc corpus/rows/*.csv.xz | "$ctl" train - models/default
+xz -dc corpus/rows/*.csv.xz | "$ctl" train - models/default --references corpus/references.csv

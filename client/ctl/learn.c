@@ -9,15 +9,18 @@
 #include "learn.h"
 
 static const char learn_usage[] =
-	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--seed N] [--false-alarm SHARE] [--quiet]\n"
-	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--predictions FILE.csv] [--seed N]\n"
-	"                            [--false-alarm SHARE] [--quiet]\n"
+	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--references FILE.csv] [--seed N]\n"
+	"                         [--false-alarm SHARE] [--quiet]\n"
+	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--references FILE.csv] [--predictions FILE.csv]\n"
+	"                            [--seed N] [--false-alarm SHARE] [--quiet]\n"
 	"       dnnfaultctl rows STORE [ROWS.csv]\n"
-	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n";
+	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n"
+	"--references lists each program's known-healthy runs (\"program,run\" lines), with\n"
+	"which its other runs are compared (docs/model.md).\n";
 
 int learn__main(int argc, char **argv)
 {
-	const char *verb = argv[0], *pos[2] = {0}, *predictions = NULL;
+	const char *verb = argv[0], *pos[2] = {0}, *predictions = NULL, *references = NULL;
 	int n_pos = 0;
 	struct fit_opts o = fit_defaults;
 	o.verbose = true;
@@ -26,6 +29,8 @@ int learn__main(int argc, char **argv)
 			o.verbose = false;
 		else if (strcmp(argv[i], "--predictions") == 0 && i + 1 < argc && strcmp(verb, "evaluate") == 0)
 			predictions = argv[++i];
+		else if (strcmp(argv[i], "--references") == 0 && i + 1 < argc && strcmp(verb, "rows") != 0)
+			references = argv[++i];
 		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc && strcmp(verb, "rows") != 0) {
 			/* XGBoost's seed: how much a result owes to chance shows
 			 * in the spread over a few seeds (docs/evaluation.md). */
@@ -67,8 +72,26 @@ int learn__main(int argc, char **argv)
 		fprintf(stderr, "dnnfaultctl: %s\n", err);
 		return CTL_ERROR;
 	}
-	if (o.verbose)
-		fprintf(stderr, "%zu rows of %zu programs from %s\n", d.n, d.n_groups, pos[0]);
+	if (references != NULL) {
+		FILE *f = fopen(references, "r");
+		if (f == NULL)
+			snprintf(err, sizeof err, "%s: %s", references, strerror(errno));
+		rv = f != NULL ? dataset__set_references(&d, f, err, sizeof err) : -errno;
+		if (f != NULL)
+			fclose(f);
+		if (rv != 0) {
+			fprintf(stderr, "dnnfaultctl: %s\n", err);
+			dataset__free(&d);
+			return CTL_ERROR;
+		}
+	}
+	if (o.verbose) {
+		size_t with = 0;
+		for (size_t i = 0; i < d.n; i++)
+			with += d.meta[i].reference != 0;
+		fprintf(stderr, "%zu rows of %zu programs from %s, %zu with a reference run\n", d.n, d.n_groups,
+			pos[0], with);
+	}
 	FILE *out = stdout;
 	if (!train && pos[1] != NULL && (out = fopen(pos[1], "w")) == NULL) {
 		fprintf(stderr, "dnnfaultctl: %s: %s\n", pos[1], strerror(errno));

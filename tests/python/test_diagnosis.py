@@ -2,8 +2,10 @@
 dnnfaultd that serves the default model bundle (models/default, trained on
 the committed corpus). A run with the learning rate x100 must be diagnosed
 with lr_high first; the same run with the right learning rate must stay
-healthy."""
+healthy; and so with a reference run (judged by the bundle's reference
+detector), which a user can also name after the run ended."""
 
+import json
 import os
 import subprocess
 import sys
@@ -49,3 +51,37 @@ def test_lr_high_ranked_first_and_healthy_stays_healthy(daemon):
     train_digits(daemon, "digits-healthy", "--seed", "3")
     healthy = final_diagnosis(daemon, "digits-healthy")
     assert healthy["health"] == "healthy", healthy
+
+
+def analyses(daemon):
+    return json.loads(daemon.ctl("--json", "stats").stdout)["analyses"]
+
+
+@pytest.mark.skipif(not os.path.exists(BUNDLE), reason="no default model bundle")
+def test_with_a_reference_run(daemon):
+    with open(BUNDLE) as f:
+        assert "\nfault_ref threshold " in f.read(), "the default bundle has no reference detector"
+    train_digits(daemon, "digits-base", "--seed", "1")
+    assert final_diagnosis(daemon, "digits-base")["health"] == "healthy"
+
+    train_digits(daemon, "digits-rerun", "--seed", "4", "--reference", "digits-base")
+    rerun = final_diagnosis(daemon, "digits-rerun")
+    assert rerun["reference"] == "digits-base"
+    assert rerun["health"] == "healthy", rerun
+
+    train_digits(daemon, "digits-lr-high", "--seed", "4", "--fault", "lr_high", "--reference", "digits-base")
+    faulty = final_diagnosis(daemon, "digits-lr-high")
+    assert faulty["health"] in ("faulty", "suspect"), faulty
+    assert faulty["causes"][0]["id"] == "lr_high", faulty["causes"]
+
+    # Naming a reference after the run ended judges it again at once.
+    train_digits(daemon, "digits-late", "--seed", "5")
+    final_diagnosis(daemon, "digits-late")
+    before = analyses(daemon)
+    daemon.ctl("reference", "digits-late", "digits-base")
+    deadline = time.monotonic() + 30
+    while analyses(daemon) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert analyses(daemon) == before + 1
+    late = final_diagnosis(daemon, "digits-late")
+    assert late["reference"] == "digits-base" and late["health"] == "healthy", late

@@ -798,6 +798,59 @@ static void prefix_equals_shorter_run(void **state)
 	series__free(&full.s);
 }
 
+/* The reference block: NaN until a reference is applied, then the run's
+ * compared features minus the reference's, taken as far into the
+ * reference's planned training as the run is into its own. */
+static void reference_block(void **state)
+{
+	(void)state;
+	size_t base = features__base_count(), n = features__count();
+	assert_true(base < n);
+	for (size_t j = base; j < n; j++) {
+		const char *name = features__name(j);
+		assert_true(strncmp(name, "ref_", 4) == 0);
+		/* Outcomes and dynamics, never the configuration. */
+		assert_true(strncmp(name, "ref_loss_", 9) == 0 || strncmp(name, "ref_accuracy_", 13) == 0 ||
+			    strncmp(name, "ref_val_", 8) == 0 || strncmp(name, "ref_train_", 10) == 0);
+		assert_true(strcmp(name, "ref_loss_kind") != 0 && strcmp(name, "ref_loss_custom") != 0);
+		(void)index_of(name + 4);
+	}
+	(void)index_of("ref_loss_last");
+	(void)index_of("ref_val_metric_last");
+
+	struct builder run, ref;
+	prefix_run(&run, 4);		/* steps 0..30 of 100 planned */
+	prefix_run(&ref, 10);		/* steps 0..90 */
+	assert_int_equal(features__reference_upto(&run.s, &ref.s), 4);
+	ref.s.planned_steps = 200;	/* 31% of 200: steps 0..60 */
+	assert_int_equal(features__reference_upto(&run.s, &ref.s), 7);
+	run.s.planned_steps = 0;	/* no plan: the same step */
+	assert_int_equal(features__reference_upto(&run.s, &ref.s), 4);
+	run.s.planned_steps = 100;
+	assert_int_equal(features__upto(&ref.s, 1.0), 10);
+	assert_int_equal(features__upto(&ref.s, 0.01), 1);
+
+	double *x = compute(&run.s, run.s.n), *r = compute(&ref.s, 7);
+	for (size_t j = base; j < n; j++)
+		assert_true(isnan(x[j]));
+	/* Loss falls over the steps, so the reference, further on, is lower. */
+	features__apply_reference(x, r);
+	expect(x, "ref_loss_last", feat(x, "loss_last") - feat(r, "loss_last"));
+	assert_true(feat(x, "ref_loss_last") > 0);
+	/* The run has seen the epoch that ended at step 25, the reference also
+	 * the one at 55: one rise share needs two epochs. */
+	expect(x, "ref_val_metric_last", 0.45 - 0.5);
+	assert_true(isnan(feat(x, "val_loss_rise_share")) && !isnan(feat(r, "val_loss_rise_share")));
+	expect(x, "ref_val_loss_rise_share", NAN);
+	features__apply_reference(x, NULL);
+	for (size_t j = base; j < n; j++)
+		assert_true(isnan(x[j]));
+	free(x);
+	free(r);
+	series__free(&run.s);
+	series__free(&ref.s);
+}
+
 static bool is_onset(const char *name)
 {
 	size_t len = strlen(name);
@@ -916,6 +969,7 @@ int main(void)
 		cmocka_unit_test(chance_features),
 		cmocka_unit_test(input_features),
 		cmocka_unit_test(prefix_equals_shorter_run),
+		cmocka_unit_test(reference_block),
 		cmocka_unit_test(empty_series),
 		cmocka_unit_test(nonfinite_telemetry),
 	};

@@ -77,6 +77,9 @@ static void synthetic(struct dataset *d)
 			.group = (int)(run % N_PROGRAMS),
 			.point = (int)(i % DATASET_POINTS),
 			.labels = (x[0] > 0.5 ? 1u << CAUSE_lr_high : 0) | (x[1] > 0.5 ? 1u << CAUSE_loss : 0),
+			/* Every other run has a reference (its number says nothing
+			 * here; the reference detector learns from these rows). */
+			.reference = run % 2 ? (int64_t)run : 0,
 		};
 	}
 }
@@ -142,9 +145,12 @@ static void train_small(const struct dataset *d, struct fit_matrix *m, size_t *i
 	char err[256] = "";
 	assert_int_equal(fit__matrix(d, false, m), 0);
 	assert_int_equal(m->n_cols, features__count());
+	assert_int_equal(m->n_base, features__base_count());
+	assert_true(m->n_base < m->n_cols);
 	for (size_t i = 0; i < d->n; i++)
 		idx[i] = i;
-	*fit = (struct fit){.fault = small, .fault_threshold = 0.5, .fault_suspect = 0.25, .ratio = 0.5};
+	*fit = (struct fit){.fault = small, .fault_threshold = 0.5, .fault_suspect = 0.25, .ratio = 0.5,
+			    .has_ref = true, .ref = small, .ref_threshold = 0.6, .ref_suspect = 0.3};
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fit->cause[c] = small;
 	int rv = fit__train(m, idx, d->n, fit, models, err, sizeof err);
@@ -173,21 +179,25 @@ static void test_round_trip(void **state)
 	train_small(&d, &m, idx, &fit, &models);
 
 	char err[256] = "";
-	static double mem_fault[ROWS], mem[ROWS * CAUSE_COUNT];
-	assert_int_equal(fit__predict(&models, &m, idx, d.n, mem_fault, mem, err, sizeof err), 0);
+	static double mem_fault[ROWS], mem_ref[ROWS], mem[ROWS * CAUSE_COUNT];
+	assert_int_equal(fit__predict(&models, &m, idx, d.n, mem_fault, mem_ref, mem, err, sizeof err), 0);
+	for (size_t i = 0; i < d.n; i++)
+		assert_int_equal(isnan(mem_ref[i]), d.meta[i].reference == 0);
 	const char *dir = *state;
 	char path[4096];
-	for (int c = -1; c < CAUSE_COUNT; c++) {
-		snprintf(path, sizeof path, "%s/%s.json", dir, c < 0 ? "fault" : causes__name((enum cause_id)c));
-		assert_int_equal(boost__save(c < 0 ? models.fault : models.cause[c], path, err, sizeof err), 0);
+	for (int c = -2; c < CAUSE_COUNT; c++) {
+		snprintf(path, sizeof path, "%s/%s.json", dir,
+			 c == -2 ? "fault_ref" : c == -1 ? "fault" : causes__name((enum cause_id)c));
+		assert_int_equal(boost__save(c == -2 ? models.ref : c == -1 ? models.fault : models.cause[c], path, err,
+					     sizeof err), 0);
 	}
 	fit__free_models(&models);
 	snprintf(path, sizeof path, "%s/bundle.txt", dir);
 	FILE *f = fopen(path, "w");
 	assert_non_null(f);
 	assert_int_equal(model__write_header(f), 0);
-	fprintf(f, "fault threshold %.2f suspect %.2f\nrank ratio %.2f\n", fit.fault_threshold, fit.fault_suspect,
-		fit.ratio);
+	fprintf(f, "fault threshold %.2f suspect %.2f\nfault_ref threshold %.2f suspect %.2f\nrank ratio %.2f\n",
+		fit.fault_threshold, fit.fault_suspect, fit.ref_threshold, fit.ref_suspect, fit.ratio);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, "cause %s\n", causes__name((enum cause_id)c));
 	assert_int_equal(fclose(f), 0);
@@ -201,18 +211,23 @@ static void test_round_trip(void **state)
 	assert_true(model->schema_hash == features__schema_hash());
 	assert_string_equal(model->path, dir);
 	assert_non_null(strstr(model->text, "fault threshold 0.50 suspect 0.25\n"));
-	assert_true(model->threshold == 0.5 && model->suspect == 0.25 && model->ratio == 0.5);
-	assert_true(model->fault.present);
+	assert_true(model->fault.threshold == 0.5 && model->fault.suspect == 0.25 && model->ratio == 0.5);
+	assert_true(model->fault_ref.threshold == 0.6 && model->fault_ref.suspect == 0.3);
+	assert_true(model->fault.b.present && model->fault_ref.b.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
 
 	double *fault = malloc(ROWS * sizeof *fault), *prob = malloc(ROWS * CAUSE_COUNT * sizeof *prob);
+	double *fault_ref = malloc(ROWS * sizeof *fault_ref);
 	assert_non_null(fault);
 	assert_non_null(prob);
-	assert_int_equal(model__predict(model, d.x, d.n, fault, prob), 0);
+	assert_non_null(fault_ref);
+	assert_int_equal(model__predict(model, d.x, d.n, fault, fault_ref, prob), 0);
 	for (size_t i = 0; i < d.n; i++) {
 		if (fault[i] != mem_fault[i])
 			fail_msg("row %zu fault: loaded %.9g, in memory %.9g", i, fault[i], mem_fault[i]);
+		if (d.meta[i].reference != 0 && fault_ref[i] != mem_ref[i])
+			fail_msg("row %zu fault_ref: loaded %.9g, in memory %.9g", i, fault_ref[i], mem_ref[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			if (prob[i * CAUSE_COUNT + (size_t)c] != mem[i * CAUSE_COUNT + (size_t)c])
 				fail_msg("row %zu %s: loaded %.9g, in memory %.9g", i,
@@ -241,12 +256,17 @@ static void test_round_trip(void **state)
 	probe(probes + 2 * nf, 0, 0);
 	probe(probes + 3 * nf, 1, 1);
 	probes[2 * nf + 3] = NAN;
-	assert_int_equal(model__predict(model, probes, 4, fault, prob), 0);
-	assert_int_equal(model__health(model, fault[0]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[1]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[3]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[2]), MODEL_HEALTHY);
+	assert_int_equal(model__predict(model, probes, 4, fault, fault_ref, prob), 0);
+	assert_int_equal(model__health(model, fault[0], NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[1], NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[3], NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[2], NAN), MODEL_HEALTHY);
 	assert_true(fault[2] < 0.25);
+	/* With a reference, its detector and thresholds judge. */
+	assert_int_equal(model__health(model, fault[2], fault_ref[0]), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[0], fault_ref[2]), MODEL_HEALTHY);
+	assert_int_equal(model__health(model, 0.0, 0.45), MODEL_SUSPECT);
+	assert_int_equal(model__health(model, 0.55, 0.55), MODEL_SUSPECT);
 	assert_int_equal(model__report_causes(prob, model->ratio), 1u << CAUSE_lr_high);
 	assert_int_equal(model__report_causes(prob + CAUSE_COUNT, model->ratio), 1u << CAUSE_loss);
 	assert_int_equal(model__report_causes(prob + 3 * CAUSE_COUNT, model->ratio),
@@ -254,6 +274,7 @@ static void test_round_trip(void **state)
 
 	free(probes);
 	free(fault);
+	free(fault_ref);
 	free(prob);
 	model__free(model);
 	fit__free_matrix(&m);
@@ -429,7 +450,7 @@ static void test_boost_seed(void **state)
 	assert_non_null(idx);
 	for (size_t i = 0; i < m.n; i++)
 		idx[i] = i;
-	struct boost_rows r = {m.x, m.n_cols, idx, m.n};
+	struct boost_rows r = {m.x, m.n_cols, idx, m.n, 0};
 	const int seeds[3] = {7, 7, 8};
 	char err[256] = "";
 	for (int k = 0; k < 3; k++) {
@@ -448,6 +469,65 @@ static void test_boost_seed(void **state)
 		free(p[k]);
 	free(idx);
 	fit__free_matrix(&m);
+	dataset__free(&d);
+}
+
+/* The base feature a "ref_" feature compares, by name. */
+static size_t compared_of(size_t j)
+{
+	const char *name = features__name(j);
+	assert_true(strncmp(name, "ref_", 4) == 0);
+	for (size_t i = 0; i < features__base_count(); i++)
+		if (strcmp(features__name(i), name + 4) == 0)
+			return i;
+	fail_msg("%s compares no base feature", name);
+	return 0;
+}
+
+/* dataset__set_references: each row of a listed program is compared with
+ * one of its references other than itself, at the same point; the rest
+ * have no reference and a block of NaN. */
+static void test_references(void **state)
+{
+	(void)state;
+	struct dataset d;
+	synthetic(&d);
+	/* Runs 1, 5, 9, ... are mnist's (group = (run - 1) % 4). */
+	const char text[] = "program,run\nmnist,1\nmnist,5\nnowhere,3\nmnist,100000\n";
+	FILE *f = fmemopen((void *)text, sizeof text - 1, "r");
+	char err[256] = "";
+	assert_int_equal(dataset__set_references(&d, f, err, sizeof err), 0);
+	fclose(f);
+	size_t base = features__base_count(), n = features__count(), with = 0;
+	for (size_t i = 0; i < d.n; i++) {
+		const struct row_meta *m = &d.meta[i];
+		const double *x = d.x + i * n;
+		if (strcmp(d.groups[m->group], "mnist") != 0) {
+			assert_int_equal(m->reference, 0);
+			for (size_t j = base; j < n; j++)
+				assert_true(isnan(x[j]));
+			continue;
+		}
+		with++;
+		int64_t want = m->run == 1 ? 5 : m->run == 5 ? 1 : m->run % 2 ? 5 : 1;
+		assert_int_equal(m->reference, want);
+		/* The reference's row at the same point. */
+		size_t r = (size_t)(want - 1) * DATASET_POINTS + (size_t)m->point;
+		assert_int_equal(d.meta[r].run, want);
+		for (size_t j = base; j < n; j++) {
+			size_t k = compared_of(j);
+			double diff = x[k] - d.x[r * n + k];
+			if (!(isnan(diff) ? isnan(x[j]) : x[j] == diff))
+				fail_msg("row %zu %s: %g, want %g", i, features__name(j), x[j], diff);
+		}
+	}
+	assert_int_equal(with, ROWS / N_PROGRAMS);
+
+	const char bad[] = "program,run\nmnist\n";
+	f = fmemopen((void *)bad, sizeof bad - 1, "r");
+	assert_int_equal(dataset__set_references(&d, f, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "line 2"));
+	fclose(f);
 	dataset__free(&d);
 }
 
@@ -472,7 +552,8 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nrows 240\n"));
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
 	assert_non_null(strstr(model->text, "false_alarm_target 0.035 seed 1\n"));
-	assert_true(model->fault.present);
+	assert_non_null(strstr(model->text, "\nruns_with_reference 30\n"));
+	assert_true(model->fault.b.present && model->fault_ref.b.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
 
@@ -483,11 +564,16 @@ static void test_train_bundle(void **state)
 	probe(x + nf, 0, 1);
 	probe(x + 2 * nf, 1, 1);
 	probe(x + 3 * nf, 0, 0);
-	assert_int_equal(model__predict(model, x, 4, fault, prob), 0);
-	assert_int_equal(model__health(model, fault[0]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[1]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[2]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[3]), MODEL_HEALTHY);
+	double fault_ref[4];
+	assert_int_equal(model__predict(model, x, 4, fault, fault_ref, prob), 0);
+	for (int k = 0; k < 2; k++) {
+		/* Without and with a reference, each by its own detector. */
+		double *with = k ? fault_ref : (double[]){NAN, NAN, NAN, NAN};
+		assert_int_equal(model__health(model, fault[0], with[0]), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[1], with[1]), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[2], with[2]), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[3], with[3]), MODEL_HEALTHY);
+	}
 	assert_true(model__report_causes(prob, model->ratio) >> CAUSE_lr_high & 1);
 	assert_true(model__report_causes(prob + CAUSE_COUNT, model->ratio) >> CAUSE_loss & 1);
 	assert_false(model__report_causes(prob, model->ratio) >> CAUSE_loss & 1);
@@ -603,6 +689,11 @@ static const struct bundle_case bundle_cases[] = {
 	{"cause line cut short", .body = VALID "cause\n", .rv = -EINVAL, .says = "bad cause line"},
 	{"fault twice", .body = VALID "fault threshold 0.5 suspect 0.25\n", .rv = -EINVAL, .says = "twice"},
 	{"no fault line", .body = AFTER_FAULT, .rv = -EINVAL, .says = "no fault line"},
+	{"with a reference detector", .body = VALID "fault_ref threshold 0.6 suspect 0.3\n"},
+	{"reference detector line cut short", .body = VALID "fault_ref threshold 0.6\n", .rv = -EINVAL,
+	 .says = "bad fault_ref line"},
+	{"a cause of the reference detector's width", .body = VALID "cause data\n", .rv = -EINVAL,
+	 .says = "another number of features"},
 	{"threshold 0", .body = "fault threshold 0 suspect 0\n" AFTER_FAULT, .rv = -EINVAL,
 	 .says = "bad fault line"},
 	{"threshold above 1", .body = "fault threshold 1.5 suspect 0.25\n" AFTER_FAULT, .rv = -EINVAL,
@@ -654,7 +745,7 @@ static void test_refusals(void **state)
 	size_t idx[ROWS];
 	for (size_t i = 0; i < d.n; i++)
 		idx[i] = i;
-	struct boost_rows rows = {m.x, m.n_cols, idx, d.n};
+	struct boost_rows rows = {m.x, m.n_base, idx, d.n, m.n_cols};
 	const char *dir = *state;
 	char path[4096], err[256] = "";
 	void *b;
@@ -667,6 +758,14 @@ static void test_refusals(void **state)
 	assert_int_equal(boost__save(b, path, err, sizeof err), 0);
 	boost__free(b);
 	write_file(dir, "init.json", "{\"learner\": not a model");
+	/* A model of every feature: right for the reference detector only. */
+	struct boost_rows full = {m.x, m.n_cols, idx, d.n, 0};
+	assert_int_equal(boost__train(&full, m.fault, &small, &b, err, sizeof err), 0);
+	snprintf(path, sizeof path, "%s/fault_ref.json", dir);
+	assert_int_equal(boost__save(b, path, err, sizeof err), 0);
+	snprintf(path, sizeof path, "%s/data.json", dir);
+	assert_int_equal(boost__save(b, path, err, sizeof err), 0);
+	boost__free(b);
 
 	for (size_t i = 0; i < sizeof bundle_cases / sizeof bundle_cases[0]; i++) {
 		const struct bundle_case *k = &bundle_cases[i];
@@ -682,7 +781,7 @@ static void test_refusals(void **state)
 			assert_true(model->cause[CAUSE_lr_high].present);
 			assert_false(model->cause[CAUSE_lr_low].present);
 			double fault, prob[CAUSE_COUNT];
-			assert_int_equal(model__predict(model, d.x, 1, &fault, prob), 0);
+			assert_int_equal(model__predict(model, d.x, 1, &fault, NULL, prob), 0);
 			assert_true(fault >= 0 && fault <= 1);
 			assert_true(prob[CAUSE_lr_high] >= 0 && prob[CAUSE_lr_high] <= 1);
 			assert_true(isnan(prob[CAUSE_lr_low]));
@@ -730,6 +829,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_rows_split),
+		cmocka_unit_test(test_references),
 		cmocka_unit_test(test_report_causes),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_boost_seed),
