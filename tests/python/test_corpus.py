@@ -249,3 +249,20 @@ def test_supplement_that_no_program_takes():
                           "--manifest", "/nonexistent/m.jsonl"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "takes a labels fault" in out.stderr
+
+
+def test_references_file():
+    """corpus/references.csv is what corpus/references.py derives from the
+    seed-5 manifest and rows (the original programs' runs, each checked to
+    be a healthy run of its program), and dnnfaultctl reads it."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "references.py"), "--check"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(ROOT, "corpus", "references.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "program,run"
+    per_program = {}
+    for line in lines[1:]:
+        program, run = line.split(",")
+        per_program.setdefault(program, []).append(int(run))
+    assert len(per_program) == 15 and all(len(v) == 5 for v in per_program.values())
