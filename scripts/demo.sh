@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: installs what is needed, builds, starts dnnfaultd with its
 # defaults, trains two real PyTorch models while it watches them (one with a
-# learning rate 100x too high), and shows `dnnfaultctl status`: the live
-# diagnosis, with the faulty run's root cause and its fix.
+# learning rate 100x too high, which names the first as its reference run),
+# and shows `dnnfaultctl status`: the live diagnosis, with the faulty run's
+# root cause and its fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,10 @@ fi
 export PYTHONPATH="$PWD/client/python" DNNFAULT_LIBRARY="$PWD/build/client/libdnnfault.so"
 stamp=$(date +%H%M%S)
 echo "== PyTorch: an MLP on digits, healthy, then with the learning rate x100"
+echo "   (compared with the healthy one as its reference run)"
 /usr/bin/python3 examples/train_digits.py --run "digits-$stamp"
-/usr/bin/python3 examples/train_digits.py --run "digits-lr-high-$stamp" --fault lr_high
+/usr/bin/python3 examples/train_digits.py --run "digits-lr-high-$stamp" --fault lr_high \
+  --reference "digits-$stamp"
 
 # The last diagnosis of a run comes just after its end: wait for it.
 for _ in $(seq 100); do
