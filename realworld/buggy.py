@@ -314,9 +314,10 @@ def _target(s, y, out):
     return y
 
 
-def train(program, bug, seed, run, address=None, every=10):
-    """Trains one case as its script would, watched by dnnfault; returns the
-    final validation metric (accuracy, or R^2 for the regression)."""
+def train(program, bug, seed, run, address=None, every=10, reference=None):
+    """Trains one case as its script would, watched by dnnfault (compared
+    with the run named `reference`, if any); returns the final validation
+    metric (accuracy, or R^2 for the regression)."""
     s = setup(program, bug, seed)
     xtr, ytr, xva, yva = s["data"]
     model, opt, loss_fn = s["model"], s["optimizer"], s["loss_fn"]
@@ -324,7 +325,7 @@ def train(program, bug, seed, run, address=None, every=10):
     val_metric = float("nan")
     best_val, bad_epochs = float("inf"), 0
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
-                        epochs=s["epochs"], dataset_size=len(xtr)) as mon:
+                        reference=reference, epochs=s["epochs"], dataset_size=len(xtr)) as mon:
         for _ in range(s["epochs"]):
             model.train()
             order = torch.randperm(len(xtr), generator=g)

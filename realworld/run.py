@@ -8,6 +8,13 @@ A buggy run counts as a fault only when its bug hurt: its final validation
 metric is below the mean of the same program's unchanged runs by more than
 2% of that mean (or it is not finite). Bugs that did not hurt are listed,
 not scored, as the corpus labels them (docs/corpus.md).
+
+With --reference every run names a reference run, as a user who kept an
+earlier healthy run of the program would (docs/features.md): the unchanged
+runs of a program are trained first, seed 0 with no reference and every
+other seed with seed 0 as its reference; a buggy run of seed s names the
+unchanged run of seed (s + 1) mod seeds, so never one that started from
+the same weights.
 """
 
 import argparse
@@ -49,6 +56,8 @@ def main():
     ap.add_argument("--cases", help="comma list of PROGRAM:BUG (none: unchanged) to run "
                     "instead of all")
     ap.add_argument("--json", help="also write every run's result here")
+    ap.add_argument("--reference", action="store_true",
+                    help="every run but the first unchanged one of a program names a reference run")
     ap.add_argument("--report", metavar="RESULTS.json",
                     help="print the tables of an earlier --json file; trains nothing")
     args = ap.parse_args()
@@ -68,17 +77,29 @@ def main():
         if len(cases) != len(wanted):
             ap.error("--cases: unknown case among %s" % args.cases)
 
+    if args.reference:
+        # The references, the unchanged runs, first (a stable sort).
+        cases = sorted(cases, key=lambda c: c[1] is not None)
+
+    def name(program, bug, seed):
+        return "%s-%s-%d" % (program, bug or "unchanged", seed)
+
+    def reference_of(program, bug, seed):
+        if not args.reference or (bug is None and seed == 0):
+            return None
+        return name(program, None, 0 if bug is None else (seed + 1) % args.seeds)
+
     results = []
     for program, bug, causes in cases:
         for seed in range(args.seeds):
-            run = "%s-%s-%d" % (program, bug or "unchanged", seed)
+            run = name(program, bug, seed)
             start = time.monotonic()
             metric = buggy.train(program, bug, seed, run, address=args.address,
-                                    every=args.every)
+                                 every=args.every, reference=reference_of(program, bug, seed))
             d = final_diagnosis(args.ctl, args.address, run)
             got = [c["id"] for c in d.get("causes", [])]
             results.append(dict(program=program, bug=bug, expected=causes, seed=seed,
-                                run=run, id=d.get("id"),
+                                run=run, id=d.get("id"), reference=d.get("reference"),
                                 metric=metric, health=d.get("health"), causes=got,
                                 probabilities=[round(c["probability"], 3)
                                                for c in d.get("causes", [])],
@@ -160,6 +181,8 @@ def report(results, base):
             "".join(" %d |" % sum(bool(set(r["baselines"][t] or []) & set(r["expected"]))
                                   for r in runs) for t in tools))
 
+    # Runs without a reference (the first unchanged ones under --reference)
+    # are scored too: they are judged as they would be without the option.
     healthy = [r for r in results if r["bug"] is None]
     faulty = [r for r in results if r["hurt"]]
     harmless = [r for r in results if r["bug"] is not None and not r["hurt"]]

@@ -3,7 +3,9 @@
 # them, on data sets and models the corpus does not have (realworld/), trained
 # while dnnfaultd watches with its default model bundle; prints the
 # diagnosis of every run and the scores. About 5 minutes with 2 seeds.
-#   bash scripts/field-test.sh [--seeds N] [--json RESULTS.json]
+#   bash scripts/field-test.sh [--seeds N] [--json RESULTS.json] [--reference]
+# --reference: each run names an unchanged run of its program as its
+# reference run (realworld/run.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

@@ -35,3 +35,21 @@ def test_field_test_cases(daemon, tmp_path):
     again = subprocess.run([sys.executable, os.path.join(ROOT, "realworld", "run.py"),
                             "--report", str(results)], capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout == r.stdout
+
+
+def test_field_test_with_references(daemon, tmp_path):
+    """--reference: the unchanged run comes first and is the buggy run's
+    reference; the daemon reports it and judges by it."""
+    results = tmp_path / "results.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "realworld", "run.py"),
+                        "--address", daemon.address, "--ctl", CTL, "--reference",
+                        "--cases", "hastie:lr_from_finetuning,hastie:none", "--seeds", "1",
+                        "--json", str(results)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = json.loads(results.read_text())
+    assert [(x["bug"], x["reference"]) for x in runs] == [(None, None),
+                                                          ("lr_from_finetuning", runs[0]["run"])]
+    if MODEL_ARGS:
+        assert runs[0]["health"] == "healthy"
+        assert runs[1]["health"] == "faulty" and runs[1]["causes"][0] == "lr_low"
