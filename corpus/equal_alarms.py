@@ -5,10 +5,13 @@ product's decision (top cause and those within the row's ranking ratio).
 Two evaluations whose thresholds differ can so be told apart by how well
 they rank, not by where their thresholds fell. With --programs, only the
 held-out rows of those programs count (e.g. the programs two corpora
-share). The rows at the end of training; the shares are not results (the
-threshold is set on the held-out runs themselves).
+share). With --reference, the reference detector's probabilities and
+thresholds (p_fault_ref, ref_threshold) judge instead, on the rows that
+have a reference run. The rows at the end of training (--point another);
+the shares are not results (the threshold is set on the held-out runs
+themselves).
 
-    /usr/bin/python3 corpus/equal_alarms.py [--programs A,B,...] PRED.csv...
+    /usr/bin/python3 corpus/equal_alarms.py [--programs A,B,...] [--reference] [--point P] PRED.csv...
 """
 
 import argparse
@@ -19,9 +22,13 @@ from mutations import CAUSES
 SHARES = (0.03, 0.04, 0.05)
 
 
-def load(path, programs=None):
-    return [r for r in csv.DictReader(open(path))
-            if r["point"] == "1.00" and (not programs or r["program"] in programs)]
+def load(path, programs=None, point="1.00", reference=False):
+    rows = [r for r in csv.DictReader(open(path))
+            if r["point"] == point and (not programs or r["program"] in programs)]
+    if reference:
+        rows = [dict(r, p_fault=r["p_fault_ref"], fault_threshold=r["ref_threshold"])
+                for r in rows if r.get("reference", "0") != "0"]
+    return rows
 
 
 def truth(row):
@@ -63,6 +70,8 @@ def threshold_for(rows, share):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--programs", default="")
+    ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--point", default="1.00")
     ap.add_argument("pred", nargs="+")
     a = ap.parse_args()
     programs = set(filter(None, a.programs.split(",")))
@@ -70,7 +79,7 @@ def main():
           " | ".join("at %.0f%% false alarms" % (100 * s) for s in SHARES) + " |")
     print("|---|---|---|" + "---|" * len(SHARES))
     for path in a.pred:
-        rows = load(path, programs)
+        rows = load(path, programs, a.point, a.reference)
         cells = ["%.3f (%.1f%%)" % (m, 100 * f) for m, f in
                  [macro_f1(rows, lambda r: float(r["fault_threshold"]))] +
                  [macro_f1(rows, lambda r, t=threshold_for(rows, s): t) for s in SHARES]]

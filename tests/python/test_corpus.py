@@ -185,6 +185,29 @@ def test_equal_alarms():
     assert equal_alarms.decide(faulty[2], 0.5) == set()
 
 
+def test_equal_alarms_reference(tmp_path):
+    """--reference: the reference detector's columns judge, on the rows
+    that have a reference, at the chosen point."""
+    causes = equal_alarms.CAUSES
+    head = ["run", "program", "point", "labels", "fault_threshold", "ratio", "p_fault"] + \
+        ["p_" + c for c in causes] + ["reference", "ref_threshold", "p_fault_ref"]
+    lines = [",".join(head)]
+    for run, point, labels, p_fault, ref, p_ref in [(1, "1.00", "", 0.9, 7, 0.1),
+                                                     (2, "1.00", "init", 0.1, 7, 0.9),
+                                                     (3, "1.00", "init", 0.9, 0, "nan"),
+                                                     (1, "0.10", "", 0.9, 7, 0.1)]:
+        p = ["0.9" if c == "init" else "0.0" for c in causes]
+        lines.append(",".join(map(str, [run, "a", point, labels, 0.5, 0.5, p_fault] + p +
+                                  [ref, 0.5, p_ref])))
+    path = tmp_path / "pred.csv"
+    path.write_text("\n".join(lines) + "\n")
+    rows = equal_alarms.load(str(path), reference=True)
+    assert [r["run"] for r in rows] == ["1", "2"]
+    assert [equal_alarms.decide(r, float(r["fault_threshold"])) for r in rows] == [set(), {"init"}]
+    assert len(equal_alarms.load(str(path), point="0.10", reference=True)) == 1
+    assert len(equal_alarms.load(str(path))) == 3
+
+
 def test_committed_plans_reproduce():
     """Operators added later (Operator.since) leave the plans of earlier
     seeds as they were: every committed manifest's configurations draw
