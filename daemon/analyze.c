@@ -422,18 +422,28 @@ static void start_next(struct analyze *a)
 		a->busy = true;
 }
 
+/* The progress of `run`, created (with `ended` as given) when the run is
+ * not followed yet; NULL when out of memory. */
+static struct run_progress *progress_of(struct analyze *a, int64_t run, bool ended)
+{
+	struct run_progress *p = map__get(&a->runs, (uint64_t)run);
+	if (p != NULL)
+		return p;
+	if ((p = calloc(1, sizeof *p)) == NULL || map__put(&a->runs, (uint64_t)run, p) != 0) {
+		free(p);
+		return NULL;
+	}
+	p->ended = ended;
+	p->last = server__now();
+	return p;
+}
+
 void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ended)
 {
 	int64_t every = a->srv->cfg->analyze_every_steps;
-	if (every <= 0)
+	struct run_progress *p = every > 0 ? progress_of(a, run, false) : NULL;
+	if (p == NULL)
 		return;
-	struct run_progress *p = map__get(&a->runs, (uint64_t)run);
-	if (p == NULL) {
-		if ((p = calloc(1, sizeof *p)) == NULL || map__put(&a->runs, (uint64_t)run, p) != 0) {
-			free(p);
-			return;
-		}
-	}
 	p->new_steps += new_steps;
 	p->ended |= ended;
 	p->last = server__now();
@@ -451,17 +461,10 @@ void analyze__note(struct analyze *a, int64_t run, uint64_t new_steps, bool ende
 
 void analyze__request(struct analyze *a, int64_t run)
 {
-	if (a->srv->cfg->analyze_every_steps <= 0)
+	/* A run not followed is forgotten again after this analysis. */
+	struct run_progress *p = a->srv->cfg->analyze_every_steps > 0 ? progress_of(a, run, true) : NULL;
+	if (p == NULL)
 		return;
-	struct run_progress *p = map__get(&a->runs, (uint64_t)run);
-	if (p == NULL) {
-		if ((p = calloc(1, sizeof *p)) == NULL || map__put(&a->runs, (uint64_t)run, p) != 0) {
-			free(p);
-			return;
-		}
-		p->ended = true;	/* forgotten after this analysis */
-		p->last = server__now();
-	}
 	if (!p->queued && push(a, run) == 0)
 		p->queued = true;
 	start_next(a);

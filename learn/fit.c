@@ -32,10 +32,10 @@ static const struct depth_grid detector_grid[] = {
 	{2, {75, 150, 300, 600}},
 };
 #define N_DETECTOR_DEPTHS (sizeof detector_grid / sizeof detector_grid[0])
-/* The reference detector tries the depth validation chose for the
- * detector on every corpus so far (docs/model.md): its selection costs as
- * much as the detector's per depth, and the nested evaluation must stay
- * near an hour on two cores. */
+/* The reference detector tries only the depth validation chose for the
+ * detector on the 15-program corpus (docs/model.md): each depth costs one
+ * more leave-one-program-out selection in every fold of the nested
+ * evaluation. */
 static const struct depth_grid ref_grid[] = {{2, {75, 150, 300, 600}}};
 static const double grid_ratio[] = {0.3, 0.5, 0.65, 0.8, 1.0};
 #define N_RATIO (sizeof grid_ratio / sizeof grid_ratio[0])
@@ -247,12 +247,14 @@ struct detector_choice {
 	double threshold, suspect, detection;
 };
 
-/* A detector on the first `cols` columns: the depth and rounds of `grid`
+/* A detector (`name`, for the progress lines) on the first `cols`
+ * columns: the depth and rounds of `grid`
  * with the most faulty rows flagged at the target share of healthy rows
  * flagged (at every point); its thresholds; its chosen probabilities into
  * best[n]. */
 static int select_detector(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-			   size_t cols, const struct depth_grid *grid, size_t n_depths, const struct fit_opts *o,
+			   const char *name, size_t cols, const struct depth_grid *grid, size_t n_depths,
+			   const struct fit_opts *o,
 			   struct detector_choice *out, float *best, char *err, size_t len)
 {
 	size_t rows = n ? n : 1;
@@ -272,9 +274,8 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 					faulty++, found += p[i] >= t;
 			double detection = faulty ? (double)found / (double)faulty : 0;
 			if (o->verbose)
-				fprintf(stderr, "  %s depth %d rounds %3d: oof detection %.3f\n",
-					cols < m->n_cols ? "detector" : "reference detector", g->depth, g->rounds[r],
-					detection);
+				fprintf(stderr, "  %s depth %d rounds %3d: oof detection %.3f\n", name, g->depth,
+					g->rounds[r], detection);
 			if (detection > top + 1e-9) {
 				top = detection;
 				out->p = params_for(o, g->depth, g->rounds[r]);
@@ -308,7 +309,7 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 		}
 	struct detector_choice c = {0};
 	if (rv == 0 && healthy > 0 && healthy < k) {
-		rv = select_detector(d, m, with, k, m->n_cols, ref_grid, sizeof ref_grid / sizeof ref_grid[0], o, &c,
+		rv = select_detector(d, m, with, k, "reference detector", m->n_cols, ref_grid, sizeof ref_grid / sizeof ref_grid[0], o, &c,
 				     p, err, len);
 		if (rv == 0) {
 			size_t alarms = 0;
@@ -344,7 +345,7 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 			rv = -ENOMEM;
 	struct detector_choice det = {0};
 	if (rv == 0)
-		rv = select_detector(d, m, idx, n, m->n_base, detector_grid, N_DETECTOR_DEPTHS, o, &det, fault, err,
+		rv = select_detector(d, m, idx, n, "detector", m->n_base, detector_grid, N_DETECTOR_DEPTHS, o, &det, fault, err,
 				     len);
 	f->fault = det.p;
 	f->fault_threshold = det.threshold;
