@@ -56,6 +56,24 @@ struct build {
 	size_t skipped;
 };
 
+/* The reference run the user named for `run` (runs.reference), with its
+ * telemetry in *ref; 0 when it names none, or one the store lacks or that
+ * sent no step: such a run is then compared with nothing, as the daemon
+ * would (a warning there; here the bundle's runs_with_reference tells). */
+static int64_t stored_reference(struct build *b, int64_t run, struct series *ref)
+{
+	int64_t id = 0;
+	char err[256];
+	memset(ref, 0, sizeof *ref);
+	if (store_read__reference(b->r, run, &id, err, sizeof err) != 0 || id == 0)
+		return 0;
+	if (store_read__series(b->r, id, ref, err, sizeof err) != 0 || ref->n == 0) {
+		series__free(ref);
+		return 0;
+	}
+	return id;
+}
+
 static int add_run(int64_t run, const char *name, const char *labels, void *arg)
 {
 	struct build *b = arg;
@@ -77,7 +95,10 @@ static int add_run(int64_t run, const char *name, const char *labels, void *arg)
 		b->skipped++;
 		return 0;
 	}
-	int rv = 0;
+	struct series ref;
+	int64_t ref_id = stored_reference(b, run, &ref);
+	double *ref_x = ref_id ? malloc(d->n_features * sizeof *ref_x) : NULL;
+	int rv = ref_id && ref_x == NULL ? -ENOMEM : 0;
 	for (int p = 0; rv == 0 && p < DATASET_POINTS; p++) {
 		long i = grow(d);
 		if (i < 0) {
@@ -85,14 +106,22 @@ static int add_run(int64_t run, const char *name, const char *labels, void *arg)
 			break;
 		}
 		size_t upto = features__upto(&s, dataset_points[p]);
-		rv = features__compute(&s, upto, d->x + (size_t)i * d->n_features);
+		double *x = d->x + (size_t)i * d->n_features;
+		rv = features__compute(&s, upto, x);
 		struct series v = features__prefix(&s, upto);
+		if (rv == 0 && ref_id) {
+			/* As the daemon compares them (analyze.c). */
+			rv = features__compute(&ref, features__reference_upto(&v, &ref), ref_x);
+			features__apply_reference(x, ref_x);
+		}
 		baselines__deepfd_features(&v, d->fd + (size_t)i * DEEPFD_FEATURES);
 		d->meta[i] = (struct row_meta){
-			.run = run, .group = group, .point = p, .labels = set,
+			.run = run, .group = group, .point = p, .labels = set, .reference = ref_id,
 			.base = {baselines__autotrainer(&v), baselines__deepdiagnosis(&v), baselines__umlaut(&v)},
 		};
 	}
+	free(ref_x);
+	series__free(&ref);
 	series__free(&s);
 	return rv;
 }

@@ -41,7 +41,9 @@ struct dataset {
 
 /* Rows of every labelled run in the store at `db`. A run's group is its
  * name up to the first '-' (corpus names are "<program>-<config>-s<seed>").
- * Returns 0 or a negative errno with `err` set. */
+ * A run that names a reference run in the store (runs.reference) is
+ * compared with it, as the daemon compares them; dataset__set_references
+ * replaces that. Returns 0 or a negative errno with `err` set. */
 int dataset__from_store(const char *db, struct dataset *d, char *err, size_t len);
 
 /* CSV with a header naming every column; read refuses another schema. */
