@@ -517,16 +517,28 @@ static bool compared_with_reference(const char *name)
 	return false;
 }
 
+/* A validation metric's difference from the reference's is divided by
+ * the reference's own epoch-to-epoch noise, but never by less than this:
+ * a metric such as accuracy or R^2 that moves by less than a point is
+ * settled, and a smaller divisor would blow up a meaningless difference.
+ * Chosen on the corpus (docs/features.md, "Against a reference run"). */
+#define REFERENCE_NOISE_FLOOR 0.01
+
 static struct {
 	pthread_once_t once;
 	size_t count, base;
 	char (*names)[FEATURES_NAME_MAX];
 	size_t *compared;	/* base indices of the ref_ features, in order */
 	size_t n_compared;
+	/* base indices the noise-scaled differences read */
+	size_t val_metric_last, val_metric_best, val_metric_last_gain;
 	uint64_t hash;
 } schema = {.once = PTHREAD_ONCE_INIT};
 
 static void schema_init(void);
+
+/* The features after the ref_ differences (reference_features). */
+#define REFERENCE_EXTRA 2
 
 /* One "ref_<name>" per compared base feature. Their values are the run's
  * minus the reference's, which only features__apply_reference knows; the
@@ -536,6 +548,22 @@ static void reference_features(struct sink *k)
 {
 	for (size_t j = 0; j < schema.n_compared; j++)
 		putf(k, NAN, "ref_%s", schema.names[schema.compared[j]]);
+	/* How far the run's metric fell short of the reference's, in units
+	 * of the reference's own noise: a difference of 0.03 is noise on one
+	 * program and a clear fault on another. (Not while schema_init names
+	 * the base block, when nothing is compared yet.) */
+	if (schema.n_compared == 0)
+		return;
+	put(k, "ref_val_metric_last_over_noise", NAN);
+	put(k, "ref_val_metric_best_over_noise", NAN);
+}
+
+static size_t base_index(const char *name)
+{
+	for (size_t i = 0; i < schema.base; i++)
+		if (strcmp(schema.names[i], name) == 0)
+			return i;
+	abort();	/* a feature this file names itself */
 }
 
 /* Everything, in schema order. */
@@ -630,7 +658,7 @@ static void schema_init(void)
 	struct sink count = {0};
 	compute(&count, &empty, 0);
 	size_t base = count.n, compared = 0;
-	schema.names = calloc(2 * base, sizeof *schema.names);
+	schema.names = calloc(2 * base + REFERENCE_EXTRA, sizeof *schema.names);
 	schema.compared = calloc(base, sizeof *schema.compared);
 	if (schema.names == NULL || schema.compared == NULL)
 		abort();	/* a few kB at start-up */
@@ -640,10 +668,13 @@ static void schema_init(void)
 		if (compared_with_reference(schema.names[i]))
 			schema.compared[compared++] = i;
 	schema.n_compared = compared;
-	count = (struct sink){.names = schema.names, .cap = base + compared};
+	count = (struct sink){.names = schema.names, .cap = base + compared + REFERENCE_EXTRA};
 	compute(&count, &empty, 0);
 	schema.base = base;
 	schema.count = count.n;
+	schema.val_metric_last = base_index("val_metric_last");
+	schema.val_metric_best = base_index("val_metric_best");
+	schema.val_metric_last_gain = base_index("val_metric_last_gain");
 	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < count.n; i++)
 		for (const char *c = schema.names[i]; ; c++) {
@@ -692,4 +723,21 @@ void features__apply_reference(double *x, const double *ref)
 		double d = ref != NULL ? x[i] - ref[i] : NAN;
 		x[schema.base + j] = isfinite(d) ? d : NAN;
 	}
+	double *scaled = x + schema.base + schema.n_compared;
+	scaled[0] = scaled[1] = NAN;
+	if (ref == NULL)
+		return;
+	/* The reference's noise: how much its metric moved in its last epoch,
+	 * or how far it ended below its best, whichever is larger. */
+	double noise = REFERENCE_NOISE_FLOOR;
+	double gain = ref[schema.val_metric_last_gain];
+	double below_best = ref[schema.val_metric_best] - ref[schema.val_metric_last];
+	if (isfinite(gain))
+		noise = fmax(noise, fabs(gain));
+	if (isfinite(below_best))
+		noise = fmax(noise, fabs(below_best));
+	double last = (x[schema.val_metric_last] - ref[schema.val_metric_last]) / noise;
+	double best = (x[schema.val_metric_best] - ref[schema.val_metric_best]) / noise;
+	scaled[0] = isfinite(last) ? last : NAN;
+	scaled[1] = isfinite(best) ? best : NAN;
 }

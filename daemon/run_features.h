@@ -15,7 +15,7 @@
 
 #include "series.h"
 
-#define FEATURES_SCHEMA_VERSION 3
+#define FEATURES_SCHEMA_VERSION 4
 #define FEATURES_NAME_MAX 48
 
 /* The number of features of this schema version. */
@@ -41,7 +41,8 @@ int features__compute(const struct series *s, size_t upto, double *out);
 /* Fills the reference block of x (a run's features, computed by
  * features__compute) from ref, the features of its reference run at the
  * same share of its planned training: each compared feature's difference,
- * NaN where either is missing. ref NULL: no reference, all NaN. */
+ * NaN where either is missing, then the validation metric's differences
+ * over the reference's noise. ref NULL: no reference, all NaN. */
 void features__apply_reference(double *x, const double *ref);
 
 /* How many samples of s lie within `share` (0..1] of its planned steps

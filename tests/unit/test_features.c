@@ -813,6 +813,9 @@ static void reference_block(void **state)
 		assert_true(strncmp(name, "ref_loss_", 9) == 0 || strncmp(name, "ref_accuracy_", 13) == 0 ||
 			    strncmp(name, "ref_val_", 8) == 0 || strncmp(name, "ref_train_", 10) == 0);
 		assert_true(strcmp(name, "ref_loss_kind") != 0 && strcmp(name, "ref_loss_custom") != 0);
+		size_t len = strlen(name);
+		if (len > 11 && strcmp(name + len - 11, "_over_noise") == 0)
+			continue;
 		(void)index_of(name + 4);
 	}
 	(void)index_of("ref_loss_last");
@@ -849,6 +852,41 @@ static void reference_block(void **state)
 	free(r);
 	series__free(&run.s);
 	series__free(&ref.s);
+}
+
+/* The metric's shortfall in units of the reference's noise: its last
+ * epoch's move or its distance below its best, never less than 0.01. */
+static void reference_noise(void **state)
+{
+	(void)state;
+	size_t n = features__count();
+	double *x = malloc(n * sizeof *x), *r = malloc(n * sizeof *r);
+	assert_non_null(x);
+	assert_non_null(r);
+	for (size_t i = 0; i < n; i++)
+		x[i] = r[i] = NAN;
+	x[index_of("val_metric_last")] = 0.80;
+	x[index_of("val_metric_best")] = 0.85;
+	r[index_of("val_metric_last")] = 0.90;
+	r[index_of("val_metric_best")] = 0.95;	/* 0.05 below its best */
+	r[index_of("val_metric_last_gain")] = -0.02;
+	features__apply_reference(x, r);
+	expect(x, "ref_val_metric_last_over_noise", -0.10 / 0.05);
+	expect(x, "ref_val_metric_best_over_noise", -0.10 / 0.05);
+	r[index_of("val_metric_best")] = 0.90;	/* at its best, moved by 0.03 */
+	r[index_of("val_metric_last_gain")] = 0.03;
+	features__apply_reference(x, r);
+	expect(x, "ref_val_metric_last_over_noise", -0.10 / 0.03);
+	expect(x, "ref_val_metric_best_over_noise", -0.05 / 0.03);
+	r[index_of("val_metric_last_gain")] = NAN;	/* one epoch: the floor */
+	features__apply_reference(x, r);
+	expect(x, "ref_val_metric_last_over_noise", -0.10 / 0.01);
+	x[index_of("val_metric_last")] = NAN;	/* no metric: missing */
+	features__apply_reference(x, r);
+	expect(x, "ref_val_metric_last_over_noise", NAN);
+	expect(x, "ref_val_metric_best_over_noise", -0.05 / 0.01);
+	free(x);
+	free(r);
 }
 
 static bool is_onset(const char *name)
@@ -970,6 +1008,7 @@ int main(void)
 		cmocka_unit_test(input_features),
 		cmocka_unit_test(prefix_equals_shorter_run),
 		cmocka_unit_test(reference_block),
+		cmocka_unit_test(reference_noise),
 		cmocka_unit_test(empty_series),
 		cmocka_unit_test(nonfinite_telemetry),
 	};

@@ -234,13 +234,16 @@ static void test_round_trip(void **state)
 					 causes__name((enum cause_id)c), prob[i * CAUSE_COUNT + (size_t)c],
 					 mem[i * CAUSE_COUNT + (size_t)c]);
 	}
-	/* The signal is two splits: every training row is right; the causes
-	 * learnt from the faulty rows (fewer, so coarser histogram bins) tell
-	 * those apart away from the split. */
+	/* The signal is two splits: every training row is right but those
+	 * within a histogram bin of a split (XGBoost's bins are quantiles, so
+	 * its split can fall a little off 0.5); the causes learnt from the
+	 * faulty rows (fewer, so coarser bins) tell those apart away from it. */
 	for (size_t i = 0; i < d.n; i++) {
 		const double *x = d.x + i * d.n_features, *p = prob + i * CAUSE_COUNT;
 		bool faulty = x[0] > 0.5 || x[1] > 0.5;
-		assert_int_equal(fault[i] > 0.5, faulty);
+		bool on_split = fabs(x[0] - 0.5) < 0.005 || fabs(x[1] - 0.5) < 0.005;
+		if (!on_split && (fault[i] > 0.5) != faulty)
+			fail_msg("row %zu: x0 %.4f x1 %.4f fault %.4f", i, x[0], x[1], fault[i]);
 		if (!faulty || fabs(x[0] - 0.5) < 0.05 || fabs(x[1] - 0.5) < 0.05)
 			continue;
 		assert_int_equal(p[CAUSE_lr_high] > 0.5, x[0] > 0.5);
@@ -515,6 +518,8 @@ static void test_references(void **state)
 		size_t r = (size_t)(want - 1) * DATASET_POINTS + (size_t)m->point;
 		assert_int_equal(d.meta[r].run, want);
 		for (size_t j = base; j < n; j++) {
+			if (strstr(features__name(j), "_over_noise") != NULL)
+				continue;	/* not a plain difference: test_features */
 			size_t k = compared_of(j);
 			double diff = x[k] - d.x[r * n + k];
 			if (!(isnan(diff) ? isnan(x[j]) : x[j] == diff))
