@@ -9,10 +9,12 @@
 #include <time.h>
 
 /* Methods compared on the same held-out rows. */
-enum method { M_OURS, M_OURS_REF, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT };
+enum method {
+	M_OURS, M_OURS_REF, M_OURS_REF_POINT, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
+};
 static const char *const method_names[M_COUNT] = {
-	"dnnfault (XGBoost)", "dnnfault, with a reference run", "DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules",
-	"UMLAUT heuristics",
+	"dnnfault (XGBoost)", "dnnfault, with a reference run", "dnnfault, with a reference run, a threshold per point",
+	"DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules", "UMLAUT heuristics",
 };
 
 /* DeepFD's learner: a random forest per cause on its symptom features,
@@ -62,19 +64,21 @@ static double share(size_t a, size_t b)
 /* Our held-out probabilities, fault[row], fault_ref[row] (the reference
  * detector's; NaN without a reference) and prob[row * CAUSE_COUNT +
  * cause], and the detectors' thresholds and ranking ratio chosen without
- * that row's program, threshold[group], ref_threshold[group] and
- * ratio[group]: what --predictions writes. */
+ * that row's program, threshold[group], ref_threshold[group],
+ * ref_threshold_at[group * DATASET_POINTS + point] and ratio[group]: what
+ * --predictions writes. */
 struct held_out {
 	double *fault, *fault_ref, *prob;
-	double *threshold, *ref_threshold, *ratio;
+	double *threshold, *ref_threshold, *ref_threshold_at, *ratio;
 };
 
 /* Ours on one fold: selection and training on rows train[0..ntr), the
- * decision on rows test[0..nte) into pred (without a reference run),
- * pred_ref (with one, where the row has one) and h. */
+ * decision on rows test[0..nte) into pred[M_OURS] (without a reference
+ * run), pred[M_OURS_REF] and pred[M_OURS_REF_POINT] (with one, where the
+ * row has one) and h. */
 static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *train, size_t ntr,
-		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred,
-		     cause_set *pred_ref, struct held_out *h, char *err, size_t len)
+		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred[M_COUNT],
+		     struct held_out *h, char *err, size_t len)
 {
 	struct fit fit;
 	struct fit_models models = {0};
@@ -86,8 +90,10 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 	if (rv == 0)
 		rv = fit__predict(&models, m, test, nte, fault, fault_ref, prob, err, len);
 	for (size_t i = 0; rv == 0 && i < nte; i++) {
-		pred[test[i]] = fit__decide(&fit, fault[i], NAN, prob + i * CAUSE_COUNT);
-		pred_ref[test[i]] = fit__decide(&fit, fault[i], fault_ref[i], prob + i * CAUSE_COUNT);
+		const double *p = prob + i * CAUSE_COUNT;
+		pred[M_OURS][test[i]] = fit__decide(&fit, fault[i], NAN, p);
+		pred[M_OURS_REF][test[i]] = fit__decide(&fit, fault[i], fault_ref[i], p);
+		pred[M_OURS_REF_POINT][test[i]] = fit__decide_at(&fit, fault[i], fault_ref[i], d->meta[test[i]].point, p);
 		h->fault[test[i]] = fault[i];
 		h->fault_ref[test[i]] = fault_ref[i];
 		memcpy(h->prob + test[i] * CAUSE_COUNT, prob + i * CAUSE_COUNT, CAUSE_COUNT * sizeof *prob);
@@ -95,6 +101,8 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 	if (rv == 0) {
 		h->threshold[group] = fit.fault_threshold;
 		h->ref_threshold[group] = fit.has_ref ? fit.ref_threshold : NAN;
+		for (int k = 0; k < DATASET_POINTS; k++)
+			h->ref_threshold_at[group * DATASET_POINTS + k] = fit.has_ref ? fit.ref_threshold_at[k] : NAN;
 		h->ratio[group] = fit.ratio;
 	}
 	fit__free_models(&models);
@@ -144,7 +152,7 @@ static int fold(const struct dataset *d, const struct fit_matrix *ours, const st
 			train[ntr++] = i;
 	}
 	if (rv == 0)
-		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred[M_OURS], pred[M_OURS_REF], h, err, len);
+		rv = ours_fold(d, ours, train, ntr, test, nte, group, o, pred, h, err, len);
 	if (rv == 0)
 		rv = deepfd_fold(fd, train, ntr, test, nte, o->seed, pred[M_DEEPFD], err, len);
 	free(train);
@@ -237,6 +245,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 
 	per_cause(out, "dnnfault per cause, at the end of training", &t[M_OURS][last]);
 	per_cause(out, "dnnfault with a reference run, per cause, at the end of training", &t[M_OURS_REF][last]);
+	per_cause(out, "dnnfault with a reference run and a threshold per point, per cause, at the end of training",
+		  &t[M_OURS_REF_POINT][last]);
 
 	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n");
 	table_head(out, "cause", false);
@@ -292,7 +302,7 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 	fprintf(f, "run,program,point,labels,fault_threshold,ratio,p_fault");
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
-	fprintf(f, ",reference,ref_threshold,p_fault_ref");
+	fprintf(f, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point");
 	fputc('\n', f);
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
@@ -301,7 +311,8 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 		fprintf(f, ",%.6g,%.2f,%.6g", h->threshold[m->group], h->ratio[m->group], h->fault[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
-		fprintf(f, ",%lld,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i]);
+		fprintf(f, ",%lld,%.6g,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i],
+			h->ref_threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
 		fputc('\n', f);
 	}
 	return ferror(f) ? -EIO : 0;
@@ -314,6 +325,7 @@ static void free_held_out(struct held_out *h)
 	free(h->prob);
 	free(h->threshold);
 	free(h->ref_threshold);
+	free(h->ref_threshold_at);
 	free(h->ratio);
 }
 
@@ -326,9 +338,9 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 	struct held_out h = {
 		calloc(rows, sizeof *h.fault), calloc(rows, sizeof *h.fault_ref), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
 		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ref_threshold),
-		calloc(groups, sizeof *h.ratio),
+		calloc(groups * DATASET_POINTS, sizeof *h.ref_threshold_at), calloc(groups, sizeof *h.ratio),
 	};
-	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.ratio
+	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.ref_threshold_at && h.ratio
 			 ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);

@@ -226,18 +226,24 @@ static double log_loss(const struct fit_matrix *m, const size_t *idx, size_t n, 
  * every point of progress: a healthy run is judged again and again while
  * it trains, and its early rows, rarely flagged, must not buy the later
  * ones a larger share. scratch holds n values. */
+/* The lowest threshold that flags at most `share` of the healthy rows at
+ * point k of progress (0 without any). scratch holds n values. */
+static double threshold_at_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx,
+				 size_t n, const float *p, double share, int k, double *scratch)
+{
+	size_t nh = 0;
+	for (size_t i = 0; i < n; i++)
+		if (m->fault[idx[i]] < 0.5f && d->meta[idx[i]].point == k)
+			scratch[nh++] = p[i];
+	return nh > 0 ? fit__threshold_for(scratch, nh, share) : 0;
+}
+
 static double threshold_every_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx,
 				    size_t n, const float *p, double share, double *scratch)
 {
 	double t = 0;
-	for (int k = 0; k < DATASET_POINTS; k++) {
-		size_t nh = 0;
-		for (size_t i = 0; i < n; i++)
-			if (m->fault[idx[i]] < 0.5f && d->meta[idx[i]].point == k)
-				scratch[nh++] = p[i];
-		if (nh > 0)
-			t = fmax(t, fit__threshold_for(scratch, nh, share));
-	}
+	for (int k = 0; k < DATASET_POINTS; k++)
+		t = fmax(t, threshold_at_point(d, m, idx, n, p, share, k, scratch));
 	return t;
 }
 
@@ -294,6 +300,22 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 	return rv;
 }
 
+/* The reference detector's thresholds of each point of progress, from its
+ * chosen out-of-fold probabilities p of rows idx[0..n). */
+static void ref_per_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
+			  const struct fit_opts *o, const float *p, struct fit *f, double *scratch)
+{
+	for (int k = 0; k < DATASET_POINTS; k++) {
+		f->ref_threshold_at[k] = threshold_at_point(d, m, idx, n, p, o->false_alarm, k, scratch);
+		f->ref_suspect_at[k] = fmin(f->ref_threshold_at[k],
+					    threshold_at_point(d, m, idx, n, p, fmin(0.5, SUSPECT_FACTOR * o->false_alarm),
+							       k, scratch));
+		if (o->verbose)
+			fprintf(stderr, "  reference detector at %.0f%%: threshold %.4f suspect %.4f\n",
+				dataset_points[k] * 100, f->ref_threshold_at[k], f->ref_suspect_at[k]);
+	}
+}
+
 /* The reference detector, on the rows of idx that have a reference (none:
  * f->has_ref stays false). */
 static int select_reference(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
@@ -301,7 +323,8 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 {
 	size_t *with = malloc((n ? n : 1) * sizeof *with), k = 0, healthy = 0;
 	float *p = malloc((n ? n : 1) * sizeof *p);
-	int rv = with && p ? 0 : -ENOMEM;
+	double *scratch = malloc((n ? n : 1) * sizeof *scratch);
+	int rv = with && p && scratch ? 0 : -ENOMEM;
 	for (size_t i = 0; rv == 0 && i < n; i++)
 		if (m->has_ref[idx[i]]) {
 			with[k++] = idx[i];
@@ -321,6 +344,7 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 			f->ref_suspect = c.suspect;
 			f->cv_ref_detection = c.detection;
 			f->cv_ref_false_alarm = (double)alarms / (double)healthy;
+			ref_per_point(d, m, with, k, o, p, f, scratch);
 			if (o->verbose)
 				fprintf(stderr, "  reference detector depth %d rounds %d threshold %.4f: oof detection %.3f"
 						" at false alarms %.3f\n", c.p.max_depth, c.p.rounds, c.threshold,
@@ -329,6 +353,7 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 	}
 	free(with);
 	free(p);
+	free(scratch);
 	return rv;
 }
 
@@ -468,5 +493,12 @@ int fit__predict(const struct fit_models *models, const struct fit_matrix *m, co
 cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const double prob[CAUSE_COUNT])
 {
 	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold : fault_ref >= f->ref_threshold;
+	return flagged ? model__report_causes(prob, f->ratio) : 0;
+}
+
+cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, int point,
+			 const double prob[CAUSE_COUNT])
+{
+	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold : fault_ref >= f->ref_threshold_at[point];
 	return flagged ? model__report_causes(prob, f->ratio) : 0;
 }

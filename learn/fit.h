@@ -25,6 +25,10 @@ struct fit {
 	bool has_ref;
 	struct boost_params ref;
 	double ref_threshold, ref_suspect, cv_ref_detection, cv_ref_false_alarm;
+	/* The same target met at each point of progress on its own, instead
+	 * of the strictest point's threshold serving all (ref_threshold is
+	 * their maximum): what `evaluate` scores as a threshold per point. */
+	double ref_threshold_at[DATASET_POINTS], ref_suspect_at[DATASET_POINTS];
 	struct boost_params cause[CAUSE_COUNT];	/* trained on faulty rows only */
 	double ratio;
 	/* Out-of-fold measures at the chosen settings, for the record. */
@@ -85,6 +89,11 @@ int fit__predict(const struct fit_models *models, const struct fit_matrix *m, co
 /* The causes reported for one row under f's thresholds and ratio: by the
  * reference detector when fault_ref is a number, else by the detector. */
 cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const double prob[CAUSE_COUNT]);
+
+/* The same with the reference detector's threshold of the row's point of
+ * progress (0 .. DATASET_POINTS - 1), ref_threshold_at[point]. */
+cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, int point,
+			 const double prob[CAUSE_COUNT]);
 
 /* Per-cause counts of reported against true cause sets: what selection
  * and the evaluation score. */

@@ -614,20 +614,38 @@ static void test_evaluate_predictions(void **state)
 
 	char line[4096];
 	rewind(report);
-	bool tables = false, ceiling = false;
+	bool tables = false, ceiling = false, per_point = false;
 	while (fgets(line, sizeof line, report) != NULL) {
 		tables |= strstr(line, "### All methods") != NULL;
 		ceiling |= strstr(line, "### Detection and ranking apart") != NULL;
+		per_point |= strncmp(line, "| dnnfault, with a reference run, a threshold per point |", 57) == 0;
 	}
 	fclose(report);
-	assert_true(tables && ceiling);
+	assert_true(tables && ceiling && per_point);
 
 	FILE *f = fopen(path, "r");
 	assert_non_null(f);
 	assert_non_null(fgets(line, sizeof line, f));
 	assert_non_null(strstr(line, "run,program,point,labels,fault_threshold,ratio,p_fault,p_lr_high,p_lr_low"));
+	assert_non_null(strstr(line, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point\n"));
 	size_t n = 0, right = 0, faulty = 0;
+	/* Per program, the largest of its points' reference thresholds. */
+	double top_at[N_PROGRAMS] = {0}, ref_thr[N_PROGRAMS] = {0};
 	while (fgets(line, sizeof line, f) != NULL) {
+		/* The last three fields: ref_threshold, p_fault_ref, ref_threshold_at_point. */
+		char *c3 = strrchr(line, ','), *c2, *c1;
+		*c3 = '\0';
+		c2 = strrchr(line, ',');
+		*c2 = '\0';
+		c1 = strrchr(line, ',');
+		*c3 = *c2 = ',';
+		double thr_ref = strtod(c1 + 1, NULL), at_point = strtod(c3 + 1, NULL);
+		if (d.meta[n].reference != 0) {
+			/* The strictest point's threshold serves every point. */
+			assert_true(at_point > 0 && at_point <= thr_ref);
+			top_at[d.meta[n].group] = fmax(top_at[d.meta[n].group], at_point);
+			ref_thr[d.meta[n].group] = thr_ref;
+		}
 		char *field[8];
 		int k = 0;
 		/* labels may be empty: split by hand on ','. */
@@ -653,6 +671,13 @@ static void test_evaluate_predictions(void **state)
 	}
 	fclose(f);
 	assert_int_equal(n, d.n);
+	size_t with_ref = 0;	/* the odd runs: groups 1 and 3 */
+	for (size_t g = 0; g < N_PROGRAMS; g++)
+		if (ref_thr[g] > 0) {
+			with_ref++;
+			assert_true(top_at[g] == ref_thr[g]);
+		}
+	assert_int_equal(with_ref, 2);
 	/* Two clean splits: nearly every faulty row of a held-out program is
 	 * found at the calibrated threshold. */
 	assert_true(right * 10 >= faulty * 8);
