@@ -253,7 +253,7 @@ static int diagnose(const struct model *m, const struct series *s, const struct 
 	free(x);
 	if (rv != 0)
 		return rv;
-	enum model_health h = model__health(m, fault, fault_ref);
+	enum model_health h = model__health(m, fault, fault_ref, features__progress(s));
 	snprintf(health, health_len, "%s", model__health_name(h));
 	d->has_fault_probability = 1;
 	d->fault_probability = compared ? fault_ref : fault;

@@ -87,6 +87,32 @@ static int load_detector(struct model *m, const char *line, const char *id, stru
 	return load_booster(m, id, width, &det->b, err, len);
 }
 
+/* "ID_at P T S P T S ...": the detector's thresholds T (faulty) and S
+ * (suspect) at each point P of progress, points increasing in (0, 1]. */
+static int load_points(struct model *m, const char *line, const char *id, struct model_detector *det)
+{
+	const char *p = line + strlen(id);
+	size_t k = 0;
+	int used;
+	double at, thr, sus;
+	while (sscanf(p, " %lf %lf %lf%n", &at, &thr, &sus, &used) == 3) {
+		if (k == MODEL_POINTS_MAX || !(at > 0 && at <= 1) || (k > 0 && !(at > det->at[k - 1])) ||
+		    !(thr > 0 && thr <= 1) || !(sus > 0 && sus <= thr))
+			return -EINVAL;
+		det->at[k] = at;
+		det->threshold_at[k] = thr;
+		det->suspect_at[k] = sus;
+		k++;
+		p += used;
+	}
+	while (*p == ' ')
+		p++;
+	if (k == 0 || *p != '\0')
+		return -EINVAL;
+	det->n_at = k;
+	return 0;
+}
+
 /* "cause ID ...": ID's model. */
 static int load_cause(struct model *m, const char *line, char *err, size_t len)
 {
@@ -139,6 +165,9 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 			rv = load_detector(m, line, "fault", &m->fault, features__base_count(), err, len);
 		else if (is_key(line, "fault_ref"))
 			rv = load_detector(m, line, "fault_ref", &m->fault_ref, features__count(), err, len);
+		else if ((is_key(line, "fault_at") && load_points(m, line, "fault_at", &m->fault) != 0) ||
+			 (is_key(line, "fault_ref_at") && load_points(m, line, "fault_ref_at", &m->fault_ref) != 0))
+			rv = fail(err, len, -EINVAL, "%s: bad thresholds per point '%.80s'", file, line);
 		else if (is_key(line, "rank") &&
 			 (sscanf(line, "rank ratio %lf", &m->ratio) != 1 || !(m->ratio > 0 && m->ratio <= 1)))
 			rv = fail(err, len, -EINVAL, "%s: bad rank line '%.80s'", file, line);
@@ -158,6 +187,8 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 		rv = fail(err, len, -EINVAL, "%s: no cause models", file);
 	if (rv == 0 && !m->fault.b.present)
 		rv = fail(err, len, -EINVAL, "%s: no fault line (the detector)", file);
+	if (rv == 0 && m->fault_ref.n_at > 0 && !m->fault_ref.b.present)
+		rv = fail(err, len, -EINVAL, "%s: thresholds per point without a fault_ref line", file);
 	if (rv == 0 && !(m->ratio > 0))
 		rv = fail(err, len, -EINVAL, "%s: no rank ratio", file);
 	if (rv != 0) {
@@ -245,11 +276,22 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 	return rv;
 }
 
-enum model_health model__health(const struct model *m, double fault, double fault_ref)
+enum model_health model__health(const struct model *m, double fault, double fault_ref, double progress)
 {
 	const struct model_detector *det = isnan(fault_ref) ? &m->fault : &m->fault_ref;
 	double p = isnan(fault_ref) ? fault : fault_ref;
-	return p >= det->threshold ? MODEL_FAULTY : p >= det->suspect ? MODEL_SUSPECT : MODEL_HEALTHY;
+	double thr = det->threshold, sus = det->suspect;
+	size_t n = det->n_at;
+	if (n > 0 && progress >= det->at[0]) {	/* false for NaN */
+		/* The points at or below and at or above the run's progress. */
+		size_t lo = 0;
+		while (lo + 1 < n && det->at[lo + 1] <= progress)
+			lo++;
+		size_t hi = lo + 1 < n && det->at[lo] < progress ? lo + 1 : lo;
+		thr = fmax(det->threshold_at[lo], det->threshold_at[hi]);
+		sus = fmax(det->suspect_at[lo], det->suspect_at[hi]);
+	}
+	return p >= thr ? MODEL_FAULTY : p >= sus ? MODEL_SUSPECT : MODEL_HEALTHY;
 }
 
 cause_set model__report_causes(const double prob[CAUSE_COUNT], double ratio)

@@ -28,10 +28,17 @@ struct model_booster {
 	void *booster;		/* BoosterHandle */
 };
 
+#define MODEL_POINTS_MAX 8
+
 struct model_detector {
 	struct model_booster b;
 	double threshold;	/* fault probability from which the run is faulty */
 	double suspect;		/* ... and from which it is suspect */
+	/* Optional: thresholds chosen for each of n_at points of progress
+	 * at[0] < at[1] < ... (shares of the planned training), for runs
+	 * whose progress is known (model__health). */
+	size_t n_at;
+	double at[MODEL_POINTS_MAX], threshold_at[MODEL_POINTS_MAX], suspect_at[MODEL_POINTS_MAX];
 };
 
 struct model {
@@ -65,8 +72,12 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 		   double *prob);
 
 /* Health from the calibrated thresholds: of the reference detector when
- * fault_ref is a number (the run has a reference), else of the detector. */
-enum model_health model__health(const struct model *m, double fault, double fault_ref);
+ * fault_ref is a number (the run has a reference), else of the detector.
+ * With `progress` (features__progress; NaN: unknown) and thresholds per
+ * point for that detector, those of the points around the run's progress
+ * judge it, the stricter of the two; before the first point, or without
+ * them, the detector's own thresholds (the strictest point's). */
+enum model_health model__health(const struct model *m, double fault, double fault_ref, double progress);
 
 /* The causes to report for a run judged faulty or suspect: the most
  * probable one and every cause within `ratio` of it (NaN: absent). One

@@ -472,6 +472,13 @@ size_t features__upto(const struct series *s, double share)
 	return share >= 1.0 ? s->n : (k ? k : 1);
 }
 
+double features__progress(const struct series *s)
+{
+	if (s->n == 0 || s->planned_steps == 0)
+		return NAN;
+	return ((double)s->step[s->n - 1] + 1) / (double)s->planned_steps;
+}
+
 size_t features__reference_upto(const struct series *run, const struct series *ref)
 {
 	if (run->n == 0 || ref->n == 0)

@@ -50,6 +50,11 @@ void features__apply_reference(double *x, const double *ref);
  * least one when s has any. */
 size_t features__upto(const struct series *s, double share);
 
+/* How far s is into its planned training: (last step + 1) / planned steps,
+ * above 1 past the plan; NaN when it planned none or has no sample. The
+ * same measure as the training rows' points (features__upto). */
+double features__progress(const struct series *s);
+
 /* How many samples of the reference run `ref` to compare `run` with: as
  * far into its planned training as run is into its own (the same step
  * when either planned none). */

@@ -260,16 +260,16 @@ static void test_round_trip(void **state)
 	probe(probes + 3 * nf, 1, 1);
 	probes[2 * nf + 3] = NAN;
 	assert_int_equal(model__predict(model, probes, 4, fault, fault_ref, prob), 0);
-	assert_int_equal(model__health(model, fault[0], NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[1], NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[3], NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[2], NAN), MODEL_HEALTHY);
+	assert_int_equal(model__health(model, fault[0], NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[1], NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[3], NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[2], NAN, NAN), MODEL_HEALTHY);
 	assert_true(fault[2] < 0.25);
 	/* With a reference, its detector and thresholds judge. */
-	assert_int_equal(model__health(model, fault[2], fault_ref[0]), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[0], fault_ref[2]), MODEL_HEALTHY);
-	assert_int_equal(model__health(model, 0.0, 0.45), MODEL_SUSPECT);
-	assert_int_equal(model__health(model, 0.55, 0.55), MODEL_SUSPECT);
+	assert_int_equal(model__health(model, fault[2], fault_ref[0], NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[0], fault_ref[2], NAN), MODEL_HEALTHY);
+	assert_int_equal(model__health(model, 0.0, 0.45, NAN), MODEL_SUSPECT);
+	assert_int_equal(model__health(model, 0.55, 0.55, NAN), MODEL_SUSPECT);
 	assert_int_equal(model__report_causes(prob, model->ratio), 1u << CAUSE_lr_high);
 	assert_int_equal(model__report_causes(prob + CAUSE_COUNT, model->ratio), 1u << CAUSE_loss);
 	assert_int_equal(model__report_causes(prob + 3 * CAUSE_COUNT, model->ratio),
@@ -475,6 +475,42 @@ static void test_boost_seed(void **state)
 	dataset__free(&d);
 }
 
+/* model__health with thresholds per point of progress: the stricter of
+ * the two points around the run's progress; the detector's own before the
+ * first point or when the progress is unknown. */
+static void test_health_per_point(void **state)
+{
+	(void)state;
+	struct model m;
+	memset(&m, 0, sizeof m);
+	m.fault = (struct model_detector){.threshold = 0.8, .suspect = 0.4};
+	m.fault_ref = (struct model_detector){
+		.threshold = 0.9, .suspect = 0.5, .n_at = 3,
+		.at = {0.1, 0.5, 1.0}, .threshold_at = {0.9, 0.6, 0.3}, .suspect_at = {0.5, 0.4, 0.2},
+	};
+	static const struct {
+		double p, progress;
+		enum model_health want;
+	} cases[] = {
+		{0.7, NAN, MODEL_SUSPECT},	/* progress unknown: 0.9 / 0.5 */
+		{0.7, 0.05, MODEL_SUSPECT},	/* before the first point: the same */
+		{0.7, 0.1, MODEL_SUSPECT},	/* at 10% */
+		{0.7, 0.3, MODEL_SUSPECT},	/* between 10% and 50%: the stricter */
+		{0.7, 0.5, MODEL_FAULTY},	/* at 50%: 0.6 */
+		{0.7, 0.75, MODEL_FAULTY},	/* between 50% and 100%: 0.6 / 0.4 */
+		{0.35, 0.75, MODEL_HEALTHY},
+		{0.35, 1.0, MODEL_FAULTY},	/* at the end: 0.3 / 0.2 */
+		{0.25, 1.5, MODEL_SUSPECT},	/* past the plan: the last point's */
+		{0.1, 1.0, MODEL_HEALTHY},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (model__health(&m, 0.0, cases[i].p, cases[i].progress) != cases[i].want)
+			fail_msg("case %zu: p %.2f at %.2f", i, cases[i].p, cases[i].progress);
+	/* The detector without points is not affected by the progress. */
+	assert_int_equal(model__health(&m, 0.7, NAN, 1.0), MODEL_SUSPECT);
+	assert_int_equal(model__health(&m, 0.85, NAN, 0.5), MODEL_FAULTY);
+}
+
 /* The base feature a "ref_" feature compares, by name. */
 static size_t compared_of(size_t j)
 {
@@ -558,6 +594,15 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
 	assert_non_null(strstr(model->text, "false_alarm_target 0.035 seed 1\n"));
 	assert_non_null(strstr(model->text, "\nruns_with_reference 30\n"));
+	/* Thresholds per point of the reference detector, the strictest its own. */
+	assert_non_null(strstr(model->text, "\nfault_ref_at 0.10 "));
+	assert_int_equal(model->fault_ref.n_at, DATASET_POINTS);
+	double top = 0;
+	for (size_t k = 0; k < model->fault_ref.n_at; k++) {
+		assert_true(model->fault_ref.at[k] == dataset_points[k]);
+		top = fmax(top, model->fault_ref.threshold_at[k]);
+	}
+	assert_true(fabs(top - model->fault_ref.threshold) < 1e-6);
 	assert_true(model->fault.b.present && model->fault_ref.b.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
@@ -574,10 +619,10 @@ static void test_train_bundle(void **state)
 	for (int k = 0; k < 2; k++) {
 		/* Without and with a reference, each by its own detector. */
 		double *with = k ? fault_ref : (double[]){NAN, NAN, NAN, NAN};
-		assert_int_equal(model__health(model, fault[0], with[0]), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[1], with[1]), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[2], with[2]), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[3], with[3]), MODEL_HEALTHY);
+		assert_int_equal(model__health(model, fault[0], with[0], NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[1], with[1], NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[2], with[2], NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[3], with[3], NAN), MODEL_HEALTHY);
 	}
 	assert_true(model__report_causes(prob, model->ratio) >> CAUSE_lr_high & 1);
 	assert_true(model__report_causes(prob + CAUSE_COUNT, model->ratio) >> CAUSE_loss & 1);
@@ -722,6 +767,23 @@ static const struct bundle_case bundle_cases[] = {
 	{"with a reference detector", .body = VALID "fault_ref threshold 0.6 suspect 0.3\n"},
 	{"reference detector line cut short", .body = VALID "fault_ref threshold 0.6\n", .rv = -EINVAL,
 	 .says = "bad fault_ref line"},
+#define REF "fault_ref threshold 0.6 suspect 0.3\n"
+	{"thresholds per point", .body = VALID REF "fault_ref_at 0.10 0.6 0.3 0.25 0.5 0.2 1.00 0.4 0.1\n"},
+	{"thresholds at one point", .body = VALID REF "fault_ref_at 1 0.4 0.1\n"},
+	{"thresholds per point, none", .body = VALID REF "fault_ref_at\n", .rv = -EINVAL,
+	 .says = "bad thresholds per point"},
+	{"thresholds per point, points not increasing", .body = VALID REF "fault_ref_at 0.5 0.6 0.3 0.25 0.5 0.2\n",
+	 .rv = -EINVAL, .says = "bad thresholds per point"},
+	{"thresholds per point, point past the end", .body = VALID REF "fault_ref_at 1.5 0.6 0.3\n", .rv = -EINVAL,
+	 .says = "bad thresholds per point"},
+	{"thresholds per point, suspect above", .body = VALID REF "fault_ref_at 0.5 0.3 0.6\n", .rv = -EINVAL,
+	 .says = "bad thresholds per point"},
+	{"thresholds per point, cut short", .body = VALID REF "fault_ref_at 0.5 0.6 0.3 1.0 0.5\n", .rv = -EINVAL,
+	 .says = "bad thresholds per point"},
+	{"thresholds per point, too many", .body = VALID REF "fault_ref_at 0.1 .5 .2 0.2 .5 .2 0.3 .5 .2 0.4 .5 .2 "
+	 "0.5 .5 .2 0.6 .5 .2 0.7 .5 .2 0.8 .5 .2 0.9 .5 .2\n", .rv = -EINVAL, .says = "bad thresholds per point"},
+	{"thresholds per point without their detector", .body = VALID "fault_ref_at 0.5 0.6 0.3\n", .rv = -EINVAL,
+	 .says = "without a fault_ref line"},
 	{"a cause of the reference detector's width", .body = VALID "cause data\n", .rv = -EINVAL,
 	 .says = "another number of features"},
 	{"threshold 0", .body = "fault threshold 0 suspect 0\n" AFTER_FAULT, .rv = -EINVAL,
@@ -861,6 +923,7 @@ int main(void)
 		cmocka_unit_test(test_rows_split),
 		cmocka_unit_test(test_references),
 		cmocka_unit_test(test_report_causes),
+		cmocka_unit_test(test_health_per_point),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_boost_seed),
 		cmocka_unit_test_setup_teardown(test_evaluate_predictions, temp_dir, remove_temp_dir),
