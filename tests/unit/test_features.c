@@ -827,8 +827,10 @@ static void reference_block(void **state)
 	assert_int_equal(features__reference_upto(&run.s, &ref.s), 4);
 	ref.s.planned_steps = 200;	/* 31% of 200: steps 0..60 */
 	assert_int_equal(features__reference_upto(&run.s, &ref.s), 7);
+	assert_true(fabs(features__progress(&run.s) - 0.31) < 1e-12);
 	run.s.planned_steps = 0;	/* no plan: the same step */
 	assert_int_equal(features__reference_upto(&run.s, &ref.s), 4);
+	assert_true(isnan(features__progress(&run.s)));
 	run.s.planned_steps = 100;
 	assert_int_equal(features__upto(&ref.s, 1.0), 10);
 	assert_int_equal(features__upto(&ref.s, 0.01), 1);
