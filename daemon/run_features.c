@@ -677,6 +677,8 @@ static void schema_init(void)
 	schema.n_compared = compared;
 	count = (struct sink){.names = schema.names, .cap = base + compared + REFERENCE_EXTRA};
 	compute(&count, &empty, 0);
+	if (count.n != base + compared + REFERENCE_EXTRA)
+		abort();	/* reference_features and REFERENCE_EXTRA disagree */
 	schema.base = base;
 	schema.count = count.n;
 	schema.val_metric_last = base_index("val_metric_last");
