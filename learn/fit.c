@@ -223,10 +223,6 @@ static double log_loss(const struct fit_matrix *m, const size_t *idx, size_t n, 
 }
 
 /* The lowest threshold that flags at most `share` of the healthy rows at
- * every point of progress: a healthy run is judged again and again while
- * it trains, and its early rows, rarely flagged, must not buy the later
- * ones a larger share. scratch holds n values. */
-/* The lowest threshold that flags at most `share` of the healthy rows at
  * point k of progress (0 without any). scratch holds n values. */
 static double threshold_at_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx,
 				 size_t n, const float *p, double share, int k, double *scratch)
@@ -238,6 +234,10 @@ static double threshold_at_point(const struct dataset *d, const struct fit_matri
 	return nh > 0 ? fit__threshold_for(scratch, nh, share) : 0;
 }
 
+/* The lowest threshold that flags at most `share` of the healthy rows at
+ * every point of progress: a healthy run is judged again and again while
+ * it trains, and its early rows, rarely flagged, must not buy the later
+ * ones a larger share. scratch holds n values. */
 static double threshold_every_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx,
 				    size_t n, const float *p, double share, double *scratch)
 {
