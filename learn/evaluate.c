@@ -10,10 +10,10 @@
 
 /* Methods compared on the same held-out rows. */
 enum method {
-	M_OURS, M_OURS_REF, M_OURS_REF_POINT, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
+	M_OURS, M_OURS_POINT, M_OURS_REF, M_OURS_REF_POINT, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
 };
 static const char *const method_names[M_COUNT] = {
-	"dnnfault (XGBoost)", "dnnfault, with a reference run", "dnnfault, with a reference run, a threshold per point",
+	"dnnfault (XGBoost)", "dnnfault, a threshold per point", "dnnfault, with a reference run", "dnnfault, with a reference run, a threshold per point",
 	"DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules", "UMLAUT heuristics",
 };
 
@@ -65,17 +65,17 @@ static double share(size_t a, size_t b)
  * detector's; NaN without a reference) and prob[row * CAUSE_COUNT +
  * cause], and the detectors' thresholds and ranking ratio chosen without
  * that row's program, threshold[group], ref_threshold[group],
- * ref_threshold_at[group * DATASET_POINTS + point] and ratio[group]: what
- * --predictions writes. */
+ * threshold_at and ref_threshold_at[group * DATASET_POINTS + point] and
+ * ratio[group]: what --predictions writes. */
 struct held_out {
 	double *fault, *fault_ref, *prob;
-	double *threshold, *ref_threshold, *ref_threshold_at, *ratio;
+	double *threshold, *ref_threshold, *threshold_at, *ref_threshold_at, *ratio;
 };
 
 /* Ours on one fold: selection and training on rows train[0..ntr), the
- * decision on rows test[0..nte) into pred[M_OURS] (without a reference
- * run), pred[M_OURS_REF] and pred[M_OURS_REF_POINT] (with one, where the
- * row has one) and h. */
+ * decision on rows test[0..nte) into pred[M_OURS] and pred[M_OURS_POINT]
+ * (without a reference run), pred[M_OURS_REF] and pred[M_OURS_REF_POINT]
+ * (with one, where the row has one) and h. */
 static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *train, size_t ntr,
 		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred[M_COUNT],
 		     struct held_out *h, char *err, size_t len)
@@ -92,6 +92,7 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 	for (size_t i = 0; rv == 0 && i < nte; i++) {
 		const double *p = prob + i * CAUSE_COUNT;
 		pred[M_OURS][test[i]] = fit__decide(&fit, fault[i], NAN, p);
+		pred[M_OURS_POINT][test[i]] = fit__decide_at(&fit, fault[i], NAN, d->meta[test[i]].point, p);
 		pred[M_OURS_REF][test[i]] = fit__decide(&fit, fault[i], fault_ref[i], p);
 		pred[M_OURS_REF_POINT][test[i]] = fit__decide_at(&fit, fault[i], fault_ref[i], d->meta[test[i]].point, p);
 		h->fault[test[i]] = fault[i];
@@ -101,8 +102,10 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 	if (rv == 0) {
 		h->threshold[group] = fit.fault_threshold;
 		h->ref_threshold[group] = fit.has_ref ? fit.ref_threshold : NAN;
-		for (int k = 0; k < DATASET_POINTS; k++)
+		for (int k = 0; k < DATASET_POINTS; k++) {
+			h->threshold_at[group * DATASET_POINTS + k] = fit.fault_threshold_at[k];
 			h->ref_threshold_at[group * DATASET_POINTS + k] = fit.has_ref ? fit.ref_threshold_at[k] : NAN;
+		}
 		h->ratio[group] = fit.ratio;
 	}
 	fit__free_models(&models);
@@ -244,6 +247,7 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 			share(t[m][last].alarms, t[m][last].healthy), share(t[m][last].found, t[m][last].faulty));
 
 	per_cause(out, "dnnfault per cause, at the end of training", &t[M_OURS][last]);
+	per_cause(out, "dnnfault with a threshold per point, per cause, at the end of training", &t[M_OURS_POINT][last]);
 	per_cause(out, "dnnfault with a reference run, per cause, at the end of training", &t[M_OURS_REF][last]);
 	per_cause(out, "dnnfault with a reference run and a threshold per point, per cause, at the end of training",
 		  &t[M_OURS_REF_POINT][last]);
@@ -296,13 +300,14 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 /* One CSV line per row: run, program, point, true causes, the detector
  * threshold and ranking ratio it was judged by, its held-out fault
  * probability and each cause's probability; then its reference run, the
- * reference detector's threshold and its probability (NaN without one). */
+ * reference detector's threshold and its probability (NaN without one),
+ * and the two detectors' thresholds of the row's point. */
 static int write_predictions(const struct dataset *d, const struct held_out *h, FILE *f)
 {
 	fprintf(f, "run,program,point,labels,fault_threshold,ratio,p_fault");
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
-	fprintf(f, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point");
+	fprintf(f, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point,threshold_at_point");
 	fputc('\n', f);
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
@@ -313,6 +318,7 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
 		fprintf(f, ",%lld,%.6g,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i],
 			h->ref_threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
+		fprintf(f, ",%.6g", h->threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
 		fputc('\n', f);
 	}
 	return ferror(f) ? -EIO : 0;
@@ -325,6 +331,7 @@ static void free_held_out(struct held_out *h)
 	free(h->prob);
 	free(h->threshold);
 	free(h->ref_threshold);
+	free(h->threshold_at);
 	free(h->ref_threshold_at);
 	free(h->ratio);
 }
@@ -338,9 +345,11 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 	struct held_out h = {
 		calloc(rows, sizeof *h.fault), calloc(rows, sizeof *h.fault_ref), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
 		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ref_threshold),
+		calloc(groups * DATASET_POINTS, sizeof *h.threshold_at),
 		calloc(groups * DATASET_POINTS, sizeof *h.ref_threshold_at), calloc(groups, sizeof *h.ratio),
 	};
-	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.ref_threshold_at && h.ratio
+	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.threshold_at &&
+			 h.ref_threshold_at && h.ratio
 			 ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);

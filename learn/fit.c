@@ -300,19 +300,21 @@ static int select_detector(const struct dataset *d, const struct fit_matrix *m, 
 	return rv;
 }
 
-/* The reference detector's thresholds of each point of progress, from its
- * chosen out-of-fold probabilities p of rows idx[0..n). */
-static void ref_per_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
-			  const struct fit_opts *o, const float *p, struct fit *f, double *scratch)
+/* A detector's (`name`) thresholds of each point of progress, from its
+ * chosen out-of-fold probabilities p of rows idx[0..n), into
+ * threshold_at and suspect_at. */
+static void per_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
+		      const struct fit_opts *o, const float *p, const char *name,
+		      double threshold_at[DATASET_POINTS], double suspect_at[DATASET_POINTS], double *scratch)
 {
 	for (int k = 0; k < DATASET_POINTS; k++) {
-		f->ref_threshold_at[k] = threshold_at_point(d, m, idx, n, p, o->false_alarm, k, scratch);
-		f->ref_suspect_at[k] = fmin(f->ref_threshold_at[k],
-					    threshold_at_point(d, m, idx, n, p, fmin(0.5, SUSPECT_FACTOR * o->false_alarm),
-							       k, scratch));
+		threshold_at[k] = threshold_at_point(d, m, idx, n, p, o->false_alarm, k, scratch);
+		suspect_at[k] = fmin(threshold_at[k], threshold_at_point(d, m, idx, n, p,
+									  fmin(0.5, SUSPECT_FACTOR * o->false_alarm), k,
+									  scratch));
 		if (o->verbose)
-			fprintf(stderr, "  reference detector at %.0f%%: threshold %.4f suspect %.4f\n",
-				dataset_points[k] * 100, f->ref_threshold_at[k], f->ref_suspect_at[k]);
+			fprintf(stderr, "  %s at %.0f%%: threshold %.4f suspect %.4f\n", name, dataset_points[k] * 100,
+				threshold_at[k], suspect_at[k]);
 	}
 }
 
@@ -344,7 +346,8 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 			f->ref_suspect = c.suspect;
 			f->cv_ref_detection = c.detection;
 			f->cv_ref_false_alarm = (double)alarms / (double)healthy;
-			ref_per_point(d, m, with, k, o, p, f, scratch);
+			per_point(d, m, with, k, o, p, "reference detector", f->ref_threshold_at, f->ref_suspect_at,
+				  scratch);
 			if (o->verbose)
 				fprintf(stderr, "  reference detector depth %d rounds %d threshold %.4f: oof detection %.3f"
 						" at false alarms %.3f\n", c.p.max_depth, c.p.rounds, c.threshold,
@@ -363,8 +366,9 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 	memset(f, 0, sizeof *f);
 	size_t rows = n ? n : 1;
 	float *fault = malloc(rows * sizeof *fault), *oof = malloc(N_ROUNDS * rows * sizeof *oof);
+	double *scratch = malloc(rows * sizeof *scratch);
 	float *prob[CAUSE_COUNT] = {0};
-	int rv = fault && oof ? 0 : -ENOMEM;
+	int rv = fault && oof && scratch ? 0 : -ENOMEM;
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++)
 		if ((prob[c] = malloc(rows * sizeof *prob[c])) == NULL)
 			rv = -ENOMEM;
@@ -380,6 +384,8 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 		fprintf(stderr, "  detector        depth %d rounds %d threshold %.4f suspect %.4f: oof detection %.3f at "
 				"false alarms %.3f\n", f->fault.max_depth, f->fault.rounds, f->fault_threshold, f->fault_suspect,
 			f->cv_detection, o->false_alarm);
+	if (rv == 0)
+		per_point(d, m, idx, n, o, fault, "detector", f->fault_threshold_at, f->fault_suspect_at, scratch);
 	for (int c = 0; rv == 0 && c < CAUSE_COUNT; c++) {
 		rv = out_of_fold(d, m, idx, n, m->n_base, o, &cause_grid, o->folds, m->y[c], true, oof, err, len);
 		double top = INFINITY;
@@ -427,6 +433,7 @@ int fit__select(const struct dataset *d, const struct fit_matrix *m, const size_
 		rv = select_reference(d, m, idx, n, o, f, err, len);
 	free(fault);
 	free(oof);
+	free(scratch);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		free(prob[c]);
 	return rv;
@@ -499,6 +506,6 @@ cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const
 cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, int point,
 			 const double prob[CAUSE_COUNT])
 {
-	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold : fault_ref >= f->ref_threshold_at[point];
+	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold_at[point] : fault_ref >= f->ref_threshold_at[point];
 	return flagged ? model__report_causes(prob, f->ratio) : 0;
 }

@@ -20,15 +20,16 @@
 struct fit {
 	struct boost_params fault;		/* the detector */
 	double fault_threshold, fault_suspect;	/* faulty from, suspect from */
+	/* The same target met at each point of progress on its own, instead
+	 * of the strictest point's threshold serving all (fault_threshold is
+	 * their maximum): what `evaluate` scores as a threshold per point. */
+	double fault_threshold_at[DATASET_POINTS], fault_suspect_at[DATASET_POINTS];
 	/* The detector for runs with a reference run (features__apply_reference),
 	 * trained on the rows that have one; absent when none do. */
 	bool has_ref;
 	struct boost_params ref;
 	double ref_threshold, ref_suspect, cv_ref_detection, cv_ref_false_alarm;
-	/* The same target met at each point of progress on its own, instead
-	 * of the strictest point's threshold serving all (ref_threshold is
-	 * their maximum): what `evaluate` scores as a threshold per point. */
-	double ref_threshold_at[DATASET_POINTS], ref_suspect_at[DATASET_POINTS];
+	double ref_threshold_at[DATASET_POINTS], ref_suspect_at[DATASET_POINTS];	/* as fault_threshold_at */
 	struct boost_params cause[CAUSE_COUNT];	/* trained on faulty rows only */
 	double ratio;
 	/* Out-of-fold measures at the chosen settings, for the record. */
@@ -90,8 +91,8 @@ int fit__predict(const struct fit_models *models, const struct fit_matrix *m, co
  * reference detector when fault_ref is a number, else by the detector. */
 cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const double prob[CAUSE_COUNT]);
 
-/* The same with the reference detector's threshold of the row's point of
- * progress (0 .. DATASET_POINTS - 1), ref_threshold_at[point]. */
+/* The same with the threshold of the row's point of progress (0 ..
+ * DATASET_POINTS - 1): ref_threshold_at[point] or fault_threshold_at[point]. */
 cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, int point,
 			 const double prob[CAUSE_COUNT]);
 

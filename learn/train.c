@@ -30,6 +30,20 @@ int learn__load(const char *path, struct dataset *d, char *err, size_t len)
 	return rv;
 }
 
+/* A detector's thresholds per point of progress as a bundle line (`key`
+ * P T S ...); points without a healthy row to set them are left out. */
+static void write_points(FILE *f, const char *key, const double threshold_at[DATASET_POINTS],
+			 const double suspect_at[DATASET_POINTS])
+{
+	size_t points = 0;
+	for (int k = 0; k < DATASET_POINTS; k++)
+		if (threshold_at[k] > 0 && suspect_at[k] > 0)
+			fprintf(f, "%s %.2f %.6f %.6f", points++ ? "" : key, dataset_points[k], threshold_at[k],
+				suspect_at[k]);
+	if (points > 0)
+		fprintf(f, "\n");
+}
+
 int learn__train(const struct dataset *d, const char *source, const char *out,
 		 const struct fit_opts *o, char *err, size_t len)
 {
@@ -88,18 +102,13 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		fprintf(f, "fault threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 			   " cv_false_alarm %.3f\n", fit.fault_threshold, fit.fault_suspect, fit.fault.max_depth,
 			fit.fault.rounds, fit.fault.eta, fit.cv_detection, fit.cv_false_alarm);
+		write_points(f, "fault_at", fit.fault_threshold_at, fit.fault_suspect_at);
 		if (fit.has_ref)
 			fprintf(f, "fault_ref threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 				   " cv_false_alarm %.3f\n", fit.ref_threshold, fit.ref_suspect, fit.ref.max_depth,
 				fit.ref.rounds, fit.ref.eta, fit.cv_ref_detection, fit.cv_ref_false_alarm);
-		/* Points without a healthy row to set their thresholds are left out. */
-		size_t points = 0;
-		for (int k = 0; fit.has_ref && k < DATASET_POINTS; k++)
-			if (fit.ref_threshold_at[k] > 0 && fit.ref_suspect_at[k] > 0)
-				fprintf(f, "%s %.2f %.6f %.6f", points++ ? "" : "fault_ref_at", dataset_points[k],
-					fit.ref_threshold_at[k], fit.ref_suspect_at[k]);
-		if (points > 0)
-			fprintf(f, "\n");
+		if (fit.has_ref)
+			write_points(f, "fault_ref_at", fit.ref_threshold_at, fit.ref_suspect_at);
 		fprintf(f, "rank ratio %.2f cv_macro_f1 %.3f\n", fit.ratio, fit.cv_macro_f1);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, "cause %s depth %d rounds %d eta %.2f cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",

@@ -509,6 +509,17 @@ static void test_health_per_point(void **state)
 	/* The detector without points is not affected by the progress. */
 	assert_int_equal(model__health(&m, 0.7, NAN, 1.0), MODEL_SUSPECT);
 	assert_int_equal(model__health(&m, 0.85, NAN, 0.5), MODEL_FAULTY);
+	/* The detector's own points (fault_at) judge runs without a reference,
+	 * and only those. */
+	m.fault.n_at = 2;
+	memcpy(m.fault.at, (double[]){0.5, 1.0}, 2 * sizeof(double));
+	memcpy(m.fault.threshold_at, (double[]){0.8, 0.6}, 2 * sizeof(double));
+	memcpy(m.fault.suspect_at, (double[]){0.4, 0.3}, 2 * sizeof(double));
+	assert_int_equal(model__health(&m, 0.7, NAN, 0.25), MODEL_SUSPECT);	/* before: 0.8 */
+	assert_int_equal(model__health(&m, 0.7, NAN, 0.75), MODEL_SUSPECT);	/* between: the stricter 0.8 */
+	assert_int_equal(model__health(&m, 0.7, NAN, 1.0), MODEL_FAULTY);	/* at the end: 0.6 */
+	assert_int_equal(model__health(&m, 0.35, NAN, 1.0), MODEL_SUSPECT);
+	assert_int_equal(model__health(&m, 0.0, 0.35, 1.0), MODEL_FAULTY);	/* the reference's own points */
 }
 
 /* The base feature a "ref_" feature compares, by name. */
@@ -594,15 +605,20 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
 	assert_non_null(strstr(model->text, "false_alarm_target 0.035 seed 1\n"));
 	assert_non_null(strstr(model->text, "\nruns_with_reference 30\n"));
-	/* Thresholds per point of the reference detector, the strictest its own. */
+	/* Thresholds per point of both detectors, the strictest their own. */
+	assert_non_null(strstr(model->text, "\nfault_at 0.10 "));
 	assert_non_null(strstr(model->text, "\nfault_ref_at 0.10 "));
-	assert_int_equal(model->fault_ref.n_at, DATASET_POINTS);
-	double top = 0;
-	for (size_t k = 0; k < model->fault_ref.n_at; k++) {
-		assert_true(model->fault_ref.at[k] == dataset_points[k]);
-		top = fmax(top, model->fault_ref.threshold_at[k]);
+	const struct model_detector *dets[] = {&model->fault, &model->fault_ref};
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(dets[i]->n_at, DATASET_POINTS);
+		double top = 0;
+		for (size_t k = 0; k < dets[i]->n_at; k++) {
+			assert_true(dets[i]->at[k] == dataset_points[k]);
+			assert_true(dets[i]->suspect_at[k] <= dets[i]->threshold_at[k]);
+			top = fmax(top, dets[i]->threshold_at[k]);
+		}
+		assert_true(fabs(top - dets[i]->threshold) < 1e-6);
 	}
-	assert_true(fabs(top - model->fault_ref.threshold) < 1e-6);
 	assert_true(model->fault.b.present && model->fault_ref.b.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
@@ -659,32 +675,42 @@ static void test_evaluate_predictions(void **state)
 
 	char line[4096];
 	rewind(report);
-	bool tables = false, ceiling = false, per_point = false;
+	bool tables = false, ceiling = false;
+	int per_point = 0;
 	while (fgets(line, sizeof line, report) != NULL) {
 		tables |= strstr(line, "### All methods") != NULL;
 		ceiling |= strstr(line, "### Detection and ranking apart") != NULL;
-		per_point |= strncmp(line, "| dnnfault, with a reference run, a threshold per point |", 57) == 0;
+		per_point += strncmp(line, "| dnnfault, a threshold per point |", 35) == 0;
+		per_point += strncmp(line, "| dnnfault, with a reference run, a threshold per point |", 57) == 0;
 	}
 	fclose(report);
-	assert_true(tables && ceiling && per_point);
+	/* Each per-point method in the table of all methods and over training. */
+	assert_true(tables && ceiling);
+	assert_int_equal(per_point, 4);
 
 	FILE *f = fopen(path, "r");
 	assert_non_null(f);
 	assert_non_null(fgets(line, sizeof line, f));
 	assert_non_null(strstr(line, "run,program,point,labels,fault_threshold,ratio,p_fault,p_lr_high,p_lr_low"));
-	assert_non_null(strstr(line, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point\n"));
+	assert_non_null(strstr(line, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point,threshold_at_point\n"));
 	size_t n = 0, right = 0, faulty = 0;
-	/* Per program, the largest of its points' reference thresholds. */
+	/* Per program, the largest of its points' thresholds, of each detector. */
 	double top_at[N_PROGRAMS] = {0}, ref_thr[N_PROGRAMS] = {0};
+	double base_top_at[N_PROGRAMS] = {0}, base_thr[N_PROGRAMS] = {0};
 	while (fgets(line, sizeof line, f) != NULL) {
-		/* The last three fields: ref_threshold, p_fault_ref, ref_threshold_at_point. */
-		char *c3 = strrchr(line, ','), *c2, *c1;
-		*c3 = '\0';
-		c2 = strrchr(line, ',');
-		*c2 = '\0';
-		c1 = strrchr(line, ',');
-		*c3 = *c2 = ',';
-		double thr_ref = strtod(c1 + 1, NULL), at_point = strtod(c3 + 1, NULL);
+		/* The last four fields: ref_threshold, p_fault_ref,
+		 * ref_threshold_at_point, threshold_at_point. */
+		char *c[4];
+		for (int k = 3; k >= 0; k--) {
+			c[k] = strrchr(line, ',');
+			*c[k] = '\0';
+		}
+		for (int k = 0; k < 4; k++)
+			*c[k] = ',';
+		double thr_ref = strtod(c[0] + 1, NULL), at_point = strtod(c[2] + 1, NULL);
+		double base_at_point = strtod(c[3] + 1, NULL);
+		assert_true(base_at_point > 0 && base_at_point <= 1);
+		base_top_at[d.meta[n].group] = fmax(base_top_at[d.meta[n].group], base_at_point);
 		if (d.meta[n].reference != 0) {
 			/* The strictest point's threshold serves every point. */
 			assert_true(at_point > 0 && at_point <= thr_ref);
@@ -708,6 +734,8 @@ static void test_evaluate_predictions(void **state)
 		assert_string_equal(field[1], d.groups[m->group]);
 		double thr = strtod(field[4], NULL), fault = strtod(field[6], NULL);
 		assert_true(thr > 0 && thr <= 1 && fault >= 0 && fault <= 1);
+		assert_true(base_at_point <= thr);
+		base_thr[m->group] = thr;
 		if (m->labels != 0) {
 			faulty++;
 			right += fault >= thr;
@@ -723,6 +751,9 @@ static void test_evaluate_predictions(void **state)
 			assert_true(top_at[g] == ref_thr[g]);
 		}
 	assert_int_equal(with_ref, 2);
+	/* The strictest point's threshold is the detector's single one. */
+	for (size_t g = 0; g < N_PROGRAMS; g++)
+		assert_true(base_top_at[g] == base_thr[g]);
 	/* Two clean splits: nearly every faulty row of a held-out program is
 	 * found at the calibrated threshold. */
 	assert_true(right * 10 >= faulty * 8);
