@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -539,6 +540,7 @@ static struct {
 	size_t n_compared;
 	/* base indices the noise-scaled differences read */
 	size_t val_metric_last, val_metric_best, val_metric_last_gain;
+	size_t ref_val_metric_last;	/* the column of its difference */
 	uint64_t hash;
 } schema = {.once = PTHREAD_ONCE_INIT};
 
@@ -684,6 +686,12 @@ static void schema_init(void)
 	schema.val_metric_last = base_index("val_metric_last");
 	schema.val_metric_best = base_index("val_metric_best");
 	schema.val_metric_last_gain = base_index("val_metric_last_gain");
+	schema.ref_val_metric_last = SIZE_MAX;
+	for (size_t j = 0; j < compared; j++)
+		if (schema.compared[j] == schema.val_metric_last)
+			schema.ref_val_metric_last = base + j;
+	if (schema.ref_val_metric_last == SIZE_MAX)
+		abort();	/* compared_with_reference must keep it */
 	uint64_t h = 1469598103934665603ULL;
 	for (size_t i = 0; i < count.n; i++)
 		for (const char *c = schema.names[i]; ; c++) {
@@ -749,4 +757,10 @@ void features__apply_reference(double *x, const double *ref)
 	double best = (x[schema.val_metric_best] - ref[schema.val_metric_best]) / noise;
 	scaled[0] = isfinite(last) ? last : NAN;
 	scaled[1] = isfinite(best) ? best : NAN;
+}
+
+double features__shortfall(const double *x)
+{
+	pthread_once(&schema.once, schema_init);
+	return -x[schema.ref_val_metric_last];	/* the run's minus the reference's; NaN stays NaN */
 }

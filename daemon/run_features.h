@@ -45,6 +45,13 @@ int features__compute(const struct series *s, size_t upto, double *out);
  * over the reference's noise. ref NULL: no reference, all NaN. */
 void features__apply_reference(double *x, const double *ref);
 
+/* How far the run's validation metric fell short of its reference's at
+ * the same point of training (the reference's minus the run's: positive
+ * when the run is worse), from x with its reference block filled; NaN
+ * without a reference or where either has no metric. What a bundle's
+ * `shortfall_at` line judges (docs/model.md). */
+double features__shortfall(const double *x);
+
 /* How many samples of s lie within `share` (0..1] of its planned steps
  * (of the steps it ran, when it planned none); share 1 is all of them. At
  * least one when s has any. */

@@ -1,6 +1,7 @@
 #include "learn.h"
 
 #include "model.h"
+#include "run_features.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,10 +11,14 @@
 
 /* Methods compared on the same held-out rows. */
 enum method {
-	M_OURS, M_OURS_POINT, M_OURS_REF, M_OURS_REF_POINT, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
+	M_OURS, M_OURS_POINT, M_OURS_REF, M_OURS_REF_POINT, M_OURS_REF_SHORTFALL, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
 };
 static const char *const method_names[M_COUNT] = {
-	"dnnfault (XGBoost)", "dnnfault, a threshold per point", "dnnfault, with a reference run", "dnnfault, with a reference run, a threshold per point",
+	"dnnfault (XGBoost)",
+	"dnnfault, a threshold per point",
+	"dnnfault, with a reference run",
+	"dnnfault, with a reference run, a threshold per point",
+	"dnnfault, with a reference run, a threshold per point and the outcome check",
 	"DeepFD-style (random forest)", "AutoTrainer rules", "DeepDiagnosis rules", "UMLAUT heuristics",
 };
 
@@ -65,11 +70,13 @@ static double share(size_t a, size_t b)
  * detector's; NaN without a reference) and prob[row * CAUSE_COUNT +
  * cause], and the detectors' thresholds and ranking ratio chosen without
  * that row's program, threshold[group], ref_threshold[group],
- * threshold_at and ref_threshold_at[group * DATASET_POINTS + point] and
- * ratio[group]: what --predictions writes. */
+ * threshold_at, ref_threshold_at, shortfall_at and shortfall_threshold_at
+ * [group * DATASET_POINTS + point] and ratio[group]: what --predictions
+ * writes. */
 struct held_out {
 	double *fault, *fault_ref, *prob;
-	double *threshold, *ref_threshold, *threshold_at, *ref_threshold_at, *ratio;
+	double *threshold, *ref_threshold, *threshold_at, *ref_threshold_at, *shortfall_at, *shortfall_threshold_at;
+	double *ratio;
 };
 
 /* Ours on one fold: selection and training on rows train[0..ntr), the
@@ -95,6 +102,9 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 		pred[M_OURS_POINT][test[i]] = fit__decide_at(&fit, fault[i], NAN, d->meta[test[i]].point, p);
 		pred[M_OURS_REF][test[i]] = fit__decide(&fit, fault[i], fault_ref[i], p);
 		pred[M_OURS_REF_POINT][test[i]] = fit__decide_at(&fit, fault[i], fault_ref[i], d->meta[test[i]].point, p);
+		pred[M_OURS_REF_SHORTFALL][test[i]] = fit__decide_shortfall(
+			&fit, fault[i], fault_ref[i], features__shortfall(d->x + test[i] * d->n_features),
+			d->meta[test[i]].point, p);
 		h->fault[test[i]] = fault[i];
 		h->fault_ref[test[i]] = fault_ref[i];
 		memcpy(h->prob + test[i] * CAUSE_COUNT, prob + i * CAUSE_COUNT, CAUSE_COUNT * sizeof *prob);
@@ -105,6 +115,9 @@ static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const 
 		for (int k = 0; k < DATASET_POINTS; k++) {
 			h->threshold_at[group * DATASET_POINTS + k] = fit.fault_threshold_at[k];
 			h->ref_threshold_at[group * DATASET_POINTS + k] = fit.has_ref ? fit.ref_threshold_at[k] : NAN;
+			h->shortfall_at[group * DATASET_POINTS + k] = fit.has_ref ? fit.ref_shortfall_at[k] : NAN;
+			h->shortfall_threshold_at[group * DATASET_POINTS + k] =
+				fit.has_ref ? fit.ref_shortfall_threshold_at[k] : NAN;
 		}
 		h->ratio[group] = fit.ratio;
 	}
@@ -251,6 +264,8 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
 	per_cause(out, "dnnfault with a reference run, per cause, at the end of training", &t[M_OURS_REF][last]);
 	per_cause(out, "dnnfault with a reference run and a threshold per point, per cause, at the end of training",
 		  &t[M_OURS_REF_POINT][last]);
+	per_cause(out, "dnnfault with a reference run, a threshold per point and the outcome check, per cause, "
+		       "at the end of training", &t[M_OURS_REF_SHORTFALL][last]);
 
 	fprintf(out, "\n### F1 per cause and method, at the end of training\n\n");
 	table_head(out, "cause", false);
@@ -301,13 +316,15 @@ static void report(const struct dataset *d, cause_set *pred[M_COUNT], FILE *out)
  * threshold and ranking ratio it was judged by, its held-out fault
  * probability and each cause's probability; then its reference run, the
  * reference detector's threshold and its probability (NaN without one),
- * and the two detectors' thresholds of the row's point. */
+ * the two detectors' thresholds of the row's point, and the row's
+ * shortfall with the outcome check's shortfall and threshold there. */
 static int write_predictions(const struct dataset *d, const struct held_out *h, FILE *f)
 {
 	fprintf(f, "run,program,point,labels,fault_threshold,ratio,p_fault");
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		fprintf(f, ",p_%s", causes__name((enum cause_id)c));
 	fprintf(f, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point,threshold_at_point");
+	fprintf(f, ",shortfall,ref_shortfall_at_point,ref_shortfall_threshold_at_point");
 	fputc('\n', f);
 	for (size_t i = 0; i < d->n; i++) {
 		const struct row_meta *m = &d->meta[i];
@@ -318,7 +335,10 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
 		fprintf(f, ",%lld,%.6g,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i],
 			h->ref_threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
-		fprintf(f, ",%.6g", h->threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
+		size_t at = (size_t)m->group * DATASET_POINTS + (size_t)m->point;
+		fprintf(f, ",%.6g", h->threshold_at[at]);
+		fprintf(f, ",%.6g,%.6g,%.6g", features__shortfall(d->x + i * d->n_features), h->shortfall_at[at],
+			h->shortfall_threshold_at[at]);
 		fputc('\n', f);
 	}
 	return ferror(f) ? -EIO : 0;
@@ -333,6 +353,8 @@ static void free_held_out(struct held_out *h)
 	free(h->ref_threshold);
 	free(h->threshold_at);
 	free(h->ref_threshold_at);
+	free(h->shortfall_at);
+	free(h->shortfall_threshold_at);
 	free(h->ratio);
 }
 
@@ -346,10 +368,12 @@ int learn__evaluate(const struct dataset *d, const struct fit_opts *o, FILE *out
 		calloc(rows, sizeof *h.fault), calloc(rows, sizeof *h.fault_ref), calloc(rows * CAUSE_COUNT, sizeof *h.prob),
 		calloc(groups, sizeof *h.threshold), calloc(groups, sizeof *h.ref_threshold),
 		calloc(groups * DATASET_POINTS, sizeof *h.threshold_at),
-		calloc(groups * DATASET_POINTS, sizeof *h.ref_threshold_at), calloc(groups, sizeof *h.ratio),
+		calloc(groups * DATASET_POINTS, sizeof *h.ref_threshold_at),
+		calloc(groups * DATASET_POINTS, sizeof *h.shortfall_at),
+		calloc(groups * DATASET_POINTS, sizeof *h.shortfall_threshold_at), calloc(groups, sizeof *h.ratio),
 	};
 	int rv = h.fault && h.fault_ref && h.prob && h.threshold && h.ref_threshold && h.threshold_at &&
-			 h.ref_threshold_at && h.ratio
+			 h.ref_threshold_at && h.shortfall_at && h.shortfall_threshold_at && h.ratio
 			 ? fit__matrix(d, false, &ours) : -ENOMEM;
 	if (rv == 0 && (rv = fit__matrix(d, true, &fd)) != 0)
 		fit__free_matrix(&ours);

@@ -318,6 +318,68 @@ static void per_point(const struct dataset *d, const struct fit_matrix *m, const
 	}
 }
 
+static int cmp_shortfall_desc(const void *a, const void *b)
+{
+	double x = ((const struct fit_outcome_row *)a)->shortfall, y = ((const struct fit_outcome_row *)b)->shortfall;
+	if (isnan(x) || isnan(y))
+		return isnan(x) - isnan(y);	/* NaN last */
+	return (x < y) - (x > y);
+}
+
+void fit__outcome_check(struct fit_outcome_row *healthy, size_t nh, const struct fit_outcome_row *faulty, size_t nf,
+			double share, double *scratch, double *shortfall, double *threshold)
+{
+	qsort(healthy, nh, sizeof *healthy, cmp_shortfall_desc);
+	size_t allowed = (size_t)floor(share * (double)nh), top = 0;
+	*shortfall = INFINITY;
+	*threshold = 0;
+	/* Candidate j flags the healthy rows above the j-th largest healthy
+	 * shortfall (j = 0: none, no check). */
+	for (size_t j = 0; nh > 0 && j <= allowed + 1 && j <= nh; j++) {
+		if (j > 0 && isnan(healthy[j - 1].shortfall))
+			break;
+		double x = j == 0 ? INFINITY : nextafter(healthy[j - 1].shortfall, INFINITY);
+		if (!(x > 0))
+			break;	/* a run as good as its reference is not faulty for its outcome */
+		size_t left = 0, spent = 0;	/* healthy rows the check leaves to the probability */
+		for (size_t i = 0; i < nh; i++) {
+			if (healthy[i].shortfall >= x)
+				spent++;
+			else
+				scratch[left++] = healthy[i].p;
+		}
+		qsort(scratch, left, sizeof *scratch, cmp_desc);
+		double t = allowed - spent >= left ? 0 : fmin(1.0, nextafter(scratch[allowed - spent], 2.0));
+		size_t found = 0;
+		for (size_t i = 0; i < nf; i++)
+			found += faulty[i].shortfall >= x || faulty[i].p >= t;
+		if (j == 0 || found > top) {
+			top = found;
+			*shortfall = x;
+			*threshold = t;
+		}
+	}
+}
+
+/* The reference detector's outcome check at point k (fit__outcome_check)
+ * from its out-of-fold probabilities p of rows idx[0..n). scratch holds n
+ * doubles, rows n outcome rows. */
+static void shortfall_at_point(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
+			       const float *p, double share, int k, double *shortfall, double *threshold,
+			       struct fit_outcome_row *rows, double *scratch)
+{
+	size_t nh = 0, nf = 0;
+	for (size_t i = 0; i < n; i++)	/* healthy rows first, faulty ones from the end */
+		if (d->meta[idx[i]].point == k) {
+			struct fit_outcome_row r = {p[i], features__shortfall(d->x + idx[i] * d->n_features)};
+			if (m->fault[idx[i]] < 0.5f)
+				rows[nh++] = r;
+			else
+				rows[n - 1 - nf++] = r;
+		}
+	fit__outcome_check(rows, nh, rows + n - nf, nf, share, scratch, shortfall, threshold);
+}
+
 /* The reference detector, on the rows of idx that have a reference (none:
  * f->has_ref stays false). */
 static int select_reference(const struct dataset *d, const struct fit_matrix *m, const size_t *idx, size_t n,
@@ -326,7 +388,8 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 	size_t *with = malloc((n ? n : 1) * sizeof *with), k = 0, healthy = 0;
 	float *p = malloc((n ? n : 1) * sizeof *p);
 	double *scratch = malloc((n ? n : 1) * sizeof *scratch);
-	int rv = with && p && scratch ? 0 : -ENOMEM;
+	struct fit_outcome_row *rows = malloc((n ? n : 1) * sizeof *rows);
+	int rv = with && p && scratch && rows ? 0 : -ENOMEM;
 	for (size_t i = 0; rv == 0 && i < n; i++)
 		if (m->has_ref[idx[i]]) {
 			with[k++] = idx[i];
@@ -348,6 +411,14 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 			f->cv_ref_false_alarm = (double)alarms / (double)healthy;
 			per_point(d, m, with, k, o, p, "reference detector", f->ref_threshold_at, f->ref_suspect_at,
 				  scratch);
+			for (int q = 0; q < DATASET_POINTS; q++) {
+				shortfall_at_point(d, m, with, k, p, o->false_alarm, q, &f->ref_shortfall_at[q],
+						   &f->ref_shortfall_threshold_at[q], rows, scratch);
+				if (o->verbose)
+					fprintf(stderr, "  outcome check at %.0f%%: shortfall from %.4f, else threshold"
+							" %.4f\n", dataset_points[q] * 100, f->ref_shortfall_at[q],
+						f->ref_shortfall_threshold_at[q]);
+			}
 			if (o->verbose)
 				fprintf(stderr, "  reference detector depth %d rounds %d threshold %.4f: oof detection %.3f"
 						" at false alarms %.3f\n", c.p.max_depth, c.p.rounds, c.threshold,
@@ -357,6 +428,7 @@ static int select_reference(const struct dataset *d, const struct fit_matrix *m,
 	free(with);
 	free(p);
 	free(scratch);
+	free(rows);
 	return rv;
 }
 
@@ -507,5 +579,14 @@ cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, in
 			 const double prob[CAUSE_COUNT])
 {
 	bool flagged = isnan(fault_ref) ? fault >= f->fault_threshold_at[point] : fault_ref >= f->ref_threshold_at[point];
+	return flagged ? model__report_causes(prob, f->ratio) : 0;
+}
+
+cause_set fit__decide_shortfall(const struct fit *f, double fault, double fault_ref, double shortfall, int point,
+				const double prob[CAUSE_COUNT])
+{
+	if (isnan(fault_ref))
+		return fit__decide_at(f, fault, fault_ref, point, prob);
+	bool flagged = shortfall >= f->ref_shortfall_at[point] || fault_ref >= f->ref_shortfall_threshold_at[point];
 	return flagged ? model__report_causes(prob, f->ratio) : 0;
 }

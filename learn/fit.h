@@ -30,6 +30,13 @@ struct fit {
 	struct boost_params ref;
 	double ref_threshold, ref_suspect, cv_ref_detection, cv_ref_false_alarm;
 	double ref_threshold_at[DATASET_POINTS], ref_suspect_at[DATASET_POINTS];	/* as fault_threshold_at */
+	/* The outcome check at each point: a run whose validation metric fell
+	 * short of its reference's by at least ref_shortfall_at[k]
+	 * (features__shortfall; INFINITY: no check) is faulty, the others
+	 * when the reference detector's probability reaches
+	 * ref_shortfall_threshold_at[k]; together at the target share of
+	 * healthy rows flagged. */
+	double ref_shortfall_at[DATASET_POINTS], ref_shortfall_threshold_at[DATASET_POINTS];
 	struct boost_params cause[CAUSE_COUNT];	/* trained on faulty rows only */
 	double ratio;
 	/* Out-of-fold measures at the chosen settings, for the record. */
@@ -96,6 +103,12 @@ cause_set fit__decide(const struct fit *f, double fault, double fault_ref, const
 cause_set fit__decide_at(const struct fit *f, double fault, double fault_ref, int point,
 			 const double prob[CAUSE_COUNT]);
 
+/* The same with the outcome check of the row's point when it has a
+ * reference (ref_shortfall_at, ref_shortfall_threshold_at); shortfall is
+ * features__shortfall of its features. */
+cause_set fit__decide_shortfall(const struct fit *f, double fault, double fault_ref, double shortfall, int point,
+				const double prob[CAUSE_COUNT]);
+
 /* Per-cause counts of reported against true cause sets: what selection
  * and the evaluation score. */
 struct fit_counts {
@@ -104,6 +117,24 @@ struct fit_counts {
 void fit__count(struct fit_counts *k, cause_set truth, cause_set pred);
 double fit__f1(size_t tp, size_t fp, size_t fn);
 double fit__macro_f1(const struct fit_counts *k);
+
+/* A row at one point of progress, for the outcome check: the reference
+ * detector's probability and the run's shortfall (features__shortfall). */
+struct fit_outcome_row {
+	double p, shortfall;
+};
+
+/* The outcome check of one point: the shortfall from which a run is
+ * faulty whatever its probability (INFINITY: none) and the probability
+ * threshold for the rest that together flag at most `share` of the
+ * healthy rows (and among such pairs, the most faulty rows; ties keep the
+ * larger shortfall). Candidates lie just above each healthy row's
+ * shortfall, so the check spends the false-alarm budget one healthy row
+ * at a time, and are positive: a run at least as good as its reference
+ * is never faulty by its outcome. Sorts healthy; scratch holds nh
+ * doubles. */
+void fit__outcome_check(struct fit_outcome_row *healthy, size_t nh, const struct fit_outcome_row *faulty, size_t nf,
+			double share, double *scratch, double *shortfall, double *threshold);
 
 /* The lowest threshold at which at most `share` of the healthy rows'
  * scores healthy[0..n) reach it (sorts healthy in place). */

@@ -692,21 +692,33 @@ static void test_evaluate_predictions(void **state)
 	assert_non_null(f);
 	assert_non_null(fgets(line, sizeof line, f));
 	assert_non_null(strstr(line, "run,program,point,labels,fault_threshold,ratio,p_fault,p_lr_high,p_lr_low"));
-	assert_non_null(strstr(line, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point,threshold_at_point\n"));
+	assert_non_null(strstr(line, ",reference,ref_threshold,p_fault_ref,ref_threshold_at_point,threshold_at_point,"
+				     "shortfall,ref_shortfall_at_point,ref_shortfall_threshold_at_point\n"));
 	size_t n = 0, right = 0, faulty = 0;
 	/* Per program, the largest of its points' thresholds, of each detector. */
 	double top_at[N_PROGRAMS] = {0}, ref_thr[N_PROGRAMS] = {0};
 	double base_top_at[N_PROGRAMS] = {0}, base_thr[N_PROGRAMS] = {0};
 	while (fgets(line, sizeof line, f) != NULL) {
-		/* The last four fields: ref_threshold, p_fault_ref,
-		 * ref_threshold_at_point, threshold_at_point. */
-		char *c[4];
-		for (int k = 3; k >= 0; k--) {
+		/* The last seven fields: ref_threshold, p_fault_ref,
+		 * ref_threshold_at_point, threshold_at_point, shortfall,
+		 * ref_shortfall_at_point, ref_shortfall_threshold_at_point. */
+		char *c[7];
+		for (int k = 6; k >= 0; k--) {
 			c[k] = strrchr(line, ',');
 			*c[k] = '\0';
 		}
-		for (int k = 0; k < 4; k++)
+		for (int k = 0; k < 7; k++)
 			*c[k] = ',';
+		double shortfall = strtod(c[4] + 1, NULL), check_at = strtod(c[5] + 1, NULL);
+		double check_threshold = strtod(c[6] + 1, NULL);
+		double want = features__shortfall(d.x + n * d.n_features);
+		assert_true(isnan(want) ? isnan(shortfall) : fabs(shortfall - want) <= 1e-5 * fmax(1, fabs(want)));
+		if (d.meta[n].reference != 0) {
+			/* The check's threshold is the per-point one or, its shortfall
+			 * spending some of the budget, higher. */
+			assert_true(check_at > 0 && check_threshold <= 1);
+			assert_true(check_threshold >= strtod(c[2] + 1, NULL));
+		}
 		double thr_ref = strtod(c[0] + 1, NULL), at_point = strtod(c[2] + 1, NULL);
 		double base_at_point = strtod(c[3] + 1, NULL);
 		assert_true(base_at_point > 0 && base_at_point <= 1);
