@@ -240,20 +240,22 @@ static int diagnose(const struct model *m, const struct series *s, const struct 
 		    Dnnfault__Cause *order[CAUSE_COUNT], char *health, size_t health_len)
 {
 	size_t nf = features__count();
-	double *x = malloc(2 * nf * sizeof *x), fault, fault_ref = NAN, prob[CAUSE_COUNT];
+	double *x = malloc(2 * nf * sizeof *x), fault, fault_ref = NAN, shortfall = NAN, prob[CAUSE_COUNT];
 	int rv = x ? features__compute(s, s->n, x) : -ENOMEM;
 	/* Compared with the reference as far into its training as this run is
 	 * into its own, and judged by the reference detector when the bundle
 	 * has one. */
 	bool compared = rv == 0 && ref != NULL && ref->n > 0 && m->fault_ref.b.present;
-	if (compared && (rv = features__compute(ref, features__reference_upto(s, ref), x + nf)) == 0)
+	if (compared && (rv = features__compute(ref, features__reference_upto(s, ref), x + nf)) == 0) {
 		features__apply_reference(x, x + nf);
+		shortfall = features__shortfall(x);
+	}
 	if (rv == 0)
 		rv = model__predict(m, x, 1, &fault, compared ? &fault_ref : NULL, prob);
 	free(x);
 	if (rv != 0)
 		return rv;
-	enum model_health h = model__health(m, fault, fault_ref, features__progress(s));
+	enum model_health h = model__health(m, fault, fault_ref, shortfall, features__progress(s));
 	snprintf(health, health_len, "%s", model__health_name(h));
 	d->has_fault_probability = 1;
 	d->fault_probability = compared ? fault_ref : fault;

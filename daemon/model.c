@@ -113,6 +113,29 @@ static int load_points(struct model *m, const char *line, const char *id, struct
 	return 0;
 }
 
+/* "shortfall_at P X P X ...": the reference detector's outcome check at
+ * the points of its thresholds per point (the same points, in order),
+ * each X above 0 or inf (no check there). */
+static int load_shortfalls(const char *line, struct model_detector *det)
+{
+	const char *p = line + strlen("shortfall_at");
+	size_t k = 0;
+	int used;
+	double at, x;
+	while (sscanf(p, " %lf %lf%n", &at, &x, &used) == 2) {
+		if (k == det->n_at || at != det->at[k] || !(x > 0))	/* inf passes, NaN does not */
+			return -EINVAL;
+		det->shortfall_at[k++] = x;
+		p += used;
+	}
+	while (*p == ' ')
+		p++;
+	if (k != det->n_at || k == 0 || *p != '\0')
+		return -EINVAL;
+	det->has_shortfall = true;
+	return 0;
+}
+
 /* "cause ID ...": ID's model. */
 static int load_cause(struct model *m, const char *line, char *err, size_t len)
 {
@@ -168,6 +191,9 @@ int model__load(const char *dir, struct model **out, char *err, size_t len)
 		else if ((is_key(line, "fault_at") && load_points(m, line, "fault_at", &m->fault) != 0) ||
 			 (is_key(line, "fault_ref_at") && load_points(m, line, "fault_ref_at", &m->fault_ref) != 0))
 			rv = fail(err, len, -EINVAL, "%s: bad thresholds per point '%.80s'", file, line);
+		else if (is_key(line, "shortfall_at") && load_shortfalls(line, &m->fault_ref) != 0)
+			rv = fail(err, len, -EINVAL, "%s: bad outcome check '%.80s' (it follows fault_ref_at, at its"
+				  " points)", file, line);
 		else if (is_key(line, "rank") &&
 			 (sscanf(line, "rank ratio %lf", &m->ratio) != 1 || !(m->ratio > 0 && m->ratio <= 1)))
 			rv = fail(err, len, -EINVAL, "%s: bad rank line '%.80s'", file, line);
@@ -276,11 +302,12 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
 	return rv;
 }
 
-enum model_health model__health(const struct model *m, double fault, double fault_ref, double progress)
+enum model_health model__health(const struct model *m, double fault, double fault_ref, double shortfall,
+				double progress)
 {
 	const struct model_detector *det = isnan(fault_ref) ? &m->fault : &m->fault_ref;
 	double p = isnan(fault_ref) ? fault : fault_ref;
-	double thr = det->threshold, sus = det->suspect;
+	double thr = det->threshold, sus = det->suspect, check = INFINITY;
 	size_t n = det->n_at;
 	if (n > 0 && progress >= det->at[0]) {	/* false for NaN */
 		/* The points at or below and at or above the run's progress. */
@@ -290,7 +317,11 @@ enum model_health model__health(const struct model *m, double fault, double faul
 		size_t hi = lo + 1 < n && det->at[lo] < progress ? lo + 1 : lo;
 		thr = fmax(det->threshold_at[lo], det->threshold_at[hi]);
 		sus = fmax(det->suspect_at[lo], det->suspect_at[hi]);
+		if (det->has_shortfall)
+			check = fmax(det->shortfall_at[lo], det->shortfall_at[hi]);
 	}
+	if (shortfall >= check)	/* false for NaN */
+		return MODEL_FAULTY;
 	return p >= thr ? MODEL_FAULTY : p >= sus ? MODEL_SUSPECT : MODEL_HEALTHY;
 }
 

@@ -39,6 +39,12 @@ struct model_detector {
 	 * whose progress is known (model__health). */
 	size_t n_at;
 	double at[MODEL_POINTS_MAX], threshold_at[MODEL_POINTS_MAX], suspect_at[MODEL_POINTS_MAX];
+	/* Optional, the reference detector's only (has_shortfall): the outcome
+	 * check at the same points, the shortfall of the validation metric
+	 * from its reference's (features__shortfall) from which a run is
+	 * faulty whatever its probability; INFINITY: no check there. */
+	bool has_shortfall;
+	double shortfall_at[MODEL_POINTS_MAX];
 };
 
 struct model {
@@ -76,8 +82,11 @@ int model__predict(const struct model *m, const double *features, size_t n, doub
  * With `progress` (features__progress; NaN: unknown) and thresholds per
  * point for that detector, those of the points around the run's progress
  * judge it, the stricter of the two; before the first point, or without
- * them, the detector's own thresholds (the strictest point's). */
-enum model_health model__health(const struct model *m, double fault, double fault_ref, double progress);
+ * them, the detector's own thresholds (the strictest point's). Where the
+ * reference detector has an outcome check there, a run whose shortfall
+ * (features__shortfall; NaN: none) reaches the check's is faulty. */
+enum model_health model__health(const struct model *m, double fault, double fault_ref, double shortfall,
+				double progress);
 
 /* The causes to report for a run judged faulty or suspect: the most
  * probable one and every cause within `ratio` of it (NaN: absent). One

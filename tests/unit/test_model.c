@@ -260,16 +260,16 @@ static void test_round_trip(void **state)
 	probe(probes + 3 * nf, 1, 1);
 	probes[2 * nf + 3] = NAN;
 	assert_int_equal(model__predict(model, probes, 4, fault, fault_ref, prob), 0);
-	assert_int_equal(model__health(model, fault[0], NAN, NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[1], NAN, NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[3], NAN, NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[2], NAN, NAN), MODEL_HEALTHY);
+	assert_int_equal(model__health(model, fault[0], NAN, NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[1], NAN, NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[3], NAN, NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[2], NAN, NAN, NAN), MODEL_HEALTHY);
 	assert_true(fault[2] < 0.25);
 	/* With a reference, its detector and thresholds judge. */
-	assert_int_equal(model__health(model, fault[2], fault_ref[0], NAN), MODEL_FAULTY);
-	assert_int_equal(model__health(model, fault[0], fault_ref[2], NAN), MODEL_HEALTHY);
-	assert_int_equal(model__health(model, 0.0, 0.45, NAN), MODEL_SUSPECT);
-	assert_int_equal(model__health(model, 0.55, 0.55, NAN), MODEL_SUSPECT);
+	assert_int_equal(model__health(model, fault[2], fault_ref[0], NAN, NAN), MODEL_FAULTY);
+	assert_int_equal(model__health(model, fault[0], fault_ref[2], NAN, NAN), MODEL_HEALTHY);
+	assert_int_equal(model__health(model, 0.0, 0.45, NAN, NAN), MODEL_SUSPECT);
+	assert_int_equal(model__health(model, 0.55, 0.55, NAN, NAN), MODEL_SUSPECT);
 	assert_int_equal(model__report_causes(prob, model->ratio), 1u << CAUSE_lr_high);
 	assert_int_equal(model__report_causes(prob + CAUSE_COUNT, model->ratio), 1u << CAUSE_loss);
 	assert_int_equal(model__report_causes(prob + 3 * CAUSE_COUNT, model->ratio),
@@ -504,22 +504,79 @@ static void test_health_per_point(void **state)
 		{0.1, 1.0, MODEL_HEALTHY},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-		if (model__health(&m, 0.0, cases[i].p, cases[i].progress) != cases[i].want)
+		if (model__health(&m, 0.0, cases[i].p, NAN, cases[i].progress) != cases[i].want)
 			fail_msg("case %zu: p %.2f at %.2f", i, cases[i].p, cases[i].progress);
 	/* The detector without points is not affected by the progress. */
-	assert_int_equal(model__health(&m, 0.7, NAN, 1.0), MODEL_SUSPECT);
-	assert_int_equal(model__health(&m, 0.85, NAN, 0.5), MODEL_FAULTY);
+	assert_int_equal(model__health(&m, 0.7, NAN, NAN, 1.0), MODEL_SUSPECT);
+	assert_int_equal(model__health(&m, 0.85, NAN, NAN, 0.5), MODEL_FAULTY);
 	/* The detector's own points (fault_at) judge runs without a reference,
 	 * and only those. */
 	m.fault.n_at = 2;
 	memcpy(m.fault.at, (double[]){0.5, 1.0}, 2 * sizeof(double));
 	memcpy(m.fault.threshold_at, (double[]){0.8, 0.6}, 2 * sizeof(double));
 	memcpy(m.fault.suspect_at, (double[]){0.4, 0.3}, 2 * sizeof(double));
-	assert_int_equal(model__health(&m, 0.7, NAN, 0.25), MODEL_SUSPECT);	/* before: 0.8 */
-	assert_int_equal(model__health(&m, 0.7, NAN, 0.75), MODEL_SUSPECT);	/* between: the stricter 0.8 */
-	assert_int_equal(model__health(&m, 0.7, NAN, 1.0), MODEL_FAULTY);	/* at the end: 0.6 */
-	assert_int_equal(model__health(&m, 0.35, NAN, 1.0), MODEL_SUSPECT);
-	assert_int_equal(model__health(&m, 0.0, 0.35, 1.0), MODEL_FAULTY);	/* the reference's own points */
+	assert_int_equal(model__health(&m, 0.7, NAN, NAN, 0.25), MODEL_SUSPECT);	/* before: 0.8 */
+	assert_int_equal(model__health(&m, 0.7, NAN, NAN, 0.75), MODEL_SUSPECT);	/* between: the stricter 0.8 */
+	assert_int_equal(model__health(&m, 0.7, NAN, NAN, 1.0), MODEL_FAULTY);	/* at the end: 0.6 */
+	assert_int_equal(model__health(&m, 0.35, NAN, NAN, 1.0), MODEL_SUSPECT);
+	assert_int_equal(model__health(&m, 0.0, 0.35, NAN, 1.0), MODEL_FAULTY);	/* the reference's own points */
+	/* The outcome check: from 50%, a shortfall of 0.2 (0.1 at the end). */
+	m.fault_ref.has_shortfall = true;
+	memcpy(m.fault_ref.shortfall_at, (double[]){INFINITY, 0.2, 0.1}, 3 * sizeof(double));
+	static const struct {
+		double p, shortfall, progress;
+		enum model_health want;
+	} checks[] = {
+		{0.1, 0.5, NAN, MODEL_HEALTHY},		/* progress unknown: no check */
+		{0.1, 0.5, 0.05, MODEL_HEALTHY},	/* before the first point */
+		{0.1, 0.5, 0.1, MODEL_HEALTHY},		/* no check at 10% */
+		{0.1, 0.5, 0.3, MODEL_HEALTHY},		/* between 10% and 50%: the stricter, none */
+		{0.1, 0.2, 0.5, MODEL_FAULTY},
+		{0.1, 0.19, 0.5, MODEL_HEALTHY},
+		{0.1, 0.15, 0.75, MODEL_HEALTHY},	/* between 50% and 100%: 0.2 */
+		{0.1, 0.15, 1.0, MODEL_FAULTY},		/* at the end: 0.1 */
+		{0.1, NAN, 1.0, MODEL_HEALTHY},		/* no shortfall known */
+		{0.1, -0.3, 1.0, MODEL_HEALTHY},	/* better than its reference */
+		{0.35, 0.0, 1.0, MODEL_FAULTY},		/* the probability still judges */
+	};
+	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+		if (model__health(&m, 0.0, checks[i].p, checks[i].shortfall, checks[i].progress) != checks[i].want)
+			fail_msg("check %zu: shortfall %.2f at %.2f", i, checks[i].shortfall, checks[i].progress);
+	/* Without a reference the check does not apply. */
+	assert_int_equal(model__health(&m, 0.1, NAN, 0.5, 1.0), MODEL_HEALTHY);
+}
+
+/* fit__outcome_check on rows with known answers. */
+static void test_outcome_check(void **state)
+{
+	(void)state;
+	double scratch[20], x, t;
+	/* 20 healthy rows: shortfalls 0.19, 0.18, ..., 0 and probabilities
+	 * 0.2 .. 0.01 the other way round, except one at 0.9; 5% may be
+	 * flagged: one row. */
+	struct fit_outcome_row healthy[20], faulty[4] = {
+		{0.95, 0.0}, {0.1, 0.5}, {0.1, 0.3}, {0.1, NAN},
+	};
+	for (int i = 0; i < 20; i++)
+		healthy[i] = (struct fit_outcome_row){0.01 * (i + 1), 0.01 * (19 - i)};
+	healthy[5].p = 0.9;
+	/* The probability alone, flagging the one healthy row at 0.9, finds
+	 * one faulty row; the check just above the largest healthy shortfall,
+	 * 0.19, finds two more without spending that budget. */
+	fit__outcome_check(healthy, 20, faulty, 4, 0.05, scratch, &x, &t);
+	assert_true(x > 0.19 && x < 0.1900001);
+	assert_true(t > 0.2 && t <= 0.9);
+	/* Every healthy run better than its reference: no check below 0. */
+	for (int i = 0; i < 20; i++)
+		healthy[i].shortfall = -0.01 * (i + 1);
+	fit__outcome_check(healthy, 20, faulty, 4, 0.05, scratch, &x, &t);
+	assert_true(isinf(x));
+	/* No faulty row past the check: none. */
+	for (int i = 0; i < 20; i++)
+		healthy[i].shortfall = 0.6 + 0.01 * i;
+	fit__outcome_check(healthy, 20, faulty, 4, 0.05, scratch, &x, &t);
+	assert_true(isinf(x));
+	assert_true(t > 0.2 && t <= 0.9);
 }
 
 /* The base feature a "ref_" feature compares, by name. */
@@ -605,9 +662,11 @@ static void test_train_bundle(void **state)
 	assert_non_null(strstr(model->text, "\nprograms 4\n"));
 	assert_non_null(strstr(model->text, "false_alarm_target 0.035 seed 1\n"));
 	assert_non_null(strstr(model->text, "\nruns_with_reference 30\n"));
-	/* Thresholds per point of both detectors, the strictest their own. */
+	/* Thresholds per point of both detectors: the detector's strictest is
+	 * its own; the reference detector's come with its outcome check. */
 	assert_non_null(strstr(model->text, "\nfault_at 0.10 "));
 	assert_non_null(strstr(model->text, "\nfault_ref_at 0.10 "));
+	assert_non_null(strstr(model->text, "\nshortfall_at 0.10 "));
 	const struct model_detector *dets[] = {&model->fault, &model->fault_ref};
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(dets[i]->n_at, DATASET_POINTS);
@@ -617,8 +676,13 @@ static void test_train_bundle(void **state)
 			assert_true(dets[i]->suspect_at[k] <= dets[i]->threshold_at[k]);
 			top = fmax(top, dets[i]->threshold_at[k]);
 		}
-		assert_true(fabs(top - dets[i]->threshold) < 1e-6);
+		if (i == 0)
+			assert_true(fabs(top - dets[i]->threshold) < 1e-6);
 	}
+	assert_false(model->fault.has_shortfall);
+	assert_true(model->fault_ref.has_shortfall);
+	for (size_t k = 0; k < model->fault_ref.n_at; k++)
+		assert_true(model->fault_ref.shortfall_at[k] > 0);
 	assert_true(model->fault.b.present && model->fault_ref.b.present);
 	for (int c = 0; c < CAUSE_COUNT; c++)
 		assert_true(model->cause[c].present);
@@ -635,10 +699,10 @@ static void test_train_bundle(void **state)
 	for (int k = 0; k < 2; k++) {
 		/* Without and with a reference, each by its own detector. */
 		double *with = k ? fault_ref : (double[]){NAN, NAN, NAN, NAN};
-		assert_int_equal(model__health(model, fault[0], with[0], NAN), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[1], with[1], NAN), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[2], with[2], NAN), MODEL_FAULTY);
-		assert_int_equal(model__health(model, fault[3], with[3], NAN), MODEL_HEALTHY);
+		assert_int_equal(model__health(model, fault[0], with[0], NAN, NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[1], with[1], NAN, NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[2], with[2], NAN, NAN), MODEL_FAULTY);
+		assert_int_equal(model__health(model, fault[3], with[3], NAN, NAN), MODEL_HEALTHY);
 	}
 	assert_true(model__report_causes(prob, model->ratio) >> CAUSE_lr_high & 1);
 	assert_true(model__report_causes(prob + CAUSE_COUNT, model->ratio) >> CAUSE_loss & 1);
@@ -827,6 +891,23 @@ static const struct bundle_case bundle_cases[] = {
 	 "0.5 .5 .2 0.6 .5 .2 0.7 .5 .2 0.8 .5 .2 0.9 .5 .2\n", .rv = -EINVAL, .says = "bad thresholds per point"},
 	{"thresholds per point without their detector", .body = VALID "fault_ref_at 0.5 0.6 0.3\n", .rv = -EINVAL,
 	 .says = "without a fault_ref line"},
+	{"the detector's thresholds per point", .body = VALID "fault_at 0.10 0.6 0.3 1.00 0.5 0.2\n"},
+#define REF_AT REF "fault_ref_at 0.10 0.6 0.3 1.00 0.4 0.1\n"
+	{"outcome check", .body = VALID REF_AT "shortfall_at 0.10 inf 1.00 0.2\n"},
+	{"outcome check before the thresholds per point", .body = VALID REF "shortfall_at 0.10 inf 1.00 0.2\n"
+	 "fault_ref_at 0.10 0.6 0.3 1.00 0.4 0.1\n", .rv = -EINVAL, .says = "bad outcome check"},
+	{"outcome check at other points", .body = VALID REF_AT "shortfall_at 0.10 inf 0.50 0.2\n", .rv = -EINVAL,
+	 .says = "bad outcome check"},
+	{"outcome check at fewer points", .body = VALID REF_AT "shortfall_at 0.10 0.3\n", .rv = -EINVAL,
+	 .says = "bad outcome check"},
+	{"outcome check at more points", .body = VALID REF_AT "shortfall_at 0.10 0.3 1.00 0.2 1.00 0.1\n",
+	 .rv = -EINVAL, .says = "bad outcome check"},
+	{"outcome check of 0", .body = VALID REF_AT "shortfall_at 0.10 0 1.00 0.2\n", .rv = -EINVAL,
+	 .says = "bad outcome check"},
+	{"outcome check of NaN", .body = VALID REF_AT "shortfall_at 0.10 nan 1.00 0.2\n", .rv = -EINVAL,
+	 .says = "bad outcome check"},
+	{"outcome check without a reference detector", .body = VALID "shortfall_at 1.00 0.2\n", .rv = -EINVAL,
+	 .says = "bad outcome check"},
 	{"a cause of the reference detector's width", .body = VALID "cause data\n", .rv = -EINVAL,
 	 .says = "another number of features"},
 	{"threshold 0", .body = "fault threshold 0 suspect 0\n" AFTER_FAULT, .rv = -EINVAL,
@@ -967,6 +1048,7 @@ int main(void)
 		cmocka_unit_test(test_references),
 		cmocka_unit_test(test_report_causes),
 		cmocka_unit_test(test_health_per_point),
+		cmocka_unit_test(test_outcome_check),
 		cmocka_unit_test_setup_teardown(test_train_bundle, temp_dir, remove_temp_dir),
 		cmocka_unit_test(test_boost_seed),
 		cmocka_unit_test_setup_teardown(test_evaluate_predictions, temp_dir, remove_temp_dir),
