@@ -259,6 +259,8 @@ static int diagnose(const struct model *m, const struct series *s, const struct 
 	snprintf(health, health_len, "%s", model__health_name(h));
 	d->has_fault_probability = 1;
 	d->fault_probability = compared ? fault_ref : fault;
+	d->has_shortfall = !isnan(shortfall);
+	d->shortfall = shortfall;
 	cause_set shown = h == MODEL_HEALTHY ? 0 : model__report_causes(prob, m->ratio);
 	for (int c = 0; c < CAUSE_COUNT; c++) {
 		if (!(shown >> c & 1))

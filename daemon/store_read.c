@@ -180,6 +180,8 @@ static void take_diagnosis(Dnnfault__RunSummary *s, sqlite3_stmt *st, int col)
 	s->diagnosed_step = d->step;
 	s->has_fault_probability = d->has_fault_probability;
 	s->fault_probability = d->fault_probability;
+	s->has_shortfall = d->has_shortfall;
+	s->shortfall = d->shortfall;
 	/* The summary takes over the diagnosis' arrays. */
 	s->n_symptoms = d->n_symptoms;
 	s->symptoms = d->symptoms;

@@ -1,4 +1,5 @@
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "ctl.h"
@@ -34,6 +35,9 @@ static void show__summary(const Dnnfault__RunSummary *s, FILE *out)
 	if (s->has_fault_probability)
 		fprintf(out, " (fault probability %.2f)", s->fault_probability);
 	fputc('\n', out);
+	if (s->has_shortfall)
+		fprintf(out, SHOW_KEY "%.3f %s its reference's\n", "val metric", fabs(s->shortfall),
+			s->shortfall >= 0 ? "below" : "above");
 	fprintf(out, SHOW_KEY "%s (%s stored", "step",
 		text__u64(a, sizeof a, s->has_step, s->step),
 		text__u64(b, sizeof b, s->has_steps_stored, s->steps_stored));

@@ -68,6 +68,10 @@ def test_with_a_reference_run(daemon):
     rerun = final_diagnosis(daemon, "digits-rerun")
     assert rerun["reference"] == "digits-base"
     assert rerun["health"] == "healthy", rerun
+    # How far its validation accuracy fell short of the reference's: two
+    # seeds of one healthy program, within a few points.
+    assert abs(rerun["shortfall"]) < 0.05, rerun
+    assert final_diagnosis(daemon, "digits-base")["shortfall"] is None
 
     train_digits(daemon, "digits-lr-high", "--seed", "4", "--fault", "lr_high", "--reference", "digits-base")
     faulty = final_diagnosis(daemon, "digits-lr-high")
