@@ -14,6 +14,7 @@ import generate  # noqa: E402
 import programs  # noqa: E402
 import equal_alarms  # noqa: E402
 import severity  # noqa: E402
+import shortfall  # noqa: E402
 
 # Every program's original, then mutants for the first causes.
 CONFIGS = len(programs.PROGRAMS) + 3
@@ -206,6 +207,27 @@ def test_equal_alarms_reference(tmp_path):
     assert [equal_alarms.decide(r, float(r["fault_threshold"])) for r in rows] == [set(), {"init"}]
     assert len(equal_alarms.load(str(path), point="0.10", reference=True)) == 1
     assert len(equal_alarms.load(str(path))) == 3
+
+
+def test_shortfall_buckets():
+    """Runs by their shortfall, flagged by the threshold per point and with
+    the outcome check (a shortfall from 0.2 on, else a probability from
+    0.8; per point, 0.7)."""
+    def row(labels, p, s):
+        return dict(labels=labels, p_fault_ref=str(p), shortfall=str(s), ref_threshold_at_point="0.7",
+                    ref_shortfall_at_point="0.2", ref_shortfall_threshold_at_point="0.8")
+    rows = [row("", 0.75, 0.0),         # flagged per point only
+            row("", 0.1, 0.25),         # flagged by the check only
+            row("init", 0.1, 0.5),      # found by the check
+            row("init", 0.9, 0.05),     # found both ways
+            row("init", 0.1, "nan")]    # no metric: the probability alone
+    t = shortfall.tally(rows)
+    assert t["below 0.03"] == [1, 1, 0, 0, 0, 0]
+    assert t["0.10-0.30"] == [1, 0, 1, 0, 0, 0]
+    assert t["0.30 or more"] == [0, 0, 0, 1, 0, 1]
+    assert t["0.03-0.10"] == [0, 0, 0, 1, 1, 1]
+    assert t["none"] == [0, 0, 0, 1, 0, 0]
+    assert shortfall.bucket_of(-0.5) == "below 0.03"
 
 
 def test_committed_plans_reproduce():
