@@ -44,24 +44,6 @@ static void write_points(FILE *f, const char *key, const double threshold_at[DAT
 		fprintf(f, "\n");
 }
 
-/* The reference detector's thresholds per point, with its outcome check
- * (shortfall_at, at the same points): the probability thresholds are
- * those chosen together with the check. */
-static void write_reference_points(FILE *f, const struct fit *fit)
-{
-	double suspect[DATASET_POINTS];
-	for (int k = 0; k < DATASET_POINTS; k++)
-		suspect[k] = fmin(fit->ref_suspect_at[k], fit->ref_shortfall_threshold_at[k]);
-	write_points(f, "fault_ref_at", fit->ref_shortfall_threshold_at, suspect);
-	size_t points = 0;
-	for (int k = 0; k < DATASET_POINTS; k++)
-		if (fit->ref_shortfall_threshold_at[k] > 0 && suspect[k] > 0)
-			fprintf(f, "%s %.2f %.9g", points++ ? "" : "shortfall_at", dataset_points[k],
-				fit->ref_shortfall_at[k]);
-	if (points > 0)
-		fprintf(f, "\n");
-}
-
 int learn__train(const struct dataset *d, const char *source, const char *out,
 		 const struct fit_opts *o, char *err, size_t len)
 {
@@ -120,13 +102,16 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		fprintf(f, "fault threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 			   " cv_false_alarm %.3f\n", fit.fault_threshold, fit.fault_suspect, fit.fault.max_depth,
 			fit.fault.rounds, fit.fault.eta, fit.cv_detection, fit.cv_false_alarm);
-		write_points(f, "fault_at", fit.fault_threshold_at, fit.fault_suspect_at);
 		if (fit.has_ref)
 			fprintf(f, "fault_ref threshold %.6f suspect %.6f depth %d rounds %d eta %.2f cv_detection %.3f"
 				   " cv_false_alarm %.3f\n", fit.ref_threshold, fit.ref_suspect, fit.ref.max_depth,
 				fit.ref.rounds, fit.ref.eta, fit.cv_ref_detection, fit.cv_ref_false_alarm);
+		/* Only the reference detector's thresholds per point: those of the
+		 * detector (fit.fault_threshold_at) and the outcome check
+		 * (fit.ref_shortfall_at) overshot the false-alarm goal in the
+		 * evaluation (docs/evaluation.md, session 13). */
 		if (fit.has_ref)
-			write_reference_points(f, &fit);
+			write_points(f, "fault_ref_at", fit.ref_threshold_at, fit.ref_suspect_at);
 		fprintf(f, "rank ratio %.2f cv_macro_f1 %.3f\n", fit.ratio, fit.cv_macro_f1);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, "cause %s depth %d rounds %d eta %.2f cv_precision %.3f cv_recall %.3f cv_f1 %.3f\n",
