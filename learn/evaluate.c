@@ -11,7 +11,8 @@
 
 /* Methods compared on the same held-out rows. */
 enum method {
-	M_OURS, M_OURS_POINT, M_OURS_REF, M_OURS_REF_POINT, M_OURS_REF_SHORTFALL, M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
+	M_OURS, M_OURS_POINT, M_OURS_REF, M_OURS_REF_POINT, M_OURS_REF_SHORTFALL,
+	M_DEEPFD, M_AUTOTRAINER, M_DEEPDIAGNOSIS, M_UMLAUT, M_COUNT
 };
 static const char *const method_names[M_COUNT] = {
 	"dnnfault (XGBoost)",
@@ -81,8 +82,8 @@ struct held_out {
 
 /* Ours on one fold: selection and training on rows train[0..ntr), the
  * decision on rows test[0..nte) into pred[M_OURS] and pred[M_OURS_POINT]
- * (without a reference run), pred[M_OURS_REF] and pred[M_OURS_REF_POINT]
- * (with one, where the row has one) and h. */
+ * (without a reference run), pred[M_OURS_REF], pred[M_OURS_REF_POINT] and
+ * pred[M_OURS_REF_SHORTFALL] (with one, where the row has one) and h. */
 static int ours_fold(const struct dataset *d, const struct fit_matrix *m, const size_t *train, size_t ntr,
 		     const size_t *test, size_t nte, int group, const struct fit_opts *o, cause_set *pred[M_COUNT],
 		     struct held_out *h, char *err, size_t len)
@@ -333,10 +334,9 @@ static int write_predictions(const struct dataset *d, const struct held_out *h, 
 		fprintf(f, ",%.6g,%.2f,%.6g", h->threshold[m->group], h->ratio[m->group], h->fault[i]);
 		for (int c = 0; c < CAUSE_COUNT; c++)
 			fprintf(f, ",%.6g", h->prob[i * CAUSE_COUNT + c]);
-		fprintf(f, ",%lld,%.6g,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group], h->fault_ref[i],
-			h->ref_threshold_at[(size_t)m->group * DATASET_POINTS + (size_t)m->point]);
 		size_t at = (size_t)m->group * DATASET_POINTS + (size_t)m->point;
-		fprintf(f, ",%.6g", h->threshold_at[at]);
+		fprintf(f, ",%lld,%.6g,%.6g,%.6g,%.6g", (long long)m->reference, h->ref_threshold[m->group],
+			h->fault_ref[i], h->ref_threshold_at[at], h->threshold_at[at]);
 		fprintf(f, ",%.6g,%.6g,%.6g", features__shortfall(d->x + i * d->n_features), h->shortfall_at[at],
 			h->shortfall_threshold_at[at]);
 		fputc('\n', f);
