@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 from conftest import CTL, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "corpus"))
@@ -15,6 +18,7 @@ import programs  # noqa: E402
 import equal_alarms  # noqa: E402
 import severity  # noqa: E402
 import shortfall  # noqa: E402
+import reference_check  # noqa: E402
 
 # Every program's original, then mutants for the first causes.
 CONFIGS = len(programs.PROGRAMS) + 3
@@ -311,3 +315,41 @@ def test_references_file():
         program, run = line.split(",")
         per_program.setdefault(program, []).append(int(run))
     assert len(per_program) == 15 and all(len(v) == 5 for v in per_program.values())
+
+
+def test_reference_check_block():
+    """The reference block of corpus/reference_check.py: each row's
+    reference is another of its program's references at the same point,
+    chosen by run id; differences, log10 ratios and the noise-scaled
+    metric as features__apply_reference computes them."""
+    meta = [(1, "a", "1.00", ""), (2, "a", "1.00", ""), (3, "a", "1.00", "lr_high"), (4, "b", "1.00", "")]
+    ref = reference_check.assign_references(meta, [("a", 1), ("a", 2), ("c", 9)])
+    assert list(ref) == [1, 0, 1, -1]       # run 3: 3 % 2 = 1, the second reference (run 2)
+    names = ["loss_last", "val_metric_last", "val_metric_best", "val_metric_last_gain"]
+    X = np.array([[1.0, 0.90, 0.95, 0.01], [0.5, 0.92, 0.93, 0.002], [10.0, 0.5, 0.6, 0.1], [2.0, 0.7, 0.7, 0.0]])
+    diff = reference_check.block(names, X, ref, [0], ())
+    assert diff[2, 0] == pytest.approx(9.5) and np.isnan(diff[3, 0])
+    ratio = reference_check.block(names, X, ref, [0], {"loss_last"})
+    assert ratio[2, 0] == pytest.approx(np.log10(20))
+    noise = reference_check.noise_scaled(names, X, ref)
+    # the reference's noise: max(|0.002|, 0.93 - 0.92, 0.01) = 0.01
+    assert noise[2] == pytest.approx([(0.5 - 0.92) / 0.01, (0.6 - 0.93) / 0.01])
+    assert reference_check.is_scale("grad_norm_last") and not reference_check.is_scale("grad_norm_slope")
+    assert reference_check.threshold_for(np.arange(100.0), 0.05) == 95.0
+
+
+def test_reference_check_ranking():
+    """Causes within the ratio of the most probable one, for flagged rows
+    only, scored per cause."""
+    truth = np.zeros((3, len(reference_check.CAUSES)), dtype=bool)
+    truth[0, 0] = truth[1, 1] = True
+    prob = np.full(truth.shape, 0.01)
+    prob[0, 0], prob[0, 1] = 0.9, 0.7      # lr_high right, lr_low within 0.65: a false positive
+    prob[1, 1] = 0.9
+    f = reference_check.ranked_macro_f1(truth, [True, False, True], prob)
+    # row 0 reports lr_high and lr_low (0.7 >= 0.65 x 0.9), row 1 is not
+    # flagged (lr_low missed), row 2 is healthy and flagged with every
+    # cause tied: lr_high has tp 1 and fp 1 (F1 2/3), every other cause F1 0
+    assert f == pytest.approx((2 / 3) / len(reference_check.CAUSES))
+    exact = reference_check.ranked_macro_f1(truth[:2], [True, True], np.where(truth[:2], 0.9, 0.01))
+    assert exact == pytest.approx(2 / len(reference_check.CAUSES))
