@@ -29,6 +29,9 @@ row's point, and causes within 0.65 of the most probable one.
 
     /usr/bin/python3 corpus/reference_check.py detector [--variants current,dynamics]
     /usr/bin/python3 corpus/reference_check.py causes PRED.csv
+    /usr/bin/python3 corpus/reference_check.py ranking PRED.csv   # seconds
+
+ranking PRED.csv: where the shipped rule loses, from PRED.csv alone.
 
 Each variant takes 10-25 minutes on two cores.
 """
@@ -194,8 +197,9 @@ def causes(names, meta, X, ref, predictions):
     with open(predictions) as fh:
         for r in csv.DictReader(fh):
             flagged[where[(int(r["run"]), r["point"])]] = float(r["p_fault_ref"]) >= float(r["ref_threshold_at_point"])
-    for variant, Z in (("causes on the run's features", features(names, X, ref, "current")[:, :len(names)]),
-                       ("causes with the reference block", features(names, X, ref, "current"))):
+    full = features(names, X, ref, "current")
+    for variant, Z in (("causes on the run's features", full[:, :len(names)]),
+                       ("causes with the reference block", full)):
         P = np.zeros(truth.shape)
         for g in sorted(set(prog)):
             tr, te = (prog != g) & faulty, prog == g
@@ -208,6 +212,28 @@ def causes(names, meta, X, ref, predictions):
                                 100 * float(q)) for q in POINTS)))
 
 
+def ranking(predictions):
+    """Where the shipped rule loses macro-F1, from PRED.csv alone: per
+    cause, the share of its runs flagged and, of those, named; and the
+    macro-F1 with perfect detection or perfect ranking instead."""
+    rows = list(csv.DictReader(open(predictions)))
+    for q in POINTS:
+        at = [r for r in rows if r["point"] == q]
+        truth = np.array([[c in r["labels"].split("|") for c in CAUSES] for r in at])
+        flagged = np.array([float(r["p_fault_ref"]) >= float(r["ref_threshold_at_point"]) for r in at])
+        prob = np.array([[float(r["p_" + c]) for c in CAUSES] for r in at])
+        perfect = np.where(truth, 1.0, 0.0)
+        ranked = np.where(truth.any(axis=1)[:, None], perfect, prob)
+        print("at %3.0f%%: macro-F1 %.3f, with perfect detection %.3f, with perfect ranking %.3f" % (
+            100 * float(q), ranked_macro_f1(truth, flagged, prob), ranked_macro_f1(truth, truth.any(axis=1), prob),
+            ranked_macro_f1(truth, flagged, ranked)))
+        for k, c in enumerate(CAUSES):
+            mine = truth[:, k]
+            named = flagged & mine & (prob[:, k] >= prob.max(axis=1) * RATIO)
+            print("  %-15s runs %4d flagged %.2f named when flagged %.2f" % (
+                c, mine.sum(), (flagged & mine).sum() / mine.sum(), named.sum() / (flagged & mine).sum()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -215,7 +241,11 @@ def main():
     d.add_argument("--variants", default="current,dynamics")
     c = sub.add_parser("causes")
     c.add_argument("predictions")
+    r = sub.add_parser("ranking")
+    r.add_argument("predictions")
     args = ap.parse_args()
+    if args.what == "ranking":
+        return ranking(args.predictions)
     names, meta, X = load()
     with open(os.path.join(HERE, "references.csv")) as fh:
         ref = assign_references(meta, [(r[0], int(r[1])) for r in list(csv.reader(fh))[1:]])
