@@ -6,7 +6,7 @@ sampling interval and at every step.
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
         [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost [--table]]
-        [--breakdown] [--profile] [--malloc default|fixed]
+        [--breakdown] [--profile] [--step-graphs] [--malloc default|fixed]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
 same batches); the ratio printed is the median over repeats of
@@ -18,7 +18,8 @@ cost inside the training loop: forward hooks alone, hooks and the torch
 path's reductions only queued, hooks and statistics (no client), the whole
 monitor, each against the plain loop. --profile prints the CPU time of
 mon.step() against the training step's under torch.profiler, every step
-sampled. The last columns are the minor page faults per step (medians),
+sampled. --step-graphs (a GPU) compares every-step sampling with whole
+steps replayed as one CUDA graph against without. The last columns are the minor page faults per step (medians),
 plain / watched: hundreds per step mean glibc gave freed memory back to
 the kernel and the loop faulted it in again; --malloc fixed keeps it
 (fix_malloc).
@@ -247,6 +248,31 @@ def breakdown(args, x, y, address):
             *(statistics.median(ratios[p]) for p in parts)))
 
 
+def compare_step_graphs(args, x, y, address):
+    """Every step sampled, with whole-step graphs (_step_graph) off and on:
+    each against the plain loop (median over repeats, the three loops
+    interleaved per repeat, their order rotated). A CUDA device only."""
+    from dnnfault import _step_graph
+    print("%-9s %10s %10s %10s" % ("model", "plain ms", "graphs off", "graphs on"))
+    for name in args.models.split(","):
+        make, steps = MODELS[name]
+        steps = max(10, int(steps * args.scale))
+        times = {"plain": [], "off": [], "on": []}
+        order = list(times)
+        for r in range(args.repeats):
+            seed = 100 + r
+            for kind in order[r % 3:] + order[:r % 3]:
+                _step_graph.ENABLED = kind == "on"
+                times[kind].append(run(make, steps, x, y, args.batch, 0 if kind == "plain" else 1,
+                                       address, seed)[0])
+        _step_graph.ENABLED = True
+        print("%-9s %10.3f %9.3fx %9.3fx" % (
+            name, statistics.median(times["plain"]) * 1e3,
+            *(statistics.median([t / b for t, b in zip(times[k], times["plain"])])
+              for k in ("off", "on"))))
+        sys.stdout.flush()
+
+
 def profile_loop(args, x, y, address):
     """Every step sampled, under torch.profiler: CPU time per call of the
     training step and of mon.step(), with mon.step()'s own (Python) share,
@@ -303,6 +329,8 @@ def main():
                          "and per mon.step(), and the operators' table")
     ap.add_argument("--breakdown", action="store_true",
                     help="split the every-step cost: hooks, statistics, the whole monitor")
+    ap.add_argument("--step-graphs", action="store_true",
+                    help="every step sampled, whole-step CUDA graphs off against on")
     ap.add_argument("--malloc", choices=("default", "fixed"), default="default",
                     help="fixed: glibc's mmap and trim thresholds set (32 MiB, 256 MiB) "
                          "for plain and watched runs alike, so that freed memory is not "
@@ -355,6 +383,9 @@ def main():
             return
         if args.profile:
             profile_loop(args, x, y, address)
+            return
+        if args.step_graphs:
+            compare_step_graphs(args, x, y, address)
             return
         print("malloc: %s" % args.malloc)
         print("%-9s %7s %12s %12s %7s %14s" % ("model", "every", "plain ms", "watched ms", "ratio",

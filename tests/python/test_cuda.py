@@ -262,6 +262,80 @@ def test_cuda_replays_match_eager(monkeypatch):
     assert not any(results[False][1])
 
 
+def test_cuda_step_graphs_match_eager(monkeypatch):
+    """Whole sampled steps replayed as one graph (_step_graph) give the very
+    numbers of the eager deferred path, and torch's: over steps whose
+    tensors keep their addresses (recorded, then replayed), a gradient that
+    moves, an output of another shape, steps that do not keep the weights
+    and steps without a snapshot; more keys than graphs kept."""
+    import numpy as np
+    from dnnfault import _step_graph
+    from dnnfault._stats import Layer, Stats
+    from test_unit import _check_layers
+
+    results = {}
+    for on in (True, False):
+        monkeypatch.setattr(_step_graph, "ENABLED", on)
+        monkeypatch.setattr(_step_graph, "MAX_GRAPHS", 3)
+        torch.manual_seed(3)
+        mods = [m.to(DEV) for m in (nn.Linear(6, 5), nn.Linear(5, 4), nn.Conv2d(2, 3, 3),
+                                    nn.Linear(4, 3))]
+        mods[3].bias.requires_grad_(False)
+        layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+        params = [p for m in mods for p in m.parameters()]
+        for p in params:
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+        acts = [torch.zeros({2: (4, 3, 6, 6)}.get(k, (16, 5 + k)), device=DEV) for k in range(4)]
+        out = torch.zeros(16, 3, device=DEV)
+        target = torch.zeros(16, dtype=torch.long, device=DEV)
+        x = torch.zeros(16, 6, device=DEV)
+        loss = torch.zeros((), device=DEV)
+        gen = torch.Generator(device=DEV).manual_seed(5)
+        st = Stats(layers)
+        st.snapshot()
+        got = []
+        for step in range(18):
+            if step == 6:
+                mods[0].weight.grad = torch.zeros_like(mods[0].weight)  # another address
+            if step == 9:
+                acts[1] = torch.zeros(20, 6, device=DEV)
+            snap = step <= 12  # step 12 reads the snapshot step 11 kept, 13 on have none
+            prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params])
+                     if snap else None for l in layers]
+            with torch.no_grad():
+                for p in params:
+                    p.add_(0.01 * torch.randn(p.shape, generator=gen, device=DEV))
+                    if p.grad is not None:
+                        p.grad.copy_(torch.randn(p.shape, generator=gen, device=DEV))
+                for a in acts:
+                    a.copy_(3 * torch.randn(a.shape, generator=gen, device=DEV))
+                out.copy_(torch.randn(out.shape, generator=gen, device=DEV))
+                target.copy_(torch.randint(0, 3, (16,), generator=gen, device=DEV))
+                x.copy_(torch.randn(x.shape, generator=gen, device=DEV))
+                loss.fill_(float(step))
+            for l, a in zip(layers, acts):
+                l.act = a
+            pending = st.sample(loss, out, target, x, "logits", step < 12, defer=True)
+            stats, extra = pending.result()
+            assert all(l.act is None for l in layers)
+            _check_layers(stats, layers, acts, prevs)
+            assert extra["loss"] == step
+            assert extra["accuracy"] == pytest.approx((out.argmax(1) == target).float().mean().item())
+            assert extra["input"] == pytest.approx((x.mean().item(), x.std(unbiased=False).item(),
+                                                    x.min().item(), x.max().item()), rel=1e-5)
+            got.append((stats, extra))
+        results[on] = (got, st._steps.replays)
+    for (a, ea), (b, eb) in zip(results[True][0], results[False][0]):
+        assert np.array_equal(a, b, equal_nan=True)
+        assert ea == eb
+    # Recorded (and replayed once) at 2, 7, 11 (step 9's bigger output grew
+    # the scratch, so 10 has a key of its own) and 14; replayed at 3-5, 8
+    # and 15-17: 11 in all. 6, 9, 12 and 13 start new keys.
+    assert results[True][1] >= 10, results[True][1]
+    assert results[False][1] == 0
+
+
 def test_cuda_nonfinite_counted_on_the_device():
     """On a GPU NaN and Inf are counted on the device at every sampled step
     (the tensors have changed by the time the deferred copy is read): the
@@ -312,7 +386,11 @@ def test_cuda_sampled_steps_do_not_wait(daemon):
             syncs.append([e.name for e in evs if "Synchronize" in e.name
                           and "Event" not in e.name and span.start <= e.time_range.start
                           and e.time_range.end <= span.end])
+        # The loop's tensors came back at the same addresses: whole steps
+        # were replayed (_step_graph).
+        replays = mon._stats.torch._steps.replays
     assert mon.stats()["errors"] == 0
+    assert replays > 0
     assert syncs == [[]] * (steps - 4), syncs
     rows = daemon.export("cuda-nowait")
     assert [r["step"] for r in rows] == list(range(steps))

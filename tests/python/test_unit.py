@@ -420,7 +420,7 @@ def test_replay_states(monkeypatch):
             if fail_capture:
                 raise RuntimeError("capture failed")
             return Graph(fail_replay)
-        monkeypatch.setattr(_cuda, "_capture", fake)
+        monkeypatch.setattr(_cuda, "capture", fake)
 
     monkeypatch.setattr(_cuda, "_on_device", lambda device, f: f())
     dev = torch.device("cpu")
@@ -441,3 +441,66 @@ def test_replay_states(monkeypatch):
     for _ in range(3):
         r()
     assert log == ["eager"] * 3
+
+
+def test_step_graph_keys():
+    """A whole step is replayed only where its key, where and how every
+    tensor it reads lies and the state compute() depends on, is that of a
+    recorded step (_step_graph; the recording itself needs a GPU:
+    test_cuda.py). Same tensors: same key; a gradient that moves, an output
+    of another shape, a snapshot dropped, another keep: another key."""
+    from dnnfault import _step_graph
+    from dnnfault._stats import Stats
+    mods = [nn.Linear(4, 3), nn.Linear(3, 2)]
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    for m in mods:
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+    st = Stats(layers)
+    st.snapshot()
+    acts = [torch.zeros(8, 3), torch.zeros(8, 2)]
+    x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
+    loss = torch.zeros(())
+    sg = _step_graph.StepGraphs(enabled=True)
+
+    def key(keep=True, out=None):
+        for l, a in zip(layers, acts):
+            l.act = a
+        return sg.key(st, loss, acts[1] if out is None else out, y, x, "logits", keep)
+
+    k = key()
+    assert k is not None and key() == k
+    acts[1].add_(1.0)  # new values, same place
+    assert key() == k
+    assert key(keep=False) != k
+    assert key(out=torch.zeros(8, 2)) != k
+    mods[0].weight.grad = torch.zeros_like(mods[0].weight)
+    k2 = key()
+    assert k2 != k and key() == k2
+    acts[0] = torch.zeros(4, 3)
+    assert key() != k2
+    st.prev = None
+    assert key() != k2
+    mods[1].bias.grad = mods[1].bias.grad.to_sparse()
+    assert key() is None  # densified anew at every step: never replayed
+
+
+def test_step_graph_gives_up():
+    """A loop whose addresses never repeat stops computing keys after
+    GIVE_UP sampled steps without a replay; off() forgets every graph."""
+    from dnnfault import _step_graph
+    from dnnfault._stats import Stats
+    m = nn.Linear(3, 2)
+    layers = [Layer("0", m, list(m.named_parameters()))]
+    st = Stats(layers)
+    sg = _step_graph.StepGraphs(enabled=True)
+    held = []  # every gradient kept alive: the next one lies elsewhere
+    for _ in range(_step_graph.GIVE_UP):
+        m.weight.grad = torch.randn(2, 3)
+        held.append(m.weight.grad)
+        k = sg.key(st, None, None, None, None, None, True)
+        assert k is not None
+        sg.saw(k, torch.device("cpu"))
+    assert len(sg.seen) == _step_graph.GIVE_UP
+    assert sg.key(st, None, None, None, None, None, True) is None
+    assert not sg.on and not sg.seen and not sg.graphs

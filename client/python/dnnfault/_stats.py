@@ -57,7 +57,7 @@ import weakref
 import numpy as np
 import torch
 
-from . import _cuda, _lib
+from . import _cuda, _lib, _step_graph
 
 SATURATION = 5.0
 NAN = float("nan")
@@ -215,6 +215,7 @@ class Stats:
         self._generation = 0
         self._loose_execs = {}  # (device, dtype, output sizes): _LooseExec
         self._copy = None  # _cuda.HostCopy of deferred samples
+        self._steps = None  # _step_graph.StepGraphs, after a first deferred sample
 
     def _check_plan(self):
         sig = _signature(self.layers)
@@ -225,6 +226,15 @@ class Stats:
             self.groups = _plan(self.layers)
             self.prev = None
             self._prev_bufs = None
+            self._generation += 1
+
+    def forget_views(self):
+        """Drops every cached layout and its views (made again at the next
+        step), e.g. after a failed step recording (_step_graph)."""
+        for g in self.groups:
+            g.cache.clear()
+        self._loose_execs.clear()
+        self._generation += 1
 
     def _weights(self, g):
         """Flat views of the group's weights, made again only when a
@@ -258,6 +268,7 @@ class Stats:
         if self._prev_bufs is None:
             self._prev_bufs = [torch.empty(g.n, device=g.device, dtype=g.dtype)
                                for g in self.groups]
+            self._generation += 1  # a recorded step read the old ones
         return self._prev_bufs
 
     def _buffer(self, device, dtype, n):
@@ -416,6 +427,16 @@ class Stats:
         """(layer_stats, extras) of a sampled step: compute, one copy to the
         host, finish. defer: where everything lies on one GPU, a
         _cuda.Pending of them instead, without waiting for the device."""
+        steps = self._steps if defer else None
+        key = None
+        if steps is not None:
+            key = steps.key(self, loss, output, target, inputs, accuracy_mode, keep_weights)
+            got = None if key is None else steps.run(
+                self, key, keep_weights,
+                lambda: self.compute(loss, output, target, inputs, accuracy_mode, keep_weights))
+            if got is not None:  # the whole step replayed as one graph
+                vec, layout = got
+                return self._copy.start(vec, lambda raw: Stats.finish(raw, layout))
         values, layout = self.compute(loss, output, target, inputs, accuracy_mode, keep_weights)
         if defer and values and values[0].device.type == "cuda" and all(
                 v.device == values[0].device for v in values):
@@ -424,6 +445,10 @@ class Stats:
             layout = layout[:-1] + (None,)
             if self._copy is None:
                 self._copy = _cuda.HostCopy()
+            if steps is None:
+                self._steps = _step_graph.StepGraphs()
+            else:
+                steps.saw(key, values[0].device)
             return self._copy.start(torch.cat(values), lambda raw: Stats.finish(raw, layout))
         return Stats.finish(Stats.gather(values), layout)
 
