@@ -259,17 +259,29 @@ def compare_step_graphs(args, x, y, address):
         steps = max(10, int(steps * args.scale))
         times = {"plain": [], "off": [], "on": []}
         order = list(times)
+        counts = []  # per "on" run: sampled steps replayed, graphs recorded, keys computed
+
+        def watch(model, opt, lf):
+            mon = dnnfault.watch(model, opt, lf, every=1, address=address, run="bench-graphs")
+
+            def close():
+                sg = mon._stats.torch._steps
+                if _step_graph.ENABLED:
+                    counts.append((sg.replays, sg.recorded, sg.looked) if sg else (0, 0, 0))
+                mon.close(timeout=10)
+            return (lambda loss, out, yb, xb: mon.step(loss, output=out, target=yb, inputs=xb),
+                    close)
         for r in range(args.repeats):
             seed = 100 + r
             for kind in order[r % 3:] + order[:r % 3]:
                 _step_graph.ENABLED = kind == "on"
-                times[kind].append(run(make, steps, x, y, args.batch, 0 if kind == "plain" else 1,
-                                       address, seed)[0])
+                times[kind].append(train_timed(make, steps, x, y, args.batch, seed,
+                                               None if kind == "plain" else watch)[0])
         _step_graph.ENABLED = True
-        print("%-9s %10.3f %9.3fx %9.3fx" % (
+        print("%-9s %10.3f %9.3fx %9.3fx   replayed/recorded/looked per run: %s" % (
             name, statistics.median(times["plain"]) * 1e3,
             *(statistics.median([t / b for t, b in zip(times[k], times["plain"])])
-              for k in ("off", "on"))))
+              for k in ("off", "on")), " ".join("%d/%d/%d" % c for c in counts)))
         sys.stdout.flush()
 
 

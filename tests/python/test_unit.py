@@ -487,7 +487,8 @@ def test_step_graph_keys():
 
 def test_step_graph_gives_up():
     """A loop whose addresses never repeat stops computing keys after
-    GIVE_UP sampled steps without a replay; off() forgets every graph."""
+    GIVE_UP sampled steps without a replay, one that keeps recording new
+    graphs after CHURN recordings; off() forgets every graph."""
     from dnnfault import _step_graph
     from dnnfault._stats import Stats
     m = nn.Linear(3, 2)
@@ -504,3 +505,11 @@ def test_step_graph_gives_up():
     assert len(sg.seen) == _step_graph.GIVE_UP
     assert sg.key(st, None, None, None, None, None, True) is None
     assert not sg.on and not sg.seen and not sg.graphs
+    # Recordings that are seldom replayed (addresses cycling through more
+    # sets than graphs are kept) stop them too.
+    sg = _step_graph.StepGraphs(enabled=True)
+    sg.recorded = _step_graph.CHURN + 1
+    sg.replays = 4 * sg.recorded
+    assert sg.key(st, None, None, None, None, None, True) is not None
+    sg.replays -= 1
+    assert sg.key(st, None, None, None, None, None, True) is None and not sg.on

@@ -29,6 +29,7 @@ and the monitor finishes and sends them once the event has passed: at its
 next call, by which time the device has usually long passed it.
 """
 
+import gc
 import os
 
 import torch
@@ -107,10 +108,18 @@ def capture(fn, device):
                 # CUDA call (a DataLoader's pin-memory thread) fails, and
                 # fails that thread: no graphs there.
                 return None
+            # A collection while recording could free another graph, which
+            # CUDA refuses while a stream records: the recording fails.
+            collecting = gc.isenabled()
+            gc.disable()
             try:
                 fn()
             finally:
-                graph.capture_end()
+                try:
+                    graph.capture_end()
+                finally:
+                    if collecting:
+                        gc.enable()
         current.wait_stream(side)
     return graph
 

@@ -22,13 +22,15 @@ A key is recorded the second time it is seen (the first, eager, sighting
 has made every buffer and view the recording needs) and replayed from
 the third. At most MAX_GRAPHS graphs are kept; a loop whose addresses
 never repeat stops being looked at after GIVE_UP sampled steps without a
-replay, and a failed recording or replay turns step graphs off for good:
-the eager path gives the same numbers.
+replay, one that keeps needing new recordings (more than CHURN, and fewer
+than four replays each) stops too, and a failed recording or replay turns
+step graphs off for good: the eager path gives the same numbers.
 
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
 """
 
+import logging
 import os
 
 import torch
@@ -37,9 +39,12 @@ from . import _cuda
 from ._describe import first_tensor
 
 ENABLED = _cuda.ENABLED and os.environ.get("DNNFAULT_STEP_GRAPHS", "1") != "0"
-MAX_GRAPHS = 4
+MAX_GRAPHS = 8
 GIVE_UP = 32
 MAX_SEEN = 64
+CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs off
+
+log = logging.getLogger("dnnfault")
 
 
 def _where(t):
@@ -54,8 +59,9 @@ class StepGraphs:
         self.on = ENABLED if enabled is None else enabled
         self.graphs = {}  # key: (graph, result vector, layout)
         self.seen = {}  # key of an eager step whose results lay on one GPU: that device
-        self.looked = 0
-        self.replays = 0
+        self.looked = 0  # keys computed
+        self.replays = 0  # steps replayed, recorded ones included
+        self.recorded = 0
 
     def key(self, st, loss, output, target, inputs, mode, keep):
         """The step's key, or None where it cannot be replayed."""
@@ -63,7 +69,16 @@ class StepGraphs:
             return None
         self.looked += 1
         if not self.replays and self.looked > GIVE_UP:
-            self.off()  # the loop's addresses do not repeat
+            log.debug("dnnfault: no sampled step's tensors came back where an earlier "
+                      "one's lay in %d steps: whole steps run eagerly", GIVE_UP)
+            self.off()
+            return None
+        if self.recorded > CHURN and 4 * self.recorded > self.replays:
+            # Addresses that cycle through more sets than MAX_GRAPHS: a
+            # recording (2-3 ms on an H100-class host) seldom paid back.
+            log.debug("dnnfault: %d step graphs recorded for %d replays: whole steps run "
+                      "eagerly", self.recorded, self.replays)
+            self.off()
             return None
         parts = [st._generation, keep, st.prev is not None, mode]
         for l in st.layers:
@@ -99,7 +114,8 @@ class StepGraphs:
             graph, vec, layout = got
             try:
                 _cuda._on_device(vec.device, graph.replay)
-            except Exception:  # a launch that fails ran nothing
+            except Exception as e:  # a launch that fails ran nothing
+                log.debug("dnnfault: whole steps run eagerly from now on (replay failed: %s)", e)
                 self.off()
                 return None
             # What compute() would have done to the monitor's state.
@@ -125,8 +141,9 @@ class StepGraphs:
         _cuda.RECORDING.active = True
         try:
             graph = _cuda.capture(body, device)
-        except Exception:
-            graph = None
+            why = "this torch cannot record one thread alone"
+        except Exception as e:
+            graph, why = None, "recording failed: %s" % e
         finally:
             _cuda.RECORDING.active = False
         if graph is not None and box and box[0][0].device == device:
@@ -134,11 +151,12 @@ class StepGraphs:
                 # Recording ran nothing: this step's numbers come from the
                 # first replay.
                 _cuda._on_device(device, graph.replay)
-            except Exception:
-                graph = None
-        else:
-            graph = None
+            except Exception as e:
+                graph, why = None, "replay failed: %s" % e
+        elif graph is not None:
+            graph, why = None, "results on another device"
         if graph is None:
+            log.debug("dnnfault: whole steps run eagerly from now on (%s)", why)
             # Eagerly from now on, from the state before the recording;
             # views made while recording are not trusted.
             for l, a in zip(st.layers, acts):
@@ -155,6 +173,7 @@ class StepGraphs:
             del self.graphs[next(iter(self.graphs))]  # the oldest
         self.graphs[key] = (graph, vec, layout)
         self.seen.pop(key, None)
+        self.recorded += 1
         self.replays += 1
         return vec, layout
 
