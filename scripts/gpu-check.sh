@@ -38,5 +38,6 @@ part bench-cuda "$py" bench/overhead.py --device cuda --repeats 5 --scale 4
 part stats-cost-cuda "$py" bench/overhead.py --device cuda --stats-cost
 part breakdown-cuda "$py" bench/overhead.py --device cuda --breakdown --repeats 3 --scale 2
 part step-graphs-cuda "$py" bench/overhead.py --device cuda --step-graphs --repeats 5 --scale 2
+part step-graph-keys "$py" bench/step_graphs.py
 part python-suite "$py" -m pytest -q -p no:cacheprovider -rs tests/python
 exit $rc
