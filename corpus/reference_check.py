@@ -18,7 +18,8 @@ program's threshold set on the other programs' held-out healthy rows.
 Variants: "current" (the block as shipped), "dynamics" (also the
 gradient, weight, update, activation and symptom features, the scale-like
 ones as log10 ratios) and "loss-ratio" (the six loss levels as log10
-ratios instead of differences; not run yet, so not in the default).
+ratios instead of differences; run in session 15, docs/evaluation.md;
+not in the default).
 
 causes PRED.csv: one model per cause on the faulty rows, with and without
 the block, and the macro-F1 their ranking gives when the decision to flag
