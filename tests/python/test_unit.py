@@ -481,6 +481,10 @@ def test_step_graph_keys():
     assert key() != k2
     st.prev = None
     assert key() != k2
+    # Graphs made before the scratch was replaced are dropped.
+    sg.graphs[k2] = sg.seen[k] = None
+    st._generation += 1
+    assert key() is not None and not sg.graphs and not sg.seen
     mods[1].bias.grad = mods[1].bias.grad.to_sparse()
     assert key() is None  # densified anew at every step: never replayed
 

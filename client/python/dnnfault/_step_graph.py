@@ -57,8 +57,9 @@ class StepGraphs:
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        self.graphs = {}  # key: (graph, result vector, layout)
+        self.graphs = {}  # key: (graph, result vector, layout, buffers it uses)
         self.seen = {}  # key of an eager step whose results lay on one GPU: that device
+        self.generation = None  # the Stats scratch generation the graphs were made in
         self.looked = 0  # keys computed
         self.replays = 0  # steps replayed, recorded ones included
         self.recorded = 0
@@ -80,6 +81,12 @@ class StepGraphs:
                       "eagerly", self.recorded, self.replays)
             self.off()
             return None
+        if st._generation != self.generation:
+            # Buffers the graphs read were replaced: none can be replayed
+            # again, and each holds its buffers (see _record).
+            self.graphs.clear()
+            self.seen.clear()
+            self.generation = st._generation
         parts = [st._generation, keep, st.prev is not None, mode]
         for l in st.layers:
             for p in l.params:
@@ -111,7 +118,7 @@ class StepGraphs:
         st.compute with the step's arguments."""
         got = self.graphs.get(key)
         if got is not None:
-            graph, vec, layout = got
+            graph, vec, layout, _ = got
             try:
                 _cuda._on_device(vec.device, graph.replay)
             except Exception as e:  # a launch that fails ran nothing
@@ -166,12 +173,17 @@ class StepGraphs:
             self.off()
             return None
         vec, layout = box[0]
+        # The graph writes into the scratch, the groups' result vectors and
+        # the snapshot by address: held with it, they outlive any clearing
+        # of the caches they came from.
+        held = (dict(st._scratch), dict(st._zeros), [dict(g.cache) for g in st.groups],
+                dict(st._loose_execs), st._prev_bufs)
         # Every layer's NaN and Inf were counted on the device (as on the
         # eager deferred path): finish() needs none of the step's tensors.
         layout = layout[:-1] + (None,)
         if len(self.graphs) >= MAX_GRAPHS:
             del self.graphs[next(iter(self.graphs))]  # the oldest
-        self.graphs[key] = (graph, vec, layout)
+        self.graphs[key] = (graph, vec, layout, held)
         self.seen.pop(key, None)
         self.recorded += 1
         self.replays += 1
