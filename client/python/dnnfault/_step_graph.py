@@ -76,7 +76,7 @@ class StepGraphs:
             return None
         if self.recorded > CHURN and 4 * self.recorded > self.replays:
             # Addresses that cycle through more sets than MAX_GRAPHS: a
-            # recording (2-3 ms on an H100-class host) seldom paid back.
+            # recording (2-3 ms of CPU on an H200 machine) seldom paid back.
             log.debug("dnnfault: %d step graphs recorded for %d replays: whole steps run "
                       "eagerly", self.recorded, self.replays)
             self.off()
@@ -148,7 +148,7 @@ class StepGraphs:
         _cuda.RECORDING.active = True
         try:
             graph = _cuda.capture(body, device)
-            why = "this torch cannot record one thread alone"
+            why = "torch cannot record here: before 2.1, or inside a recording"
         except Exception as e:
             graph, why = None, "recording failed: %s" % e
         finally:
