@@ -336,6 +336,38 @@ def test_cuda_step_graphs_match_eager(monkeypatch):
     assert results[False][1] == 0
 
 
+def test_cuda_step_graphs_memory_limit(monkeypatch):
+    """A recording whose pool would take the graphs past MAX_BYTES of device
+    memory is dropped before it runs: the step is computed eagerly with
+    torch's numbers (the snapshot it reads untouched), and step graphs stop."""
+    from dnnfault import _step_graph
+    from dnnfault._stats import Layer, Stats
+    from test_unit import _check_layers
+    monkeypatch.setattr(_step_graph, "MAX_BYTES", -1)
+    torch.manual_seed(8)
+    mods = [nn.Linear(6, 5).to(DEV), nn.Linear(5, 3).to(DEV)]
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    params = [p for m in mods for p in m.parameters()]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    acts = [torch.zeros(16, 5, device=DEV), torch.zeros(16, 3, device=DEV)]
+    st = Stats(layers)
+    st.snapshot()
+    for step in range(5):
+        prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params]) for l in layers]
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.01 * torch.randn_like(p))
+                p.grad.copy_(torch.randn_like(p))
+            for a in acts:
+                a.copy_(torch.randn_like(a))
+        for l, a in zip(layers, acts):
+            l.act = a
+        stats, _ = st.sample(None, None, None, None, None, True, defer=True).result()
+        _check_layers(stats, layers, acts, prevs)
+    assert st._steps.recorded == 0 and not st._steps.on
+
+
 def test_cuda_whole_steps_in_a_real_loop(daemon):
     """A real training loop, every step sampled, with whole-step graphs
     (_step_graph): every stored step has the values torch computes, and

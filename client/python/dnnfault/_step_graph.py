@@ -23,8 +23,9 @@ has made every buffer and view the recording needs) and replayed from
 the third. At most MAX_GRAPHS graphs are kept; a loop whose addresses
 never repeat stops being looked at after GIVE_UP sampled steps without a
 replay, one that keeps needing new recordings (more than CHURN, and fewer
-than four replays each) stops too, and a failed recording or replay turns
-step graphs off for good: the eager path gives the same numbers.
+than four replays each) stops too, as does one whose graphs would hold
+more than MAX_BYTES of device memory, and a failed recording or replay
+turns step graphs off for good: the eager path gives the same numbers.
 
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
@@ -42,6 +43,11 @@ ENABLED = _cuda.ENABLED and os.environ.get("DNNFAULT_STEP_GRAPHS", "1") != "0"
 MAX_GRAPHS = 8
 GIVE_UP = 32
 MAX_SEEN = 64
+# Device memory the graphs' own pools may hold in all: a graph keeps the
+# intermediate tensors of its recording (a 2 MiB segment for a small
+# model; copies of non-contiguous outputs for a big one), where the eager
+# path hands them back to the caching allocator at once.
+MAX_BYTES = 64 << 20
 CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs off
 
 log = logging.getLogger("dnnfault")
@@ -57,7 +63,8 @@ class StepGraphs:
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        self.graphs = {}  # key: (graph, result vector, layout, buffers it uses)
+        self.graphs = {}  # key: (graph, result vector, layout, buffers it uses, its bytes)
+        self.bytes = 0  # device memory the graphs' pools took
         self.seen = {}  # key of an eager step whose results lay on one GPU: that device
         self.generation = None  # the Stats scratch generation the graphs were made in
         self.looked = 0  # keys computed
@@ -84,8 +91,7 @@ class StepGraphs:
         if st._generation != self.generation:
             # Buffers the graphs read were replaced: none can be replayed
             # again, and each holds its buffers (see _record).
-            self.graphs.clear()
-            self.seen.clear()
+            self.forget()
             self.generation = st._generation
         parts = [st._generation, keep, st.prev is not None, mode]
         for l in st.layers:
@@ -118,7 +124,7 @@ class StepGraphs:
         st.compute with the step's arguments."""
         got = self.graphs.get(key)
         if got is not None:
-            graph, vec, layout, _ = got
+            graph, vec, layout = got[:3]
             try:
                 _cuda._on_device(vec.device, graph.replay)
             except Exception as e:  # a launch that fails ran nothing
@@ -145,6 +151,7 @@ class StepGraphs:
             values, layout = compute()
             box.append((torch.cat(values), layout))
 
+        reserved = torch.cuda.memory_reserved(device)
         _cuda.RECORDING.active = True
         try:
             graph = _cuda.capture(body, device)
@@ -153,15 +160,21 @@ class StepGraphs:
             graph, why = None, "recording failed: %s" % e
         finally:
             _cuda.RECORDING.active = False
-        if graph is not None and box and box[0][0].device == device:
+        # What the recording's own pool took (checked before anything runs:
+        # a replay writes the snapshot, which the eager path then reads).
+        size = torch.cuda.memory_reserved(device) - reserved
+        if graph is not None and not (box and box[0][0].device == device):
+            graph, why = None, "results on another device"
+        elif graph is not None and self.bytes + size > MAX_BYTES:
+            graph, why = None, "the graphs would hold %d MiB of device memory" % (
+                (self.bytes + size) >> 20)
+        if graph is not None:
             try:
                 # Recording ran nothing: this step's numbers come from the
                 # first replay.
                 _cuda._on_device(device, graph.replay)
-            except Exception as e:
+            except Exception as e:  # a launch that fails ran nothing
                 graph, why = None, "replay failed: %s" % e
-        elif graph is not None:
-            graph, why = None, "results on another device"
         if graph is None:
             log.debug("dnnfault: whole steps run eagerly from now on (%s)", why)
             # Eagerly from now on, from the state before the recording;
@@ -182,8 +195,9 @@ class StepGraphs:
         # eager deferred path): finish() needs none of the step's tensors.
         layout = layout[:-1] + (None,)
         if len(self.graphs) >= MAX_GRAPHS:
-            del self.graphs[next(iter(self.graphs))]  # the oldest
-        self.graphs[key] = (graph, vec, layout, held)
+            self.bytes -= self.graphs.pop(next(iter(self.graphs)))[4]  # the oldest
+        self.graphs[key] = (graph, vec, layout, held, size)
+        self.bytes += size
         self.seen.pop(key, None)
         self.recorded += 1
         self.replays += 1
@@ -191,5 +205,9 @@ class StepGraphs:
 
     def off(self):
         self.on = False
+        self.forget()
+
+    def forget(self):
         self.graphs.clear()
         self.seen.clear()
+        self.bytes = 0
