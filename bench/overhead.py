@@ -19,10 +19,10 @@ path's reductions only queued, hooks and statistics (no client), the whole
 monitor, each against the plain loop. --profile prints the CPU time of
 mon.step() against the training step's under torch.profiler, every step
 sampled. --step-graphs (a GPU) compares every-step sampling with whole
-steps replayed as one CUDA graph against without. The last columns are the minor page faults per step (medians),
-plain / watched: hundreds per step mean glibc gave freed memory back to
-the kernel and the loop faulted it in again; --malloc fixed keeps it
-(fix_malloc).
+steps replayed as one CUDA graph against without. The last columns are
+the minor page faults per step (medians), plain / watched: hundreds per
+step mean glibc gave freed memory back to the kernel and the loop faulted
+it in again; --malloc fixed keeps it (fix_malloc).
 """
 
 import argparse
@@ -271,13 +271,14 @@ def compare_step_graphs(args, x, y, address):
                 mon.close(timeout=10)
             return (lambda loss, out, yb, xb: mon.step(loss, output=out, target=yb, inputs=xb),
                     close)
+        was = _step_graph.ENABLED
         for r in range(args.repeats):
             seed = 100 + r
             for kind in order[r % 3:] + order[:r % 3]:
                 _step_graph.ENABLED = kind == "on"
                 times[kind].append(train_timed(make, steps, x, y, args.batch, seed,
                                                None if kind == "plain" else watch)[0])
-        _step_graph.ENABLED = True
+        _step_graph.ENABLED = was
         print("%-9s %10.3f %9.3fx %9.3fx   replayed/recorded/looked per run: %s" % (
             name, statistics.median(times["plain"]) * 1e3,
             *(statistics.median([t / b for t, b in zip(times[k], times["plain"])])
