@@ -44,9 +44,9 @@ MAX_GRAPHS = 8
 GIVE_UP = 32
 MAX_SEEN = 64
 # Device memory the graphs' own pools may hold in all: a graph keeps the
-# intermediate tensors of its recording (a 2 MiB segment for a small
-# model; copies of non-contiguous outputs for a big one), where the eager
-# path hands them back to the caching allocator at once.
+# intermediate tensors of its recording (little for a small model; copies
+# of non-contiguous outputs for a big one), where the eager path hands
+# them back to the caching allocator at once.
 MAX_BYTES = 64 << 20
 CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs off
 
