@@ -1,15 +1,16 @@
 """Whole sampled steps replayed as one CUDA graph.
 
 On a GPU a sampled step of a small model costs CPU, not device time:
-_stats.Stats.compute is a few hundred microseconds of Python and a dozen
-launches (the copies into the scratch, one replay per group, the accuracy
-and input statistics, the final cat), against a training step of 1-2 ms
-(docs/benchmarks.md, "On a GPU"). A CUDA graph reads and writes fixed
-addresses, and in a steady training loop the tensors a sampled step reads
-come back at the same addresses: the caching allocator hands a freed
-block of the same size to the same request, step after step (often two
-sets in turn, where the loop still holds the last step's output while the
-next one is made). So the whole of compute(), with the cat of its results,
+_stats.Stats.compute is a few hundred microseconds of Python and 33-51
+torch calls for the models of bench/overhead.py (the copies into the
+scratch, one replay per group, the accuracy and input statistics, the
+final cat), against a training step of 1-2 ms (docs/benchmarks.md, "On a
+GPU"). A CUDA graph reads and writes fixed addresses, and in a steady
+training loop the tensors a sampled step reads come back at the same
+addresses: the caching allocator hands a freed block of the same size to
+the same request, step after step, the addresses cycling through a few
+sets (four in an MLP loop on an H200: the loop still holds the last
+step's output, loss and batch while the next ones are made). So the whole of compute(), with the cat of its results,
 is recorded once per such set of addresses and replayed with one launch.
 
 The key of a step is where and how every tensor it reads lies (data
