@@ -9,8 +9,7 @@ GPU"). A CUDA graph reads and writes fixed addresses, and in a steady
 training loop the tensors a sampled step reads come back at the same
 addresses: the caching allocator hands a freed block of the same size to
 the same request, step after step, the addresses cycling through a few
-sets (four in an MLP loop on an H200: the loop still holds the last
-step's output, loss and batch while the next ones are made). So the whole of compute(), with the cat of its results,
+sets (four in an MLP loop on an H200, bench/step_graphs.py). So the whole of compute(), with the cat of its results,
 is recorded once per such set of addresses and replayed with one launch.
 
 The key of a step is where and how every tensor it reads lies (data
