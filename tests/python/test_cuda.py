@@ -389,9 +389,10 @@ def test_cuda_whole_steps_in_a_real_loop(daemon):
             out, loss = _train_step(model, opt, lf, xb, yb)
             norms[t] = torch.cat([p.detach().reshape(-1) for p in model[0].parameters()]).norm()
             mon.step(loss, output=out, target=yb, inputs=xb)
-        sg = mon._stats.torch._steps
-        replays, recorded, on = sg.replays, sg.recorded, sg.on
-    assert mon.stats()["errors"] == 0
+        on = mon._stats.torch._steps.on
+    stats = mon.stats()  # after close, as a user reads them
+    replays, recorded = stats["graph_replays"], stats["graph_recordings"]
+    assert stats["errors"] == 0
     assert recorded <= _step_graph.CHURN + 1, recorded
     assert replays >= steps // 2 or not on, (replays, recorded, on)
     rows = daemon.export("cuda-steps")

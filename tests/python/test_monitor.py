@@ -37,6 +37,7 @@ def test_values_match_torch(daemon):
         mon.epoch(train_loss=0.5, val_loss=0.6, val_metric=0.9)
     sampled = len(range(0, steps, every))
     assert mon.stats()["acked"] == mon.stats()["queued"]
+    assert (mon.stats()["graph_replays"], mon.stats()["graph_recordings"]) == (0, 0)  # no GPU path
 
     st = daemon.status("values")
     assert st["steps_stored"] == sampled

@@ -55,6 +55,7 @@ class Monitor:
         self._epoch = 0
         self._last_epoch = {}
         self._final_stats = None
+        self._final_graphs = (0, 0)
         self.address = address
         self.every = DEFAULT_EVERY
         self.run_id = None
@@ -358,9 +359,18 @@ class Monitor:
                 out["last_error"] = cs.last_error.decode("utf-8", "replace")
             except Exception as e:
                 self._error("stats", e)
+        replays, recordings = self._graph_counts()
         out.update(enabled=self._lib is not None, steps=self._step, sampled=self._sampled,
-                   errors=self._errors)
+                   errors=self._errors, graph_replays=replays, graph_recordings=recordings)
         return out
+
+    def _graph_counts(self):
+        """(sampled steps replayed as one CUDA graph, graphs recorded):
+        _step_graph's counters, 0 where no GPU path ran."""
+        steps = getattr(getattr(getattr(self, "_stats", None), "torch", None), "_steps", None)
+        if steps is None:
+            return self._final_graphs
+        return steps.replays, steps.recorded
 
     def flush(self, timeout=CLOSE_TIMEOUT):
         """Waits (at most timeout seconds) until the daemon acknowledged
@@ -409,6 +419,7 @@ class Monitor:
             self._lib.client_close(self._client, 0)
             self._client = None
             self._final_stats = final
+            self._final_graphs = self._graph_counts()
             self._layers = []
             self._stats = None
 
