@@ -5,7 +5,8 @@ of the step's key moved since the step before (indices into the key:
 0-3 state, then per layer each parameter and its gradient, then the
 layer's output; then loss, output, target, input) and what happened
 (eager, recorded, replayed); then the replayed / recorded / computed key
-counts and mon.step()'s time per outcome over 400 steps, per model.
+counts and mon.step()'s time per outcome over the 405 steps of
+bench/overhead.py's loop (5 warm-up steps included), per model.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \\
         python3 bench/step_graphs.py        # needs a CUDA device
@@ -22,7 +23,6 @@ import time
 
 import torch
 from sklearn.datasets import load_digits
-from torch import nn
 
 import dnnfault
 from dnnfault import _step_graph
@@ -39,7 +39,8 @@ def main():
         sys.exit("step graphs need a CUDA device")
     logging.basicConfig(level=logging.DEBUG, format="%(message)s")  # why graphs stop
     d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32).cuda()
+    x = torch.tensor(d.data, dtype=torch.float32)
+    x = ((x - x.mean(0)) / (x.std(0) + 1e-6)).cuda()  # as bench/overhead.py feeds it
     y = torch.tensor(d.target).cuda()
     keys, outcome = [], ["none"]
     graphs = _step_graph.StepGraphs
@@ -66,32 +67,30 @@ def main():
     for name in overhead.MODELS:
         print("==", name)
         keys.clear()
-        torch.manual_seed(0)
-        model = overhead.MODELS[name][0]().cuda()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        lf = nn.CrossEntropyLoss()
-        idx = torch.randint(0, len(x), (STEPS, 64)).cuda()
         times = {}
-        with dnnfault.watch(model, opt, lf, every=1, address="unix:/nonexistent/dnnfaultd.sock",
-                            run="step-graphs", close_timeout=0) as mon:
-            for t in range(STEPS):
-                xb, yb = x[idx[t]], y[idx[t]]
-                opt.zero_grad()
-                out = model(xb)
-                loss = lf(out, yb)
-                loss.backward()
-                opt.step()
+        counts = []
+
+        def watch(model, opt, lf):
+            mon = dnnfault.watch(model, opt, lf, every=1, run="step-graphs", close_timeout=0,
+                                 address="unix:/nonexistent/dnnfaultd.sock")
+
+            def after_step(loss, out, yb, xb):
                 outcome[0] = "no key"  # the first sampled step, or step graphs off
                 t0 = time.perf_counter()
                 mon.step(loss, output=out, target=yb, inputs=xb)
                 times.setdefault(outcome[0], []).append(time.perf_counter() - t0)
-            sg = mon._stats.torch._steps
-            print("replayed %d, recorded %d, keys %d, still on: %s" % (
-                sg.replays, sg.recorded, sg.looked, sg.on))
+
+            def close():
+                sg = mon._stats.torch._steps
+                counts.append((sg.replays, sg.recorded, sg.looked, sg.on))
+                mon.close()
+            return after_step, close
+        # The benchmark's own loop: same data, model, optimizer and batches.
+        overhead.train_timed(overhead.MODELS[name][0], STEPS, x, y, 64, 0, watch)
+        print("replayed %d, recorded %d, keys %d, still on: %s" % counts[0])
         for k, v in times.items():
             print("  mon.step %-9s %4d steps, median %7.1f us" % (
                 k, len(v), statistics.median(v) * 1e6))
-
 
 if __name__ == "__main__":
     main()
