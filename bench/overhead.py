@@ -5,7 +5,7 @@ sampling interval and at every step.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \
         /usr/bin/python3 bench/overhead.py [--daemon build/daemon/dnnfaultd]
-        [--models mlp,cnn,wide-mlp] [--repeats 5] [--device cpu|cuda] [--stats-cost [--table]]
+        [--models mlp,cnn,wide-mlp] [--repeats 5] [--scale S | --steps N] [--device cpu|cuda] [--stats-cost [--table]]
         [--breakdown] [--profile] [--step-graphs] [--malloc default|fixed]
 
 Runs with and without monitoring alternate within each repeat (same seeds,
@@ -62,6 +62,12 @@ def wide():
 
 
 MODELS = {"mlp": (mlp, 500), "cnn": (cnn, 250), "wide-mlp": (wide, 50)}
+
+
+def steps_of(args, name):
+    """Timed steps per run of a model: --steps, else its own count (sized
+    for the CPU, where the wide MLP's step is 10x the MLP's) times --scale."""
+    return args.steps or max(10, int(MODELS[name][1] * args.scale))
 
 
 def train_timed(make, steps, x, y, batch, seed, monitor=None):
@@ -231,8 +237,7 @@ def breakdown(args, x, y, address):
     parts = ("hooks", "queue", "stats", "monitor")
     print("%-9s %10s %8s %8s %8s %8s" % ("model", "plain ms", *parts))
     for name in args.models.split(","):
-        make, steps = MODELS[name]
-        steps = max(10, int(steps * args.scale))
+        make, steps = MODELS[name][0], steps_of(args, name)
         ratios = {p: [] for p in parts}
         plain = []
         for r in range(args.repeats):
@@ -255,8 +260,7 @@ def compare_step_graphs(args, x, y, address):
     from dnnfault import _step_graph
     print("%-9s %10s %10s %10s" % ("model", "plain ms", "graphs off", "graphs on"))
     for name in args.models.split(","):
-        make, steps = MODELS[name]
-        steps = max(10, int(steps * args.scale))
+        make, steps = MODELS[name][0], steps_of(args, name)
         times = {"plain": [], "off": [], "on": []}
         order = list(times)
         counts = []  # per "on" run: sampled steps replayed, graphs recorded, keys computed
@@ -330,6 +334,9 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiplies every model's step count (fast devices need more)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="timed steps per run for every model (on a GPU, where a step costs "
+                         "about the same for the three, so that one-time costs weigh alike)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--device", default="cpu", help="cpu or cuda (data, model and statistics)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -404,8 +411,7 @@ def main():
         print("%-9s %7s %12s %12s %7s %14s" % ("model", "every", "plain ms", "watched ms", "ratio",
                                                "faults/step"))
         for name in args.models.split(","):
-            make, steps = MODELS[name]
-            steps = max(10, int(steps * args.scale))
+            make, steps = MODELS[name][0], steps_of(args, name)
             for every in (dnnfault.DEFAULT_EVERY, 1):
                 ratios, plain, watched, faults = [], [], [], {0: [], every: []}
                 for r in range(args.repeats):

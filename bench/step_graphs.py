@@ -6,15 +6,22 @@ of the step's key moved since the step before (indices into the key:
 layer's output; then loss, output, target, input) and what happened
 (eager, recorded, replayed); then the replayed / recorded / computed key
 counts and mon.step()'s time per outcome over the 405 steps of
-bench/overhead.py's loop (5 warm-up steps included), per model.
+bench/overhead.py's loop (5 warm-up steps included), per model, with the
+medians of its parts (finishing and sending the step before, the key, the
+replay or recording, queueing the copy to the host; "rest": the remainder
+of mon.step()).
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \\
-        python3 bench/step_graphs.py        # needs a CUDA device
+        python3 bench/step_graphs.py [--models mlp,cnn,wide-mlp]  # needs a CUDA device
+
+Each model's loop is the first of its process when it is the only one
+named (a user's script is such a process).
 
 No daemon: the messages stay in the client's queue (a warning at the
 end says so).
 """
 
+import argparse
 import logging
 import os
 import statistics
@@ -25,16 +32,38 @@ import torch
 from sklearn.datasets import load_digits
 
 import dnnfault
-from dnnfault import _step_graph
+from dnnfault import _cuda, _monitor, _stats, _step_graph
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import overhead  # noqa: E402  (the models of the overhead benchmark)
 
 SHOWN = 24
 STEPS = 400
+# The parts of mon.step() timed on their own: (owner, attribute, name).
+PARTS = ((_monitor.Monitor, "_deliver", "deliver"), (_stats.Stats, "finish", "finish"),
+         (_monitor.Monitor, "_send", "send"), (_step_graph.StepGraphs, "key", "key"),
+         (_step_graph.StepGraphs, "run", "run"), (_cuda.HostCopy, "start", "copy"))
+
+
+def timed_parts(spent):
+    """Wraps each of PARTS so that its time adds to spent[name]."""
+    for owner, attr, name in PARTS:
+        f = owner.__dict__[attr]
+        fn = f.__func__ if isinstance(f, staticmethod) else f
+
+        def wrapper(*a, fn=fn, name=name, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        setattr(owner, attr, staticmethod(wrapper) if isinstance(f, staticmethod) else wrapper)
 
 
 def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=",".join(overhead.MODELS))
+    args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("step graphs need a CUDA device")
     logging.basicConfig(level=logging.DEBUG, format="%(message)s")  # why graphs stop
@@ -42,6 +71,8 @@ def main():
     x = torch.tensor(d.data, dtype=torch.float32)
     x = ((x - x.mean(0)) / (x.std(0) + 1e-6)).cuda()  # as bench/overhead.py feeds it
     y = torch.tensor(d.target).cuda()
+    spent = {}
+    timed_parts(spent)  # first, so that the key's time leaves out the bookkeeping below
     keys, outcome = [], ["none"]
     graphs = _step_graph.StepGraphs
     key0, run0 = graphs.key, graphs.run
@@ -54,9 +85,9 @@ def main():
         keys.append(k)
         return k
 
-    def run(self, st, k, keep, compute):
+    def run(self, st, k, args):
         recorded = self.recorded
-        got = run0(self, st, k, keep, compute)
+        got = run0(self, st, k, args)
         outcome[0] = "eager" if got is None else (
             "recorded" if self.recorded > recorded else "replayed")
         if len(keys) <= SHOWN:
@@ -64,10 +95,11 @@ def main():
         return got
 
     graphs.key, graphs.run = key, run
-    for name in overhead.MODELS:
+    for name in args.models.split(","):
         print("==", name)
         keys.clear()
         times = {}
+        parts = {}  # outcome: {part: [seconds per step]}
         counts = []
 
         def watch(model, opt, lf):
@@ -76,9 +108,18 @@ def main():
 
             def after_step(loss, out, yb, xb):
                 outcome[0] = "no key"  # the first sampled step, or step graphs off
+                spent.clear()
                 t0 = time.perf_counter()
                 mon.step(loss, output=out, target=yb, inputs=xb)
-                times.setdefault(outcome[0], []).append(time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                times.setdefault(outcome[0], []).append(took)
+                mine = parts.setdefault(outcome[0], {})
+                # finish and send run inside deliver; "rest" holds this script's
+                # bookkeeping around key and run too (a few microseconds)
+                spent["rest"] = took - sum(spent.get(p, 0.0)
+                                           for p in ("deliver", "key", "run", "copy"))
+                for p, v in spent.items():
+                    mine.setdefault(p, []).append(v)
 
             def close():
                 sg = mon._stats.torch._steps
@@ -89,8 +130,10 @@ def main():
         overhead.train_timed(overhead.MODELS[name][0], STEPS, x, y, 64, 0, watch)
         print("replayed %d, recorded %d, keys %d, still on: %s" % counts[0])
         for k, v in times.items():
-            print("  mon.step %-9s %4d steps, median %7.1f us" % (
-                k, len(v), statistics.median(v) * 1e6))
+            print("  mon.step %-9s %4d steps, median %7.1f us: %s" % (
+                k, len(v), statistics.median(v) * 1e6, ", ".join(
+                    "%s %.1f" % (p, statistics.median(w + [0.0] * (len(v) - len(w))) * 1e6)
+                    for p, w in parts[k].items())))
 
 if __name__ == "__main__":
     main()

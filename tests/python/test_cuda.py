@@ -262,12 +262,14 @@ def test_cuda_replays_match_eager(monkeypatch):
     assert not any(results[False][1])
 
 
-def test_cuda_step_graphs_match_eager(monkeypatch):
+@pytest.mark.parametrize("stage_bytes", [1 << 20, 0])
+def test_cuda_step_graphs_match_eager(monkeypatch, stage_bytes):
     """Whole sampled steps replayed as one graph (_step_graph) give the very
     numbers of the eager deferred path, and torch's: over steps whose
     tensors keep their addresses (recorded, then replayed), a gradient that
     moves, an output of another shape, steps that do not keep the weights
-    and steps without a snapshot; more keys than graphs kept."""
+    and steps without a snapshot; more keys than graphs kept. With the
+    small tensors staged (the default) and read in place (STAGE_BYTES 0)."""
     import numpy as np
     from dnnfault import _step_graph
     from dnnfault._stats import Layer, Stats
@@ -277,6 +279,7 @@ def test_cuda_step_graphs_match_eager(monkeypatch):
     for on in (True, False):
         monkeypatch.setattr(_step_graph, "ENABLED", on)
         monkeypatch.setattr(_step_graph, "MAX_GRAPHS", 3)
+        monkeypatch.setattr(_step_graph, "STAGE_BYTES", stage_bytes)
         torch.manual_seed(3)
         mods = [m.to(DEV) for m in (nn.Linear(6, 5), nn.Linear(5, 4), nn.Conv2d(2, 3, 3),
                                     nn.Linear(4, 3))]
@@ -329,10 +332,11 @@ def test_cuda_step_graphs_match_eager(monkeypatch):
     for (a, ea), (b, eb) in zip(results[True][0], results[False][0]):
         assert np.array_equal(a, b, equal_nan=True)
         assert ea == eb
-    # Recorded (and replayed once) at 2, 7, 11 (step 9's bigger output grew
-    # the scratch, so 10 has a key of its own) and 14; replayed at 3-5, 8
-    # and 15-17: 11 in all. 6, 9, 12 and 13 start new keys.
-    assert results[True][1] >= 10, results[True][1]
+    # Read in place: recorded (and replayed once) at 2, 7, 11 (step 9's
+    # bigger output grew the scratch, so 10 has a key of its own) and 14;
+    # replayed at 3-5, 8 and 15-17: 11 in all. 6, 9, 12 and 13 start new
+    # keys. Staged, step 6's moved gradient keeps the key: 12 in all.
+    assert results[True][1] >= (12 if stage_bytes else 10), results[True][1]
     assert results[False][1] == 0
 
 
@@ -370,12 +374,10 @@ def test_cuda_step_graphs_memory_limit(monkeypatch):
 
 def test_cuda_whole_steps_in_a_real_loop(daemon):
     """A real training loop, every step sampled, with whole-step graphs
-    (_step_graph): every stored step has the values torch computes, and
-    recording stays bounded: either most sampled steps are replayed, or
-    the churn limit turned step graphs off. (In this loop, on an H200 on
-    2026-11-27, no recorded key came back: 17 recordings, then eager; in
-    bench/overhead.py's loops 90-99% of the sampled steps were replays.)"""
-    from dnnfault import _step_graph
+    (_step_graph): every stored step has the values torch computes, and all
+    but the first few sampled steps are replays of one recording. (Before
+    small tensors were staged, this loop's addresses never repeated on an
+    H200: 17 recordings in 60 steps, then eager, 2026-11-27.)"""
     torch.manual_seed(6)
     model = mlp().to(DEV)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -393,8 +395,9 @@ def test_cuda_whole_steps_in_a_real_loop(daemon):
     stats = mon.stats()  # after close, as a user reads them
     replays, recorded = stats["graph_replays"], stats["graph_recordings"]
     assert stats["errors"] == 0
-    assert recorded <= _step_graph.CHURN + 1, recorded
-    assert replays >= steps // 2 or not on, (replays, recorded, on)
+    # The first sample makes the step graphs, the second is the key's
+    # eager sighting, the third records it (and counts as a replay).
+    assert on and recorded <= 2 and replays >= steps - 4, (replays, recorded, on)
     rows = daemon.export("cuda-steps")
     assert [r["step"] for r in rows] == list(range(steps))
     for r in rows:

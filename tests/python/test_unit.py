@@ -443,13 +443,7 @@ def test_replay_states(monkeypatch):
     assert log == ["eager"] * 3
 
 
-def test_step_graph_keys():
-    """A whole step is replayed only where its key, where and how every
-    tensor it reads lies and the state compute() depends on, is that of a
-    recorded step (_step_graph; the recording itself needs a GPU:
-    test_cuda.py). Same tensors: same key; a gradient that moves, an output
-    of another shape, a snapshot dropped, another keep: another key."""
-    from dnnfault import _step_graph
+def _key_setup():
     from dnnfault._stats import Stats
     mods = [nn.Linear(4, 3), nn.Linear(3, 2)]
     layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
@@ -458,43 +452,139 @@ def test_step_graph_keys():
             p.grad = torch.zeros_like(p)
     st = Stats(layers)
     st.snapshot()
-    acts = [torch.zeros(8, 3), torch.zeros(8, 2)]
-    x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
-    loss = torch.zeros(())
-    sg = _step_graph.StepGraphs(enabled=True)
+    return mods, layers, st
 
-    def key(keep=True, out=None):
+
+def test_step_graph_keys(monkeypatch):
+    """A whole step is replayed only where its key, what the graph assumes
+    of every tensor it reads and the state compute() depends on, is that of
+    a recorded step (_step_graph; the recording itself needs a GPU:
+    test_cuda.py). Read in place (STAGE_BYTES 0): same tensors, same key; a
+    gradient that moves, an output of another shape, a snapshot dropped,
+    another keep: another key. Staged (small tensors, the default): a
+    gradient or output that moves keeps the key, one of another shape
+    does not."""
+    from dnnfault import _step_graph
+    for staged in (False, True):
+        monkeypatch.setattr(_step_graph, "STAGE_BYTES", 1 << 20 if staged else 0)
+        mods, layers, st = _key_setup()
+        acts = [torch.zeros(8, 3), torch.zeros(8, 2)]
+        x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
+        loss = torch.zeros(())
+        sg = _step_graph.StepGraphs(enabled=True)
+
+        def key(keep=True, out=None):
+            for l, a in zip(layers, acts):
+                l.act = a
+            return sg.key(st, loss, acts[1] if out is None else out, y, x, "logits", keep)
+
+        k = key()
+        assert k is not None and key() == k
+        # Staged: the 4 gradients, 2 outputs, loss, output, target, input.
+        assert len(sg.small) == (10 if staged else 0)
+        acts[1].add_(1.0)  # new values, same place
+        assert key() == k
+        assert key(keep=False) != k
+        assert (key(out=torch.zeros(8, 2)) == k) == staged
+        assert key(out=torch.zeros(9, 2)) != k
+        mods[0].weight.grad = torch.zeros_like(mods[0].weight)
+        k2 = key()
+        assert (k2 == k) == staged and key() == k2
+        acts[0] = torch.zeros(4, 3)
+        assert key() != k2
+        st.prev = None
+        assert key() != k2
+        # Graphs made before the scratch was replaced are dropped.
+        sg.graphs[k2] = sg.seen[k] = None
+        st._generation += 1
+        assert key() is not None and not sg.graphs and not sg.seen
+        mods[1].bias.grad = mods[1].bias.grad.to_sparse()
+        assert key() is None  # densified anew at every step: never replayed
+
+
+def test_step_graph_staging(monkeypatch):
+    """What a recording reads in place of the small tensors: buffers of its
+    own holding their values, which compute() turns into the very numbers
+    it gives from the tensors themselves; before a replay the buffers take
+    the new step's values (on the CPU here: the graph itself needs a GPU).
+    STAGE_TOTAL bounds what is staged; the rest is keyed by address."""
+    from dnnfault import _step_graph
+    from dnnfault._stats import Stats
+    mods, layers, st = _key_setup()
+    sg = _step_graph.StepGraphs(enabled=True)
+    gen = torch.Generator().manual_seed(4)
+
+    def step():
+        with torch.no_grad():
+            for m in mods:
+                for p in m.parameters():
+                    p.add_(0.1 * torch.randn(p.shape, generator=gen))
+                    p.grad = torch.randn(p.shape, generator=gen)
+        acts = [torch.randn(8, 3, generator=gen), torch.randn(8, 2, generator=gen)]
+        args = (torch.randn((), generator=gen), acts[1], torch.randint(0, 2, (8,), generator=gen),
+                (torch.randn(8, 4, generator=gen),), "logits", False)
+        return acts, args
+
+    def numbers(values, layout):
+        return Stats.finish(Stats.gather(values), layout)
+
+    snap = st.prev  # each compute() below reads the same snapshot
+
+    def eager(acts, args):
         for l, a in zip(layers, acts):
             l.act = a
-        return sg.key(st, loss, acts[1] if out is None else out, y, x, "logits", keep)
+        st.prev = snap
+        return numbers(*st.compute(*args))
 
-    k = key()
-    assert k is not None and key() == k
-    acts[1].add_(1.0)  # new values, same place
-    assert key() == k
-    assert key(keep=False) != k
-    assert key(out=torch.zeros(8, 2)) != k
-    mods[0].weight.grad = torch.zeros_like(mods[0].weight)
-    k2 = key()
-    assert k2 != k and key() == k2
-    acts[0] = torch.zeros(4, 3)
-    assert key() != k2
-    st.prev = None
-    assert key() != k2
-    # Graphs made before the scratch was replaced are dropped.
-    sg.graphs[k2] = sg.seen[k] = None
-    st._generation += 1
-    assert key() is not None and not sg.graphs and not sg.seen
-    mods[1].bias.grad = mods[1].bias.grad.to_sparse()
-    assert key() is None  # densified anew at every step: never replayed
+    def staged_numbers():
+        st.prev = snap
+        return numbers(*st.compute(*xs, grads=grads))
+
+    def same(a, b):
+        assert np.array_equal(a[0], b[0], equal_nan=True) and a[1] == b[1]
+
+    import numpy as np
+    acts, args = step()
+    want = eager(acts, args)
+    for l, a in zip(layers, acts):
+        l.act = a
+    k = sg.key(st, *args[:4], "logits", False)
+    xs, grads, stages = sg.staged(st, args)
+    assert len(stages) == 10 and len(grads) == 4
+    originals = {id(t) for _, t in sg.small}
+    assert not any(id(b) in originals for b in stages)
+    assert all(any(l.act is b for b in stages) for l in layers)
+    same(staged_numbers(), want)
+    # A later step of the same key: the stages take its values.
+    copies = _step_graph._copies(stages)
+    acts, args = step()
+    want = eager(acts, args)
+    for l, a in zip(layers, acts):
+        l.act = a
+    assert sg.key(st, *args[:4], "logits", False) == k
+    _step_graph._stage(copies, sg.small)
+    for (slot, _), b in zip(sg.small, stages):
+        if slot[0] == "a":
+            layers[slot[1]].act = b
+    same(staged_numbers(), want)
+    # Room for only the first gradient: the others are keyed by address.
+    monkeypatch.setattr(_step_graph, "STAGE_TOTAL", 12 * 4)
+    for l, a in zip(layers, acts):
+        l.act = a
+    k = sg.key(st, *args[:4], "logits", False)
+    assert [s for s, _ in sg.small] == [("g", 0, 0)]
+    placed = [p[0] for p in k if isinstance(p, tuple) and len(p) == 5]  # read in place
+    assert mods[0].weight.grad.data_ptr() not in placed
+    assert mods[0].bias.grad.data_ptr() in placed
 
 
-def test_step_graph_gives_up():
+def test_step_graph_gives_up(monkeypatch):
     """A loop whose addresses never repeat stops computing keys after
     GIVE_UP sampled steps without a replay, one that keeps recording new
     graphs after CHURN recordings; off() forgets every graph."""
     from dnnfault import _step_graph
     from dnnfault._stats import Stats
+    monkeypatch.setattr(_step_graph, "STAGE_BYTES", 0)  # staged, moving gradients would repeat
     m = nn.Linear(3, 2)
     layers = [Layer("0", m, list(m.named_parameters()))]
     st = Stats(layers)
@@ -517,3 +607,91 @@ def test_step_graph_gives_up():
     assert sg.key(st, None, None, None, None, None, True) is not None
     sg.replays -= 1
     assert sg.key(st, None, None, None, None, None, True) is None and not sg.on
+
+
+class _RerunGraph:
+    """Stands in for a CUDA graph on the CPU: made by running fn (as a
+    recording runs its Python; the snapshot it overwrites is put back, as
+    a recording runs no kernel), replay() runs it again on the very
+    tensors the recording read (the layers' outputs it consumed set back)
+    and writes its result where the recording's lies, as a graph reads
+    and writes fixed addresses (the real graphs: test_cuda.py)."""
+
+    def __init__(self, fn):
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__))
+        self.st = st = cells["st"].cell_contents
+        self.acts = [l.act for l in st.layers]
+        before = [b.clone() for b in st._prev_bufs or []]
+        fn()
+        for b, old in zip(st._prev_bufs or [], before):
+            b.copy_(old)
+        self.fn = fn
+        self.box = cells["box"].cell_contents
+
+    def replay(self):
+        for l, a in zip(self.st.layers, self.acts):
+            l.act = a
+        self.fn()
+        vec = self.box.pop()[0]
+        self.box[0][0].copy_(vec)
+
+
+def test_step_graph_bookkeeping(monkeypatch):
+    """_step_graph's bookkeeping over a loop whose small tensors move at
+    every step (a new gradient, output, loss and batch each time): one
+    recording at the second sighting, replays from then on, each with the
+    numbers compute() gives for that step's own tensors (the staged copies
+    refreshed before each replay), and the monitor's state (outputs
+    consumed, snapshot kept or not) as compute() leaves it. The recording is
+    stood in for by _RerunGraph on the CPU."""
+    import numpy as np
+    from dnnfault import _cuda, _step_graph
+    from dnnfault._stats import Stats
+    monkeypatch.setattr(_cuda, "capture", lambda fn, device: _RerunGraph(fn))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    mods = [model[0], model[2]]
+    layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    twin = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+    st, ref = Stats(layers), Stats(twin)  # graphs / eager, on the same model
+    sg = _step_graph.StepGraphs(enabled=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    outcomes = []
+    for t in range(10):
+        keep = t not in (5, 7)  # 6 and 8 then have no snapshot: keys of their own
+        x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+        opt.zero_grad(set_to_none=True)
+        h = model[0](x)
+        out = model[2](model[1](h))
+        loss = nn.functional.cross_entropy(out, y)
+        loss.backward()
+        for ls in (layers, twin):
+            ls[0].act, ls[1].act = h.detach(), out.detach()
+        args = (loss, out, y, x, "logits", keep)
+        values, layout = ref.compute(*args)
+        want = Stats.finish(Stats.gather(values), layout)
+        k = sg.key(st, *args[:4], "logits", keep)
+        replays = sg.replays
+        got = sg.run(st, k, args)
+        if got is None:
+            values, layout = st.compute(*args)
+            sg.saw(k, torch.device("cpu"))
+            outcomes.append("eager")
+            numbers = Stats.finish(Stats.gather(values), layout)
+        else:
+            vec, layout = got
+            outcomes.append("replayed" if sg.replays > replays and k in sg.graphs else "?")
+            numbers = Stats.finish(vec.double().numpy(), layout)
+        assert all(l.act is None for l in layers)
+        assert (st.prev is not None) == keep
+        assert np.array_equal(numbers[0], want[0], equal_nan=True), t
+        assert numbers[1] == pytest.approx(want[1], rel=1e-6)
+        opt.step()
+    # Step 0 has no snapshot and makes the snapshot's buffers (a generation
+    # of its own); 1 is the first sighting of the steady key, recorded at 2
+    # (counted as a replay) and replayed at 3, 4 and 9; 5 and 6 are first
+    # sightings of the keys without keeping and without a snapshot,
+    # recorded at 7 and 8.
+    assert sg.on and sg.recorded == 3, outcomes
+    assert outcomes == ["eager"] * 2 + ["replayed"] * 3 + ["eager"] * 2 + ["replayed"] * 3, outcomes

@@ -290,11 +290,13 @@ class Stats:
         return z[:n]
 
     @torch.no_grad()
-    def compute(self, loss, output, target, inputs, accuracy_mode, keep_weights):
+    def compute(self, loss, output, target, inputs, accuracy_mode, keep_weights, grads=None):
         """Queues every reduction of the step on the devices and returns
         (values, layout) for finish(); no host sync happens here.
         keep_weights: keep this step's flat weights as the next snapshot
-        (the next step is sampled too)."""
+        (the next step is sampled too). grads: {(layer index, parameter
+        index): tensor} read in place of those parameters' .grad (a
+        recording's copies, _step_graph)."""
         self._check_plan()
         layers = self.layers
         vals = []  # 1-d tensors, concatenated by gather()
@@ -327,7 +329,7 @@ class Stats:
                 ps = layers[i].params
                 pad = 0
                 for k, a, b in pieces:
-                    gr = ps[k].grad
+                    gr = ps[k].grad if grads is None else grads.get((i, k), ps[k].grad)
                     if gr is None:
                         gs.append(b - a)
                         pad += b - a
@@ -432,8 +434,7 @@ class Stats:
         if steps is not None:
             key = steps.key(self, loss, output, target, inputs, accuracy_mode, keep_weights)
             got = None if key is None else steps.run(
-                self, key, keep_weights,
-                lambda: self.compute(loss, output, target, inputs, accuracy_mode, keep_weights))
+                self, key, (loss, output, target, inputs, accuracy_mode, keep_weights))
             if got is not None:  # the whole step replayed as one graph
                 vec, layout = got
                 return self._copy.start(vec, lambda raw: Stats.finish(raw, layout))

@@ -5,27 +5,37 @@ _stats.Stats.compute is a few hundred microseconds of Python and 33-51
 torch calls for the models of bench/overhead.py (the copies into the
 scratch, one replay per group, the accuracy and input statistics, the
 final cat), against a training step of 1-2 ms (docs/benchmarks.md, "On a
-GPU"). A CUDA graph reads and writes fixed addresses, and in a steady
-training loop the tensors a sampled step reads come back at the same
-addresses: the caching allocator hands a freed block of the same size to
-the same request, step after step, the addresses cycling through a few
-sets (four in an MLP loop on an H200, bench/step_graphs.py). So the whole of compute(), with the cat of its results,
-is recorded once per such set of addresses and replayed with one launch.
+GPU"). So the whole of compute(), with the cat of its results, is recorded
+once and replayed with one launch.
 
-The key of a step is where and how every tensor it reads lies (data
-pointer, shape, strides, dtype, device: weights, gradients, recorded
-outputs, loss, output, target, input) and the state compute() depends on
-(the snapshot's presence, whether this step keeps the weights, the
-scratch's generation, the accuracy mode). Equal keys mean the graph reads
-this step's very tensors, so its numbers are those compute() would give.
-A key is recorded the second time it is seen (the first, eager, sighting
-has made every buffer and view the recording needs) and replayed from
-the third. At most MAX_GRAPHS graphs are kept; a loop whose addresses
-never repeat stops being looked at after GIVE_UP sampled steps without a
-replay, one that keeps needing new recordings (more than CHURN, and fewer
-than four replays each) stops too, as does one whose graphs would hold
-more than MAX_BYTES of device memory, and a failed recording or replay
-turns step graphs off for good: the eager path gives the same numbers.
+A CUDA graph reads fixed addresses. The parameters stay where they are,
+and so, in the loops measured, did big transient tensors (the wide MLP's
+4 MiB weight gradients), but the small ones, which the caching allocator
+serves from its pool of small blocks, did not: every bias gradient,
+output, loss, target and input moved from step to step, cycling through
+more address sets than graphs are kept (bench/step_graphs.py on an H200,
+2026-11-27: the wide MLP recorded 17 graphs in 57 sampled steps and gave
+up). So a transient tensor (gradient, recorded output, loss, output,
+target, input) of at most STAGE_BYTES is copied into a buffer of the
+graph's own before each replay (one _foreach_copy_ per dtype), up to
+STAGE_TOTAL bytes a step; the graph reads that buffer. The others are
+read where they lie.
+
+The key of a step is what the graph assumes: where and how every tensor
+read in place lies (data pointer, shape, strides, dtype, device), the
+shape, dtype and device of every staged one, and the state compute()
+depends on (the snapshot's presence, whether this step keeps the
+weights, the scratch's generation, the accuracy mode). Equal keys mean
+the graph reads this step's very values, so its numbers are those
+compute() would give. A key is recorded the second time it is seen (the
+first, eager, sighting has made every buffer and view the recording
+needs) and replayed from the third. At most MAX_GRAPHS graphs are kept;
+a loop whose keys never repeat stops being looked at after GIVE_UP
+sampled steps without a replay, one that keeps needing new recordings
+(more than CHURN, and fewer than four replays each) stops too, as does
+one whose graphs would hold more than MAX_BYTES of device memory, and a
+failed recording or replay turns step graphs off for good: the eager
+path gives the same numbers.
 
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
@@ -49,6 +59,12 @@ MAX_SEEN = 64
 # them back to the caching allocator at once.
 MAX_BYTES = 64 << 20
 CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs off
+# Transient tensors of at most STAGE_BYTES (the caching allocator's small
+# blocks go up to 1 MiB) are copied into the graph's own buffers, at most
+# STAGE_TOTAL bytes a step (counted in MAX_BYTES); the rest is read in place.
+STAGE_BYTES = 1 << 20
+STAGE_TOTAL = 16 << 20
+_foreach_copy = getattr(torch, "_foreach_copy_", None)  # torch >= 2.1
 
 log = logging.getLogger("dnnfault")
 
@@ -63,13 +79,15 @@ class StepGraphs:
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        self.graphs = {}  # key: (graph, result vector, layout, buffers it uses, its bytes)
+        # key: (graph, result vector, layout, buffers it writes, its bytes, its stages)
+        self.graphs = {}
         self.bytes = 0  # device memory the graphs' pools took
         self.seen = {}  # key of an eager step whose results lay on one GPU: that device
         self.generation = None  # the Stats scratch generation the graphs were made in
         self.looked = 0  # keys computed
         self.replays = 0  # steps replayed, recorded ones included
         self.recorded = 0
+        self.small = []  # of the last key(): (slot, tensor) of each staged tensor
 
     def key(self, st, loss, output, target, inputs, mode, keep):
         """The step's key, or None where it cannot be replayed."""
@@ -94,8 +112,10 @@ class StepGraphs:
             self.forget()
             self.generation = st._generation
         parts = [st._generation, keep, st.prev is not None, mode]
-        for l in st.layers:
-            for p in l.params:
+        small = self.small = []  # (slot, tensor) staged, for run()
+        room = [STAGE_TOTAL]
+        for i, l in enumerate(st.layers):
+            for k, p in enumerate(l.params):
                 parts.append(_where(p))
                 g = p.grad
                 if g is None:
@@ -103,11 +123,11 @@ class StepGraphs:
                 elif g.is_sparse:  # made dense anew at every step
                     return None
                 else:
-                    parts.append(_where(g))
+                    parts.append(_part(("g", i, k), g, small, room))
             a = l.act
-            parts.append(None if a is None else _where(a))
-        for t in (loss, output, target, first_tensor(inputs)):
-            parts.append(_where(t) if isinstance(t, torch.Tensor) else None)
+            parts.append(None if a is None else _part(("a", i), a, small, room))
+        for j, t in enumerate((loss, output, target, first_tensor(inputs))):
+            parts.append(_part(("x", j), t, small, room) if isinstance(t, torch.Tensor) else None)
         return tuple(parts)
 
     def saw(self, key, device):
@@ -118,15 +138,20 @@ class StepGraphs:
             self.seen.clear()
         self.seen[key] = device
 
-    def run(self, st, key, keep, compute):
-        """(result vector, layout) of the step, replayed or recorded and
-        replayed; None where it must run eagerly. compute() is
-        st.compute with the step's arguments."""
+    def run(self, st, key, args):
+        """(result vector, layout) of the step whose key() was key, replayed
+        or recorded and replayed; None where it must run eagerly. args:
+        st.compute's arguments."""
         got = self.graphs.get(key)
         if got is not None:
-            graph, vec, layout = got[:3]
+            graph, vec, layout, stages = got[0], got[1], got[2], got[5]
+            small = self.small
+
+            def replay():
+                _stage(stages, small)
+                graph.replay()
             try:
-                _cuda._on_device(vec.device, graph.replay)
+                _cuda._on_device(vec.device, replay)
             except Exception as e:  # a launch that fails ran nothing
                 log.debug("dnnfault: whole steps run eagerly from now on (replay failed: %s)", e)
                 self.off()
@@ -134,35 +159,60 @@ class StepGraphs:
             # What compute() would have done to the monitor's state.
             for l in st.layers:
                 l.act = None
-            st.prev = st._prev_buffers() if keep else None
+            st.prev = st._prev_buffers() if args[5] else None
             self.replays += 1
             return vec, layout
         device = self.seen.get(key)
         if device is None:
             return None
-        return self._record(st, key, device, compute)
+        return self._record(st, key, device, args)
 
-    def _record(self, st, key, device, compute):
+    def staged(self, st, args):
+        """compute()'s arguments for a recording: every tensor of key()'s
+        small list replaced by a buffer of the graph's own, filled with its
+        values (recorded outputs are set on their layers). Returns (args,
+        grads, stages)."""
+        small = self.small
+        stages = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for _, t in small]
+        _stage(stages, small)
+        xs = list(args)
+        grads = {}
+        for (slot, _), b in zip(small, stages):
+            if slot[0] == "g":
+                grads[slot[1], slot[2]] = b
+            elif slot[0] == "a":
+                st.layers[slot[1]].act = b
+            else:
+                xs[slot[1]] = b
+        return xs, grads, stages
+
+    def _record(self, st, key, device, args):
         acts = [l.act for l in st.layers]
         prev = st.prev
         box = []
+        stages = []
 
         def body():
-            values, layout = compute()
+            values, layout = st.compute(*xs, grads=grads)
             box.append((torch.cat(values), layout))
 
-        reserved = torch.cuda.memory_reserved(device)
-        _cuda.RECORDING.active = True
+        graph = None
         try:
-            graph = _cuda.capture(body, device)
+            xs, grads, stages = self.staged(st, args)  # run now, outside the graph
+            reserved = torch.cuda.memory_reserved(device)
+            _cuda.RECORDING.active = True
+            try:
+                graph = _cuda.capture(body, device)
+            finally:
+                _cuda.RECORDING.active = False
             why = "torch cannot record here: before 2.1, or inside a recording"
         except Exception as e:
-            graph, why = None, "recording failed: %s" % e
-        finally:
-            _cuda.RECORDING.active = False
-        # What the recording's own pool took (checked before anything runs:
-        # a replay writes the snapshot, which the eager path then reads).
-        size = torch.cuda.memory_reserved(device) - reserved
+            why = "recording failed: %s" % e
+        # What the stages and the recording's own pool took (checked before
+        # anything runs: a replay writes the snapshot, which the eager path
+        # then reads).
+        size = 0 if graph is None else torch.cuda.memory_reserved(device) - reserved + sum(
+            b.numel() * b.element_size() for b in stages)
         if graph is not None and not (box and box[0][0].device == device):
             graph, why = None, "results on another device"
         elif graph is not None and self.bytes + size > MAX_BYTES:
@@ -196,7 +246,7 @@ class StepGraphs:
         layout = layout[:-1] + (None,)
         if len(self.graphs) >= MAX_GRAPHS:
             self.bytes -= self.graphs.pop(next(iter(self.graphs)))[4]  # the oldest
-        self.graphs[key] = (graph, vec, layout, held, size)
+        self.graphs[key] = (graph, vec, layout, held, size, _copies(stages))
         self.bytes += size
         self.seen.pop(key, None)
         self.recorded += 1
@@ -211,3 +261,42 @@ class StepGraphs:
         self.graphs.clear()
         self.seen.clear()
         self.bytes = 0
+
+
+def _part(slot, t, small, room):
+    """The key's part for a transient tensor: staged (appended to small,
+    room[0] the bytes still allowed) or read where it lies."""
+    n = t.numel() * t.element_size()
+    if n <= STAGE_BYTES and n <= room[0] and t.layout == torch.strided:
+        room[0] -= n
+        small.append((slot, t))
+        return (t.shape, t.dtype, t.device)
+    return _where(t)
+
+
+def _copies(stages):
+    """The stages grouped for _stage: (their buffers, their indices in the
+    key's small list) per dtype, one _foreach_copy_ each."""
+    by = {}
+    for j, b in enumerate(stages):
+        got = by.setdefault(b.dtype, ([], []))
+        got[0].append(b)
+        got[1].append(j)
+    return list(by.values())
+
+
+@torch.no_grad()
+def _stage(stages, small):
+    """Copies the small tensors into their stages: stages is a list of
+    buffers in small's order, or what _copies made of one."""
+    if not stages:
+        return
+    if isinstance(stages[0], torch.Tensor):
+        stages = _copies(stages)
+    for bufs, idx in stages:
+        src = [small[j][1] for j in idx]
+        if _foreach_copy is not None:
+            _foreach_copy(bufs, src)
+        else:
+            for b, t in zip(bufs, src):
+                b.copy_(t)
