@@ -33,11 +33,14 @@ part() { # name, command...: runs one part, logs it, remembers a failure
 nvidia-smi -L || true
 "$py" -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__,
   "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+# Quickest and most telling first: a session's device time may run out.
 part cuda-tests "$py" -m pytest -q -p no:cacheprovider -rs tests/python/test_cuda.py
+for m in mlp cnn wide-mlp; do  # each the first loop of its process, as in a user's script
+    part "step-graph-keys-$m" "$py" bench/step_graphs.py --models "$m"
+done
+part step-graphs-cuda "$py" bench/overhead.py --device cuda --step-graphs --repeats 3 --steps 1000
 part bench-cuda "$py" bench/overhead.py --device cuda --repeats 5 --scale 4
-part stats-cost-cuda "$py" bench/overhead.py --device cuda --stats-cost
 part breakdown-cuda "$py" bench/overhead.py --device cuda --breakdown --repeats 3 --scale 2
-part step-graphs-cuda "$py" bench/overhead.py --device cuda --step-graphs --repeats 5 --scale 2
-part step-graph-keys "$py" bench/step_graphs.py
+part stats-cost-cuda "$py" bench/overhead.py --device cuda --stats-cost
 part python-suite "$py" -m pytest -q -p no:cacheprovider -rs tests/python
 exit $rc
