@@ -9,7 +9,10 @@ counts and mon.step()'s time per outcome over the 405 steps of
 bench/overhead.py's loop (5 warm-up steps included), per model, with the
 medians of its parts (finishing and sending the step before, the key, the
 replay or recording, queueing the copy to the host; "rest": the remainder
-of mon.step()).
+of mon.step()). Last, per model, where the watched loop's extra time per
+step goes: the watched step against a plain run of the same loop right
+after it, less mon.step()'s mean, with the garbage collections of each
+loop and their time.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \\
         python3 bench/step_graphs.py [--models mlp,cnn,wide-mlp]  # needs a CUDA device
@@ -22,6 +25,7 @@ end says so).
 """
 
 import argparse
+import gc
 import logging
 import os
 import statistics
@@ -60,6 +64,34 @@ def timed_parts(spent):
         setattr(owner, attr, staticmethod(wrapper) if isinstance(f, staticmethod) else wrapper)
 
 
+class Collections:
+    """Python's garbage collections while on: (count, seconds) per generation."""
+
+    def __init__(self):
+        self.on = False
+        self.got = {}
+        self.t0 = 0.0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase, info):
+        if not self.on:
+            return
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            n, t = self.got.get(info["generation"], (0, 0.0))
+            self.got[info["generation"]] = (n + 1, t + time.perf_counter() - self.t0)
+
+    def timed(self, f, *args):
+        """f(*args) with its collections counted afresh: (its result, counts)."""
+        self.got = {}
+        self.on = True
+        try:
+            return f(*args), dict(self.got)
+        finally:
+            self.on = False
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(overhead.MODELS))
@@ -95,11 +127,13 @@ def main():
         return got
 
     graphs.key, graphs.run = key, run
+    collections = Collections()
     for name in args.models.split(","):
         print("==", name)
         keys.clear()
         times = {}
         parts = {}  # outcome: {part: [seconds per step]}
+        order = []  # mon.step()'s times, step by step
         counts = []
 
         def watch(model, opt, lf):
@@ -112,6 +146,7 @@ def main():
                 t0 = time.perf_counter()
                 mon.step(loss, output=out, target=yb, inputs=xb)
                 took = time.perf_counter() - t0
+                order.append(took)
                 times.setdefault(outcome[0], []).append(took)
                 mine = parts.setdefault(outcome[0], {})
                 # finish and send run inside deliver; "rest" holds this script's
@@ -127,13 +162,26 @@ def main():
                 mon.close()
             return after_step, close
         # The benchmark's own loop: same data, model, optimizer and batches.
-        overhead.train_timed(overhead.MODELS[name][0], STEPS, x, y, 64, 0, watch)
+        make = overhead.MODELS[name][0]
+        (watched, faults), gcs = collections.timed(overhead.train_timed, make, STEPS, x, y, 64,
+                                                   0, watch)
+        (plain, plain_faults), plain_gcs = collections.timed(overhead.train_timed, make, STEPS,
+                                                             x, y, 64, 0)
         print("replayed %d, recorded %d, keys %d, still on: %s" % counts[0])
         for k, v in times.items():
             print("  mon.step %-9s %4d steps, median %7.1f us: %s" % (
                 k, len(v), statistics.median(v) * 1e6, ", ".join(
                     "%s %.1f" % (p, statistics.median(w + [0.0] * (len(v) - len(w))) * 1e6)
                     for p, w in parts[k].items())))
+        mean = statistics.mean(order[-STEPS:])  # the timed steps (train_timed's warm-up left out)
+        print("  step %.1f us watched, %.1f us plain: mon.step() %.1f us (mean), elsewhere "
+              "%.1f us; minor page faults per step %.0f / %.0f" % (
+                  watched * 1e6, plain * 1e6, mean * 1e6, (watched - plain - mean) * 1e6,
+                  faults, plain_faults))
+        for what, got in (("watched", gcs), ("plain", plain_gcs)):
+            print("  garbage collections, %s loop: %s" % (what, ", ".join(
+                "gen %d: %d in %.1f ms" % (g, n, t * 1e3) for g, (n, t) in sorted(got.items()))
+                or "none"))
 
 if __name__ == "__main__":
     main()
