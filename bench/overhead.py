@@ -13,7 +13,8 @@ same batches); the ratio printed is the median over repeats of
 (monitored time / plain time). It starts its own dnnfaultd on a temporary
 socket. --stats-cost instead times the statistics of one sampled step alone
 (microseconds, with the number of groups of layers and of torch calls it
-makes; no daemon, no training loop). --breakdown splits the every-step
+makes, and finishing the torch path's numbers in Python and in C; no
+daemon, no training loop). --breakdown splits the every-step
 cost inside the training loop: forward hooks alone, hooks and the torch
 path's reductions only queued, hooks and statistics (no client), the whole
 monitor, each against the plain loop. --profile prints the CPU time of
@@ -219,7 +220,18 @@ def stats_cost(make, x, y, batch, repeats, table=False):
     if table:  # where the time goes, per torch operator
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     path = "C" if st.current() is st.host else "torch"
-    return us, queue_us, path, len(st.torch.groups), calls
+    # Finishing the torch path's numbers (a replayed whole step's, on a
+    # GPU): Stats.finish in Python against dnnfault_finish.
+    for l, a in zip(layers, acts):
+        l.act = a
+    values, layout = st.torch.compute(loss, out, yb, xb, "logits", True)
+    layout = layout[:-1] + (None,)
+    raw = st.torch.gather(values) if x.device.type == "cpu" else torch.cat(values).cpu().numpy()
+    from dnnfault._stats import Stats
+    fin = st.torch.finisher(layout)
+    finish = [min(_timed(lambda: Stats.finish(raw, layout), 2000) for _ in range(repeats)) * 1e6,
+              min(_timed(lambda: fin(raw), 2000) for _ in range(repeats)) * 1e6]
+    return us, queue_us, path, len(st.torch.groups), calls, finish
 
 
 def _timed(f, n):
@@ -375,10 +387,11 @@ def main():
               "(best of %d)" % (torch.__version__, torch.get_num_threads(), args.batch, where,
                                args.repeats))
         for name in args.models.split(","):
-            us, queue_us, path, groups, calls = stats_cost(MODELS[name][0], x, y, args.batch,
-                                                           args.repeats, args.table)
-            print("%-9s %9.1f us  (queued %7.1f us)  %-5s path  %2d groups  %3d torch calls" % (
-                name, us, queue_us, path, groups, calls))
+            us, queue_us, path, groups, calls, finish = stats_cost(
+                MODELS[name][0], x, y, args.batch, args.repeats, args.table)
+            print("%-9s %9.1f us  (queued %7.1f us)  %-5s path  %2d groups  %3d torch calls  "
+                  "finish %.1f us Python, %.1f us C" % (name, us, queue_us, path, groups, calls,
+                                                        *finish))
         return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")

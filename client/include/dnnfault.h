@@ -311,6 +311,34 @@ enum dnnfault_acc {
 #define DNNFAULT_REDUCE_BLOCK 2048
 int dnnfault_reduce(const struct dnnfault_span *spans, size_t n_spans, double *acc, size_t n_rows);
 
+/* Kinds of records of dnnfault_finish (the Python layer's _stats._WG, ...):
+ * WG, a layer's (or chunk's) weights and gradients: sums of x, x² and the
+ * mixed row for w and g interleaved, then min w, min g, max w, max g (10
+ * values); W, weights alone: the three sums, min, max (5); OUT, an output:
+ * the sums of x, x², x > 0, x² > 25 (4); COUNTS: pad NaN counts, then pad
+ * Inf counts (2 * pad). */
+enum dnnfault_record_kind {
+	DNNFAULT_RECORD_WG, DNNFAULT_RECORD_W, DNNFAULT_RECORD_OUT, DNNFAULT_RECORD_COUNTS
+};
+
+/* The layer statistics of a sampled step whose sums the Python layer's
+ * torch path computed on a device into one vector `raw` (n_raw values,
+ * dtype DNNFAULT_F32 or DNNFAULT_F64). records: n_records quadruples
+ * (kind, layer, offset of its first value in raw, pad: for WG the
+ * gradient elements that were zeros for a missing gradient, for COUNTS
+ * the counts of each kind). layers: n_layers quadruples (weight elements,
+ * gradient elements, output elements, whether the weights' update was
+ * recorded). work: 18 * n_layers doubles of scratch. Writes n_layers *
+ * DNNFAULT_STATS_PER_LAYER floats to out, as dnnfault_step.layer_stats
+ * has them (NaN for a layer without records). Returns 0; 1, writing
+ * nothing, when a layer's sums of squares are not finite and not all of
+ * its records had their NaN and Inf counted (the caller counts them from
+ * the tensors); -EINVAL (a record of an unknown kind, out of raw or of the
+ * layers, or a bad dtype) before writing anything. */
+int dnnfault_finish(const void *raw, int dtype, size_t n_raw, const int64_t *records,
+		    size_t n_records, const int64_t *layers, size_t n_layers, double *work,
+		    float *out);
+
 #ifdef __cplusplus
 }
 #endif

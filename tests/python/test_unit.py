@@ -654,7 +654,8 @@ def test_step_graph_bookkeeping(monkeypatch):
     mods = [model[0], model[2]]
     layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
     twin = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
-    st, ref = Stats(layers), Stats(twin)  # graphs / eager, on the same model
+    # Graphs (finishing in C) / eager (in Python), on the same model.
+    st, ref = Stats(layers, _lib.load().finish), Stats(twin)
     sg = _step_graph.StepGraphs(enabled=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     outcomes = []
@@ -680,9 +681,9 @@ def test_step_graph_bookkeeping(monkeypatch):
             outcomes.append("eager")
             numbers = Stats.finish(Stats.gather(values), layout)
         else:
-            vec, layout = got
+            vec, finish = got
             outcomes.append("replayed" if sg.replays > replays and k in sg.graphs else "?")
-            numbers = Stats.finish(vec.double().numpy(), layout)
+            numbers = finish(vec.numpy())
         assert all(l.act is None for l in layers)
         assert (st.prev is not None) == keep
         assert np.array_equal(numbers[0], want[0], equal_nan=True), t
@@ -695,3 +696,79 @@ def test_step_graph_bookkeeping(monkeypatch):
     # recorded at 7 and 8.
     assert sg.on and sg.recorded == 3, outcomes
     assert outcomes == ["eager"] * 2 + ["replayed"] * 3 + ["eager"] * 2 + ["replayed"] * 3, outcomes
+
+
+# Per kind of record (_WG, _W, _A): the values that are sums of squares or
+# counts, never negative.
+_NOT_NEGATIVE = {0: (2, 3, 4, 5), 1: (1, 2), 2: (1, 2, 3)}
+
+
+def _random_layout(rng, n_layers):
+    """A layout of Stats.finish with every kind of record (counts records
+    as a GPU makes them) and the raw vector's length it needs."""
+    from dnnfault import _stats
+    sizes = {_stats._WG: 10, _stats._W: 5, _stats._A: 4}
+    recs, pos = [], 0
+    for _ in range(rng.randint(0, 3 * n_layers)):
+        kind = rng.choice([_stats._WG, _stats._W, _stats._A, _stats._N])
+        i = rng.randrange(n_layers)
+        pad = rng.randint(1, 3) if kind == _stats._N else (rng.randint(0, 4) if kind == _stats._WG
+                                                          else 0)
+        recs.append((kind, i, pos, pad))
+        pos += 2 * pad if kind == _stats._N else sizes[kind]
+    extra = {"loss": pos, "accuracy": pos + 1, "input": (pos + 2, 40)}
+    nws = [rng.randint(1, 50) for _ in range(n_layers)]
+    ng = [rng.choice([0, n]) for n in nws]
+    na = [rng.choice([0, 7, 64]) for _ in range(n_layers)]
+    has_prev = [rng.random() < 0.7 for _ in range(n_layers)]
+    return (None, recs, nws, ng, na, has_prev, extra, None), pos + 6
+
+
+def test_finish_in_c_is_finish():
+    """dnnfault_finish (the library, for replayed whole steps) gives the
+    very numbers of Stats.finish, to the last bit, on random layouts with
+    every kind of record and values with zeros, negative zeros, NaN, Inf,
+    huge and tiny ones, in float32 and float64; a layer to recount goes
+    back to Stats.finish; a record out of the vector is refused."""
+    import random
+    import numpy as np
+    from dnnfault import _lib
+    from dnnfault._stats import Stats, _CFinish
+    lib = _lib.load()
+    assert lib.finish is not None
+    rng = random.Random(7)
+    specials = [0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e38, 1e-38, -3.5]
+    recounts = 0
+    for trial in range(400):
+        layout, n = _random_layout(rng, rng.randint(1, 6))
+        vals = [rng.choice(specials) if rng.random() < 0.15 else rng.uniform(-100, 100)
+                for _ in range(n)]
+        for kind, _, o, pad in layout[1]:  # squares and counts are not negative
+            for k in _NOT_NEGATIVE[kind] if kind != 3 else range(2 * pad):
+                vals[o + k] = abs(vals[o + k])
+        for dtype in (np.float32, np.float64):
+            raw = np.array(vals, dtype=dtype)
+            want = Stats.finish(raw, layout)
+            fin = _CFinish(lib.finish, layout)
+            got = fin(raw)
+            assert got[0].dtype == np.float32
+            assert got[0].tobytes() == want[0].tobytes() or np.array_equal(
+                got[0], want[0], equal_nan=True), (trial, dtype)
+            assert repr(got[1]) == repr(want[1])  # NaN included
+            a, r, w = fin.arrays
+            rv = lib.finish(raw.ctypes.data, 1 if dtype == np.float32 else 2, raw.size,
+                            a.ctypes.data, len(layout[1]), r.ctypes.data, len(layout[2]),
+                            w.ctypes.data, fin.out.ctypes.data)
+            assert rv in (0, 1)
+            recounts += rv
+    assert recounts > 0  # the fallback was exercised
+    # A record reaching past the vector, and an unknown dtype.
+    layout, n = _random_layout(rng, 2)
+    layout = (None, [(0, 0, 0, 0)], [3, 3], [3, 3], [0, 0], [True, True], {}, None)
+    fin = _CFinish(lib.finish, layout)
+    a, r, w = fin.arrays
+    short = np.zeros(9)
+    args = (a.ctypes.data, 1, r.ctypes.data, 2, w.ctypes.data, fin.out.ctypes.data)
+    assert lib.finish(short.ctypes.data, 2, 9, *args) == -22
+    assert lib.finish(short.ctypes.data, 3, 9, *args) == -22
+    assert lib.finish(np.zeros(10).ctypes.data, 2, 10, *args) == 0

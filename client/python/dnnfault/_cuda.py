@@ -130,6 +130,7 @@ class HostCopy:
 
     def __init__(self):
         self.buf = None
+        self.host = None  # the buffer's first n values, as the last copy used them
         self.event = None
         self.device = None
         self.pending = None
@@ -146,10 +147,13 @@ class HostCopy:
         n = vec.numel()
         if self.buf is None or self.buf.numel() < n or self.buf.dtype != vec.dtype:
             self.buf = torch.empty(max(n, 256), dtype=vec.dtype, pin_memory=True)
+            self.host = None
         if self.event is None or self.device != vec.device:
             self.event = torch.cuda.Event()  # an event stays on its first device
             self.device = vec.device
-        host = self.buf[:n]
+        host = self.host
+        if host is None or host.numel() != n:  # a view made once per size, not per step
+            host = self.host = self.buf[:n]
         with torch.cuda.device(vec.device):
             host.copy_(vec, non_blocking=True)
             self.event.record()
@@ -160,17 +164,21 @@ class HostCopy:
 class Pending:
     """A sampled step's statistics on their way to the host."""
 
-    __slots__ = ("copy", "host", "finish", "value")
+    __slots__ = ("copy", "host", "finish", "value", "landed")
 
     def __init__(self, copy, host, finish):
         self.copy = copy
         self.host = host
         self.finish = finish
         self.value = None
+        self.landed = False
 
     def ready(self):
         """True once the copy has landed (never waits)."""
-        return self.value is not None or self.copy.event.query()
+        if self.value is not None or self.landed:
+            return True
+        self.landed = self.copy.event.query()
+        return self.landed
 
     def result(self):
         """finish(values), waiting for the copy if it has not landed."""
@@ -181,7 +189,7 @@ class Pending:
             self.finish = self.host = None
             if self.copy.pending is self:
                 self.copy.pending = None
-            if not self.copy.event.query():  # a landed copy needs no wait at all
+            if not (self.landed or self.copy.event.query()):  # a landed copy needs no wait
                 self.copy.event.synchronize()
             if host.dtype not in (torch.float32, torch.float64):
                 host = host.double()  # e.g. only a bfloat16 loss was recorded

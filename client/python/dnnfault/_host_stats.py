@@ -28,7 +28,6 @@ import threading
 
 import torch
 
-from . import _lib
 from ._describe import first_tensor
 from ._stats import (A_APOS, A_ASAT, A_ASQ, A_ASUM, A_INF, A_NAN, N_ACC, Stats, _std_sq,
                      accuracy, layer_stats)
@@ -217,7 +216,7 @@ class StepStats:
     can serve the model, else on the torch path (Stats)."""
 
     def __init__(self, layers, lib):
-        self.torch = Stats(layers)
+        self.torch = Stats(layers, getattr(lib, "finish", None))
         reduce = getattr(lib, "reduce", None)
         self.host = HostStats(layers, reduce) \
             if reduce is not None and os.environ.get("DNNFAULT_STATS") != "torch" else None

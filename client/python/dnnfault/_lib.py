@@ -112,10 +112,13 @@ _SIGNATURES = {
                                              ctypes.POINTER(ctypes.c_void_p)]),
     # (spans, n_spans, acc, n_rows): arrays passed by address (_host_stats).
     "dnnfault_reduce": (ctypes.c_int, [_P, ctypes.c_size_t, _P, ctypes.c_size_t]),
+    # (raw, dtype, n_raw, records, n_records, layers, n_layers, work, out) (_stats).
+    "dnnfault_finish": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_size_t, _P, ctypes.c_size_t,
+                                       _P, ctypes.c_size_t, _P, _P]),
 }
 # A library older than the Python layer lacks these; the layer then does
-# without (no status queries; statistics through torch).
-_OPTIONAL = {"dnnfault_query_status", "dnnfault_reduce"}
+# without (no status queries; statistics through torch; finishing in Python).
+_OPTIONAL = {"dnnfault_query_status", "dnnfault_reduce", "dnnfault_finish"}
 
 
 class LibraryError(OSError):

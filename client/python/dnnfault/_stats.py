@@ -199,8 +199,10 @@ def _signature(layers):
 
 
 class Stats:
-    def __init__(self, layers):
+    def __init__(self, layers, finish_c=None):
+        """finish_c: the library's dnnfault_finish, where it has one."""
         self.layers = layers
+        self._finish_c = finish_c
         self.sig = _signature(layers)
         self.groups = _plan(layers)
         self.prev = None  # per group: flat weights before this step's update
@@ -436,8 +438,8 @@ class Stats:
             got = None if key is None else steps.run(
                 self, key, (loss, output, target, inputs, accuracy_mode, keep_weights))
             if got is not None:  # the whole step replayed as one graph
-                vec, layout = got
-                return self._copy.start(vec, lambda raw: Stats.finish(raw, layout))
+                vec, finish = got
+                return self._copy.start(vec, finish)
         values, layout = self.compute(loss, output, target, inputs, accuracy_mode, keep_weights)
         if defer and values and values[0].device.type == "cuda" and all(
                 v.device == values[0].device for v in values):
@@ -618,6 +620,15 @@ class Stats:
         # A model spread over devices: gather on the first, copy once.
         return torch.cat([v.to(dev, torch.float64) for v in vals]).cpu().numpy()
 
+    def finisher(self, layout):
+        """finish(raw, layout) as one callable of raw, in C where the
+        library has dnnfault_finish and the device counted every NaN and
+        Inf (layout's kept is None): for a layout used again and again
+        (a recorded whole step, _step_graph)."""
+        if self._finish_c is None or layout[-1] is not None:
+            return lambda raw: Stats.finish(raw, layout)
+        return _CFinish(self._finish_c, layout)
+
     @staticmethod
     def finish(raw, layout):
         """(layer_stats float32 [n_layers * 16], extras dict) from the
@@ -679,6 +690,42 @@ class Stats:
                 acc[i][A_INF] = inf
         nws = [nw if w else 0 for nw, w in zip(nws, wn)]
         return layer_stats(acc, nws, ng, na, has_prev), _extras(r, extra)
+
+
+class _CFinish:
+    """Stats.finish of one layout, by the library's dnnfault_finish (the
+    same arithmetic in C: docs/python.md). The layout's records and layer
+    sizes are arrays made once; a layer that needs its NaN and Inf counted
+    again, or a vector of another dtype, goes to Stats.finish."""
+
+    __slots__ = ("fn", "layout", "arrays", "args", "out")
+
+    def __init__(self, fn, layout):
+        _, recs, nws, ng, na, has_prev, _, _ = layout
+        n = len(ng)
+        records = np.array(recs, dtype=np.int64).reshape(-1)
+        layers = np.array([v for row in zip(nws, ng, na, has_prev) for v in row],
+                          dtype=np.int64)
+        work = np.empty(18 * n)
+        self.out = np.empty(n * _lib.STATS_PER_LAYER, dtype=np.float32)
+        self.fn = fn
+        self.layout = layout
+        self.arrays = (records, layers, work)  # alive while their addresses are used
+        self.args = (records.ctypes.data, len(recs), layers.ctypes.data, n, work.ctypes.data,
+                     self.out.ctypes.data)
+
+    def __call__(self, raw):
+        dtype = _C_DTYPES.get(raw.dtype)
+        if dtype is not None and raw.flags.c_contiguous:
+            recs, n_recs, layers, n, work, out = self.args
+            if self.fn(raw.ctypes.data, dtype, raw.size, recs, n_recs, layers, n, work,
+                       out) == 0:
+                extra = self.layout[6]
+                return self.out.copy(), _extras(raw.tolist() if extra else (), extra)
+        return Stats.finish(raw, self.layout)
+
+
+_C_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}  # enum dnnfault_span_dtype
 
 
 def _extras(r, extra):

@@ -79,7 +79,7 @@ class StepGraphs:
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        # key: (graph, result vector, layout, buffers it writes, its bytes, its stages)
+        # key: (graph, result vector, its finish, buffers it writes, its bytes, its stages)
         self.graphs = {}
         self.bytes = 0  # device memory the graphs' pools took
         self.seen = {}  # key of an eager step whose results lay on one GPU: that device
@@ -139,12 +139,12 @@ class StepGraphs:
         self.seen[key] = device
 
     def run(self, st, key, args):
-        """(result vector, layout) of the step whose key() was key, replayed
-        or recorded and replayed; None where it must run eagerly. args:
-        st.compute's arguments."""
+        """(result vector, its finish: raw -> (layer_stats, extras)) of the
+        step whose key() was key, replayed or recorded and replayed; None
+        where it must run eagerly. args: st.compute's arguments."""
         got = self.graphs.get(key)
         if got is not None:
-            graph, vec, layout, stages = got[0], got[1], got[2], got[5]
+            graph, vec, finish, stages = got[0], got[1], got[2], got[5]
             small = self.small
 
             def replay():
@@ -161,7 +161,7 @@ class StepGraphs:
                 l.act = None
             st.prev = st._prev_buffers() if args[5] else None
             self.replays += 1
-            return vec, layout
+            return vec, finish
         device = self.seen.get(key)
         if device is None:
             return None
@@ -242,16 +242,17 @@ class StepGraphs:
         held = (dict(st._scratch), dict(st._zeros), [dict(g.cache) for g in st.groups],
                 dict(st._loose_execs), st._prev_bufs)
         # Every layer's NaN and Inf were counted on the device (as on the
-        # eager deferred path): finish() needs none of the step's tensors.
-        layout = layout[:-1] + (None,)
+        # eager deferred path): finish() needs none of the step's tensors,
+        # and the same layout serves every replay.
+        finish = st.finisher(layout[:-1] + (None,))
         if len(self.graphs) >= MAX_GRAPHS:
             self.bytes -= self.graphs.pop(next(iter(self.graphs)))[4]  # the oldest
-        self.graphs[key] = (graph, vec, layout, held, size, _copies(stages))
+        self.graphs[key] = (graph, vec, finish, held, size, _copies(stages))
         self.bytes += size
         self.seen.pop(key, None)
         self.recorded += 1
         self.replays += 1
-        return vec, layout
+        return vec, finish
 
     def off(self):
         self.on = False
