@@ -15,7 +15,7 @@ after it, less mon.step()'s mean, with the garbage collections of each
 loop and their time.
 
     PYTHONPATH=client/python DNNFAULT_LIBRARY=build/client/libdnnfault.so \\
-        python3 bench/step_graphs.py [--models mlp,cnn,wide-mlp]  # needs a CUDA device
+        python3 bench/step_graphs.py [--models mlp,cnn,wide-mlp] [--device cpu]
 
 Each model's loop is the first of its process when it is the only one
 named (a user's script is such a process).
@@ -95,14 +95,18 @@ class Collections:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(overhead.MODELS))
+    ap.add_argument("--device", default="cuda",
+                    help="cuda, or cpu for the last lines alone (the monitor's C path: no "
+                         "step graphs there)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
         sys.exit("step graphs need a CUDA device")
     logging.basicConfig(level=logging.DEBUG, format="%(message)s")  # why graphs stop
     d = load_digits()
     x = torch.tensor(d.data, dtype=torch.float32)
-    x = ((x - x.mean(0)) / (x.std(0) + 1e-6)).cuda()  # as bench/overhead.py feeds it
-    y = torch.tensor(d.target).cuda()
+    x = ((x - x.mean(0)) / (x.std(0) + 1e-6)).to(dev)  # as bench/overhead.py feeds it
+    y = torch.tensor(d.target).to(dev)
     spent = {}
     timed_parts(spent)  # first, so that the key's time leaves out the bookkeeping below
     keys, outcome = [], ["none"]
@@ -157,7 +161,7 @@ def main():
                     mine.setdefault(p, []).append(v)
 
             def close():
-                sg = mon._stats.torch._steps
+                sg = mon._stats.torch._steps or _step_graph.StepGraphs(enabled=False)
                 counts.append((sg.replays, sg.recorded, sg.looked, sg.on))
                 mon.close()
             return after_step, close
