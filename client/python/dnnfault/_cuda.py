@@ -154,9 +154,7 @@ class HostCopy:
         host = self.host
         if host is None or host.numel() != n:  # a view made once per size, not per step
             host = self.host = self.buf[:n]
-        with torch.cuda.device(vec.device):
-            host.copy_(vec, non_blocking=True)
-            self.event.record()
+        _on_device(vec.device, lambda: (host.copy_(vec, non_blocking=True), self.event.record()))
         self.pending = Pending(self, host, finish)
         return self.pending
 
