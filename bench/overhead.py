@@ -227,10 +227,11 @@ def stats_cost(make, x, y, batch, repeats, table=False):
     values, layout = st.torch.compute(loss, out, yb, xb, "logits", True)
     layout = layout[:-1] + (None,)
     raw = st.torch.gather(values) if x.device.type == "cpu" else torch.cat(values).cpu().numpy()
-    from dnnfault._stats import Stats
+    from dnnfault._stats import Stats, _CFinish
     fin = st.torch.finisher(layout)
     finish = [min(_timed(lambda: Stats.finish(raw, layout), 2000) for _ in range(repeats)) * 1e6,
-              min(_timed(lambda: fin(raw), 2000) for _ in range(repeats)) * 1e6]
+              min(_timed(lambda: fin(raw), 2000) for _ in range(repeats)) * 1e6,
+              "C" if isinstance(fin, _CFinish) else "Python again (no dnnfault_finish)"]
     return us, queue_us, path, len(st.torch.groups), calls, finish
 
 
@@ -390,8 +391,8 @@ def main():
             us, queue_us, path, groups, calls, finish = stats_cost(
                 MODELS[name][0], x, y, args.batch, args.repeats, args.table)
             print("%-9s %9.1f us  (queued %7.1f us)  %-5s path  %2d groups  %3d torch calls  "
-                  "finish %.1f us Python, %.1f us C" % (name, us, queue_us, path, groups, calls,
-                                                        *finish))
+                  "finish %.1f us Python, %.1f us %s" % (name, us, queue_us, path, groups, calls,
+                                                         *finish))
         return
 
     tmp = tempfile.mkdtemp(prefix="dnnfault-bench-")

@@ -15,6 +15,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* No fused multiply-adds: Python rounds a * b and then the sum.
+ * client/meson.build passes -ffp-contract=off; clang also honours the
+ * pragma (GCC, which does not know it, contracts nothing in ISO C mode). */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 /* Accumulators of one layer, as _stats.A_* (the first 14 of enum
  * dnnfault_acc). */
 enum { W_SUM, W_SQ, W_MAX, D_SQ, G_SUM, G_SQ, G_MAX, G_ZERO, A_SUM, A_SQ, A_POS, A_SAT,
@@ -24,16 +31,24 @@ enum { W_SUM, W_SQ, W_MAX, D_SQ, G_SUM, G_SQ, G_MAX, G_ZERO, A_SUM, A_SQ, A_POS,
  * mixed, saturated). */
 enum { R_X, R_SQ, R_MIX, R_SAT };
 
-/* Values each kind of record spans in the result vector. */
-static int64_t record_size(int64_t kind, int64_t pad)
+/* Whether a record lies within the layers and the result vector. */
+static int record_ok(const int64_t *rec, size_t n_raw, size_t n_layers)
 {
-	switch (kind) {
-	case DNNFAULT_RECORD_WG: return 10;
-	case DNNFAULT_RECORD_W: return 5;
-	case DNNFAULT_RECORD_OUT: return 4;
-	case DNNFAULT_RECORD_COUNTS: return 2 * pad;
-	default: return -1;
+	uint64_t size;
+	if (rec[1] < 0 || (uint64_t)rec[1] >= n_layers || rec[2] < 0 || rec[3] < 0)
+		return 0;
+	switch (rec[0]) {
+	case DNNFAULT_RECORD_WG: size = 10; break;
+	case DNNFAULT_RECORD_W: size = 5; break;
+	case DNNFAULT_RECORD_OUT: size = 4; break;
+	case DNNFAULT_RECORD_COUNTS:
+		if ((uint64_t)rec[3] > n_raw / 2)
+			return 0;
+		size = 2 * (uint64_t)rec[3];
+		break;
+	default: return 0;
 	}
+	return (uint64_t)rec[2] <= n_raw && size <= n_raw - (uint64_t)rec[2];
 }
 
 /* max that propagates NaN, as torch's amax does (_stats._max). */
@@ -100,15 +115,12 @@ int dnnfault_finish(const void *raw, int dtype, size_t n_raw, const int64_t *rec
 		    size_t n_records, const int64_t *layers, size_t n_layers, double *work,
 		    float *out)
 {
-	if ((dtype != DNNFAULT_F32 && dtype != DNNFAULT_F64) || (n_raw && !raw))
+	if ((dtype != DNNFAULT_F32 && dtype != DNNFAULT_F64) || (n_raw && !raw) ||
+	    (n_records && !records) || (n_layers && (!layers || !work || !out)))
 		return -EINVAL;
-	for (size_t r = 0; r < n_records; r++) {
-		const int64_t *rec = records + 4 * r;
-		int64_t size = record_size(rec[0], rec[3]);
-		if (size < 0 || rec[1] < 0 || (uint64_t)rec[1] >= n_layers || rec[2] < 0 ||
-		    rec[3] < 0 || (uint64_t)rec[2] + (uint64_t)size > n_raw)
+	for (size_t r = 0; r < n_records; r++)
+		if (!record_ok(records + 4 * r, n_raw, n_layers))
 			return -EINVAL;
-	}
 	/* Per layer: N_ACC sums, then whether it has any record, its records
 	 * other than counts, its counts records, and whether its weights were
 	 * recorded. */

@@ -334,7 +334,8 @@ enum dnnfault_record_kind {
  * nothing, when a layer's sums of squares are not finite and not all of
  * its records had their NaN and Inf counted (the caller counts them from
  * the tensors); -EINVAL (a record of an unknown kind, out of raw or of the
- * layers, or a bad dtype) before writing anything. */
+ * layers, or a bad dtype; NULL raw, records, layers, work or out with a
+ * count above 0) before writing anything. */
 int dnnfault_finish(const void *raw, int dtype, size_t n_raw, const int64_t *records,
 		    size_t n_records, const int64_t *layers, size_t n_layers, double *work,
 		    float *out);

@@ -131,6 +131,8 @@ static void bad_records_are_refused(void **state)
 	int64_t layer_out[] = {DNNFAULT_RECORD_OUT, 1, 0, 0};
 	int64_t negative[] = {DNNFAULT_RECORD_OUT, 0, -1, 0};
 	int64_t good[] = {DNNFAULT_RECORD_WG, 0, 0, 0};
+	int64_t huge[] = {DNNFAULT_RECORD_COUNTS, 0, 0, INT64_MAX};
+	int64_t far[] = {DNNFAULT_RECORD_OUT, 0, INT64_MAX, 0};
 	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, kind, 1, layer, 1, work, out), -EINVAL);
 	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, past, 1, layer, 1, work, out), -EINVAL);
 	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, counts, 1, layer, 1, work, out),
@@ -139,7 +141,11 @@ static void bad_records_are_refused(void **state)
 			 -EINVAL);
 	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, negative, 1, layer, 1, work, out),
 			 -EINVAL);
+	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, huge, 1, layer, 1, work, out), -EINVAL);
+	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, far, 1, layer, 1, work, out), -EINVAL);
 	assert_int_equal(dnnfault_finish(raw, 3, 10, good, 1, layer, 1, work, out), -EINVAL);
+	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, good, 1, layer, 1, NULL, out),
+			 -EINVAL);
 	assert_int_equal(dnnfault_finish(NULL, DNNFAULT_F64, 10, good, 1, layer, 1, work, out),
 			 -EINVAL);
 	assert_int_equal(dnnfault_finish(raw, DNNFAULT_F64, 10, good, 1, layer, 1, work, out), 0);

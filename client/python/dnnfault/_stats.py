@@ -720,8 +720,7 @@ class _CFinish:
             recs, n_recs, layers, n, work, out = self.args
             if self.fn(raw.ctypes.data, dtype, raw.size, recs, n_recs, layers, n, work,
                        out) == 0:
-                extra = self.layout[6]
-                return self.out.copy(), _extras(raw.tolist() if extra else (), extra)
+                return self.out.copy(), _extras(raw, self.layout[6])
         return Stats.finish(raw, self.layout)
 
 
@@ -729,16 +728,17 @@ _C_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}  # enum dnnfault_
 
 
 def _extras(r, extra):
-    """Loss, accuracy and input statistics from the gathered vector r."""
+    """Loss, accuracy and input statistics from the gathered vector r (a
+    list, or a numpy vector: Python floats either way)."""
     result = {}
     if "loss" in extra:
-        result["loss"] = r[extra["loss"]]
+        result["loss"] = float(r[extra["loss"]])
     if "accuracy" in extra:
-        result["accuracy"] = r[extra["accuracy"]]
+        result["accuracy"] = float(r[extra["accuracy"]])
     if "input" in extra:
         k, cnt = extra["input"]
-        m = r[k] / cnt
-        result["input"] = (m, _std(r[k + 1], m, cnt), r[k + 2], r[k + 3])
+        m = float(r[k]) / cnt
+        result["input"] = (m, _std(float(r[k + 1]), m, cnt), float(r[k + 2]), float(r[k + 3]))
     return result
 
 

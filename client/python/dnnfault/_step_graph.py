@@ -87,7 +87,9 @@ class StepGraphs:
         self.looked = 0  # keys computed
         self.replays = 0  # steps replayed, recorded ones included
         self.recorded = 0
-        self.small = []  # of the last key(): (slot, tensor) of each staged tensor
+        # Of the last key(), until run() takes it: (slot, tensor) of each
+        # staged tensor (held no longer: a step's tensors must not outlive it).
+        self.small = []
 
     def key(self, st, loss, output, target, inputs, mode, keep):
         """The step's key, or None where it cannot be replayed."""
@@ -112,7 +114,8 @@ class StepGraphs:
             self.forget()
             self.generation = st._generation
         parts = [st._generation, keep, st.prev is not None, mode]
-        small = self.small = []  # (slot, tensor) staged, for run()
+        small = []
+        self.small = []
         room = [STAGE_TOTAL]
         for i, l in enumerate(st.layers):
             for k, p in enumerate(l.params):
@@ -128,6 +131,7 @@ class StepGraphs:
             parts.append(None if a is None else _part(("a", i), a, small, room))
         for j, t in enumerate((loss, output, target, first_tensor(inputs))):
             parts.append(_part(("x", j), t, small, room) if isinstance(t, torch.Tensor) else None)
+        self.small = small
         return tuple(parts)
 
     def saw(self, key, device):
@@ -142,17 +146,17 @@ class StepGraphs:
         """(result vector, its finish: raw -> (layer_stats, extras)) of the
         step whose key() was key, replayed or recorded and replayed; None
         where it must run eagerly. args: st.compute's arguments."""
+        small, self.small = self.small, []
         got = self.graphs.get(key)
         if got is not None:
             graph, vec, finish, stages = got[0], got[1], got[2], got[5]
-            small = self.small
 
             def replay():
                 _stage(stages, small)
                 graph.replay()
             try:
                 _cuda._on_device(vec.device, replay)
-            except Exception as e:  # a launch that fails ran nothing
+            except Exception as e:  # the staging copies may have run, the graph has not
                 log.debug("dnnfault: whole steps run eagerly from now on (replay failed: %s)", e)
                 self.off()
                 return None
@@ -165,14 +169,14 @@ class StepGraphs:
         device = self.seen.get(key)
         if device is None:
             return None
-        return self._record(st, key, device, args)
+        return self._record(st, key, device, args, small)
 
-    def staged(self, st, args):
+    @staticmethod
+    def staged(st, args, small):
         """compute()'s arguments for a recording: every tensor of key()'s
         small list replaced by a buffer of the graph's own, filled with its
         values (recorded outputs are set on their layers). Returns (args,
         grads, stages)."""
-        small = self.small
         stages = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for _, t in small]
         _stage(stages, small)
         xs = list(args)
@@ -186,7 +190,7 @@ class StepGraphs:
                 xs[slot[1]] = b
         return xs, grads, stages
 
-    def _record(self, st, key, device, args):
+    def _record(self, st, key, device, args, small):
         acts = [l.act for l in st.layers]
         prev = st.prev
         box = []
@@ -198,7 +202,7 @@ class StepGraphs:
 
         graph = None
         try:
-            xs, grads, stages = self.staged(st, args)  # run now, outside the graph
+            xs, grads, stages = self.staged(st, args, small)  # run now, outside the graph
             reserved = torch.cuda.memory_reserved(device)
             _cuda.RECORDING.active = True
             try:
@@ -256,6 +260,7 @@ class StepGraphs:
 
     def off(self):
         self.on = False
+        self.small = []
         self.forget()
 
     def forget(self):
@@ -277,10 +282,10 @@ def _part(slot, t, small, room):
 
 def _copies(stages):
     """The stages grouped for _stage: (their buffers, their indices in the
-    key's small list) per dtype, one _foreach_copy_ each."""
+    key's small list) per dtype and device, one _foreach_copy_ each."""
     by = {}
     for j, b in enumerate(stages):
-        got = by.setdefault(b.dtype, ([], []))
+        got = by.setdefault((b.dtype, b.device), ([], []))
         got[0].append(b)
         got[1].append(j)
     return list(by.values())
