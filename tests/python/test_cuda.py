@@ -372,6 +372,44 @@ def test_cuda_step_graphs_memory_limit(monkeypatch):
     assert st._steps.recorded == 0 and not st._steps.on
 
 
+def test_cuda_step_graphs_copy_to_the_host(monkeypatch):
+    """A recorded step graph copies its result into pinned memory itself
+    (_step_graph.HOST_COPY): the copy passes the recording's check, stays
+    on, and every replayed step's numbers are torch's, as are those of the
+    same steps with the copies made eagerly."""
+    from dnnfault import _step_graph
+    from dnnfault._stats import Layer, Stats
+    from test_unit import _check_layers
+    got = {}
+    for copy in (True, False):
+        monkeypatch.setattr(_step_graph, "HOST_COPY", copy)
+        torch.manual_seed(9)
+        mods = [nn.Linear(6, 5).to(DEV), nn.Linear(5, 3).to(DEV)]
+        layers = [Layer(str(k), m, list(m.named_parameters())) for k, m in enumerate(mods)]
+        params = [p for m in mods for p in m.parameters()]
+        st = Stats(layers)
+        st.snapshot()
+        got[copy] = []
+        for step in range(8):
+            prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params]) for l in layers]
+            with torch.no_grad():
+                for p in params:
+                    p.add_(0.01 * torch.randn_like(p))
+                    p.grad = torch.randn_like(p)  # a new tensor each step, as zero_grad leaves
+            acts = [torch.randn(16, 5, device=DEV), torch.randn(16, 3, device=DEV)]
+            for l, a in zip(layers, acts):
+                l.act = a
+            stats, _ = st.sample(None, None, None, None, None, True, defer=True).result()
+            _check_layers(stats, layers, acts, prevs)
+            got[copy].append(stats)
+        sg = st._steps
+        assert sg.host_copy == copy and sg.recorded == 1 and sg.replays >= 6, (
+            sg.host_copy, sg.recorded, sg.replays)
+        assert all((g[6] is not None) == copy for g in sg.graphs.values())
+    for a, b in zip(got[True], got[False]):
+        assert a.tobytes() == b.tobytes()
+
+
 def test_cuda_whole_steps_in_a_real_loop(daemon):
     """A real training loop, every step sampled, with whole-step graphs
     (_step_graph): every stored step has the values torch computes, and all

@@ -597,7 +597,7 @@ def test_step_graph_gives_up(monkeypatch):
         held.append(m.weight.grad)
         k = sg.key(st, None, None, None, None, None, True)
         assert k is not None
-        sg.saw(k, torch.device("cpu"))
+        sg.saw(k, torch.zeros(3))
     assert len(sg.seen) == _step_graph.GIVE_UP
     assert sg.key(st, None, None, None, None, None, True) is None
     assert not sg.on and not sg.seen and not sg.graphs
@@ -638,19 +638,22 @@ class _RerunGraph:
         self.box[0][0].copy_(vec)
 
 
-def test_step_graph_bookkeeping(monkeypatch):
-    """_step_graph's bookkeeping over a loop whose small tensors move at
-    every step (a new gradient, output, loss and batch each time): one
-    recording at the second sighting, replays from then on, each with the
-    numbers compute() gives for that step's own tensors (the staged copies
-    refreshed before each replay), and the monitor's state (outputs
-    consumed, snapshot kept or not) as compute() leaves it. The recording is
-    stood in for by _RerunGraph on the CPU."""
+def _graph_loop(monkeypatch, steps, keep=lambda t: True, capture=None):
+    """A training loop of a small MLP whose small tensors move at every
+    step, its sampled steps through _step_graph with the recording stood in
+    for by _RerunGraph (and the graph's copy to the host made into
+    ordinary memory: pinned memory needs CUDA), each step's numbers checked
+    against compute() on the step's own tensors, and the monitor's state
+    (outputs consumed, snapshot kept or not) against what compute() leaves.
+    capture: what records instead (default: a _RerunGraph). Returns (the
+    StepGraphs, per step "eager" or "replayed", per step whether the graph
+    copied the numbers to the host)."""
     import numpy as np
     from dnnfault import _cuda, _step_graph
     from dnnfault._stats import Stats
-    monkeypatch.setattr(_cuda, "capture", lambda fn, device: _RerunGraph(fn))
+    monkeypatch.setattr(_cuda, "capture", capture or (lambda fn, device: _RerunGraph(fn)))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
+    monkeypatch.setattr(_step_graph, "_pinned", lambda n, dtype: torch.empty(n, dtype=dtype))
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
     mods = [model[0], model[2]]
@@ -660,9 +663,8 @@ def test_step_graph_bookkeeping(monkeypatch):
     st, ref = Stats(layers, _lib.load().finish), Stats(twin)
     sg = _step_graph.StepGraphs(enabled=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    outcomes = []
-    for t in range(10):
-        keep = t not in (5, 7)  # 6 and 8 then have no snapshot: keys of their own
+    outcomes, copied = [], []
+    for t in range(steps):
         x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
         opt.zero_grad(set_to_none=True)
         h = model[0](x)
@@ -671,27 +673,40 @@ def test_step_graph_bookkeeping(monkeypatch):
         loss.backward()
         for ls in (layers, twin):
             ls[0].act, ls[1].act = h.detach(), out.detach()
-        args = (loss, out, y, x, "logits", keep)
+        args = (loss, out, y, x, "logits", keep(t))
         values, layout = ref.compute(*args)
         want = Stats.finish(Stats.gather(values), layout)
-        k = sg.key(st, *args[:4], "logits", keep)
+        k = sg.key(st, *args[:4], "logits", keep(t))
         replays = sg.replays
         got = sg.run(st, k, args)
         assert sg.small == []  # the step's tensors are not held past it
         if got is None:
             values, layout = st.compute(*args)
-            sg.saw(k, torch.device("cpu"))
+            sg.saw(k, torch.cat(values))
             outcomes.append("eager")
+            copied.append(False)
             numbers = Stats.finish(Stats.gather(values), layout)
         else:
-            vec, finish = got
+            vec, finish, host = got
             outcomes.append("replayed" if sg.replays > replays and k in sg.graphs else "?")
-            numbers = finish(vec.numpy())
+            copied.append(host is not None)
+            assert host is None or host.data_ptr() != vec.data_ptr()
+            numbers = finish((vec if host is None else host).numpy())
         assert all(l.act is None for l in layers)
-        assert (st.prev is not None) == keep
+        assert (st.prev is not None) == keep(t)
         assert np.array_equal(numbers[0], want[0], equal_nan=True), t
         assert numbers[1] == pytest.approx(want[1], rel=1e-6)
         opt.step()
+    return sg, outcomes, copied
+
+
+def test_step_graph_bookkeeping(monkeypatch):
+    """_step_graph's bookkeeping (_graph_loop): one recording at a key's
+    second sighting, replays from then on, each with the numbers of that
+    step's own tensors (the staged copies refreshed before each replay),
+    copied to the host by the graph itself."""
+    # Steps 6 and 8 have no snapshot: keys of their own.
+    sg, outcomes, copied = _graph_loop(monkeypatch, 10, keep=lambda t: t not in (5, 7))
     # Step 0 has no snapshot and makes the snapshot's buffers (a generation
     # of its own); 1 is the first sighting of the steady key, recorded at 2
     # (counted as a replay) and replayed at 3, 4 and 9; 5 and 6 are first
@@ -699,6 +714,30 @@ def test_step_graph_bookkeeping(monkeypatch):
     # recorded at 7 and 8.
     assert sg.on and sg.recorded == 3, outcomes
     assert outcomes == ["eager"] * 2 + ["replayed"] * 3 + ["eager"] * 2 + ["replayed"] * 3, outcomes
+    assert copied == [o == "replayed" for o in outcomes]
+
+
+def test_step_graph_host_copy_falls_back(monkeypatch):
+    """Where the graph's own copy to the host differs from its result, or
+    recording it fails, the copies are made eagerly again (HostCopy) and
+    step graphs go on, with the same numbers (_graph_loop)."""
+    from dnnfault import _step_graph
+    monkeypatch.setattr(_step_graph, "_same_bits", lambda host, vec: False)
+    sg, outcomes, copied = _graph_loop(monkeypatch, 5)
+    assert outcomes == ["eager"] * 2 + ["replayed"] * 3 and not any(copied)
+    assert sg.on and not sg.host_copy and sg.recorded == 1
+    monkeypatch.undo()
+
+    def capture(fn, device):  # fails while the graph copies to the host
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__))
+        if cells["host"].cell_contents[0] is not None:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return _RerunGraph(fn)
+    sg, outcomes, copied = _graph_loop(monkeypatch, 6, capture=capture)
+    # The failed recording at 2 runs eagerly and drops the views it made (a
+    # new generation): 3 sights the key again, 4 records without the copy.
+    assert outcomes == ["eager"] * 4 + ["replayed"] * 2 and not any(copied), outcomes
+    assert sg.on and not sg.host_copy and sg.recorded == 1
 
 
 # Per kind of record (_WG, _W, _A): the values that are sums of squares or

@@ -139,11 +139,7 @@ class HostCopy:
         """Queues the copy of the 1-d CUDA tensor vec; returns a Pending
         whose result() is finish(numpy vector of vec's values). An earlier
         Pending is resolved first: its buffer is about to be reused."""
-        if self.pending is not None:
-            try:
-                self.pending.result()  # kept for its owner, who has not asked yet
-            except Exception:  # reported to its owner when it asks
-                pass
+        self.settle()
         n = vec.numel()
         if self.buf is None or self.buf.numel() < n or self.buf.dtype != vec.dtype:
             self.buf = torch.empty(max(n, 256), dtype=vec.dtype, pin_memory=True)
@@ -155,6 +151,26 @@ class HostCopy:
         if host is None or host.numel() != n:  # a view made once per size, not per step
             host = self.host = self.buf[:n]
         _on_device(vec.device, lambda: (host.copy_(vec, non_blocking=True), self.event.record()))
+        self.pending = Pending(self, host, finish)
+        return self.pending
+
+    def settle(self):
+        """Resolves the Pending its owner has not asked for yet (kept for
+        them): the buffer it reads is about to be written again."""
+        if self.pending is not None:
+            try:
+                self.pending.result()
+            except Exception:  # reported to its owner when it asks
+                pass
+
+    def landed(self, host, device, finish):
+        """A Pending of the numbers that work already queued on device (a
+        step graph, _step_graph) copies into host, pinned memory of its own:
+        an event marks the end of that work, as start() marks its copy's."""
+        if self.event is None or self.device != device:
+            self.event = torch.cuda.Event()
+            self.device = device
+        _on_device(device, self.event.record)
         self.pending = Pending(self, host, finish)
         return self.pending
 

@@ -435,10 +435,15 @@ class Stats:
         key = None
         if steps is not None:
             key = steps.key(self, loss, output, target, inputs, accuracy_mode, keep_weights)
-            got = None if key is None else steps.run(
-                self, key, (loss, output, target, inputs, accuracy_mode, keep_weights))
+            got = None
+            if key is not None:
+                self._copy.settle()  # a graph may write where the last numbers lie
+                got = steps.run(self, key,
+                                (loss, output, target, inputs, accuracy_mode, keep_weights))
             if got is not None:  # the whole step replayed as one graph
-                vec, finish = got
+                vec, finish, host = got
+                if host is not None:  # which also copied the numbers to the host
+                    return self._copy.landed(host, vec.device, finish)
                 return self._copy.start(vec, finish)
         values, layout = self.compute(loss, output, target, inputs, accuracy_mode, keep_weights)
         if defer and values and values[0].device.type == "cuda" and all(
@@ -448,11 +453,12 @@ class Stats:
             layout = layout[:-1] + (None,)
             if self._copy is None:
                 self._copy = _cuda.HostCopy()
+            vec = torch.cat(values)
             if steps is None:
                 self._steps = _step_graph.StepGraphs()
             else:
-                steps.saw(key, values[0].device)
-            return self._copy.start(torch.cat(values), lambda raw: Stats.finish(raw, layout))
+                steps.saw(key, vec)
+            return self._copy.start(vec, lambda raw: Stats.finish(raw, layout))
         return Stats.finish(Stats.gather(values), layout)
 
     def _exec(self, g, any_grad, mine):

@@ -37,6 +37,12 @@ one whose graphs would hold more than MAX_BYTES of device memory, and a
 failed recording or replay turns step graphs off for good: the eager
 path gives the same numbers.
 
+The graph also copies the step's result vector into pinned host memory
+of its own (HOST_COPY), which saves the copy's launch at every replay;
+the first replay of each recording checks that copy against the vector,
+bit for bit, and where it differs, or where recording the copy fails,
+the copies are made by _cuda.HostCopy again, as before.
+
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
 """
@@ -65,6 +71,7 @@ CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs
 STAGE_BYTES = 1 << 20
 STAGE_TOTAL = 16 << 20
 _foreach_copy = getattr(torch, "_foreach_copy_", None)  # torch >= 2.1
+HOST_COPY = True  # the graph copies its result to the host itself
 
 log = logging.getLogger("dnnfault")
 
@@ -79,10 +86,14 @@ class StepGraphs:
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        # key: (graph, result vector, its finish, buffers it writes, its bytes, its stages)
+        # key: (graph, result vector, its finish, buffers it writes, its bytes,
+        # its stages, the host copy of its result vector or None)
         self.graphs = {}
         self.bytes = 0  # device memory the graphs' pools took
-        self.seen = {}  # key of an eager step whose results lay on one GPU: that device
+        # key of an eager step whose results lay on one GPU: (that device,
+        # the result vector's length and dtype)
+        self.seen = {}
+        self.host_copy = HOST_COPY  # off after a copy that failed or differed
         self.generation = None  # the Stats scratch generation the graphs were made in
         self.looked = 0  # keys computed
         self.replays = 0  # steps replayed, recorded ones included
@@ -134,22 +145,23 @@ class StepGraphs:
         self.small = small
         return tuple(parts)
 
-    def saw(self, key, device):
-        """An eager step of this key gave all its results on device."""
+    def saw(self, key, vec):
+        """An eager step of this key gave all its results in vec, on one GPU."""
         if key is None or not self.on:
             return
         if len(self.seen) >= MAX_SEEN:
             self.seen.clear()
-        self.seen[key] = device
+        self.seen[key] = (vec.device, vec.numel(), vec.dtype)
 
     def run(self, st, key, args):
-        """(result vector, its finish: raw -> (layer_stats, extras)) of the
-        step whose key() was key, replayed or recorded and replayed; None
-        where it must run eagerly. args: st.compute's arguments."""
+        """(result vector, its finish: raw -> (layer_stats, extras), the
+        pinned host vector the graph copied it into or None) of the step
+        whose key() was key, replayed or recorded and replayed; None where
+        it must run eagerly. args: st.compute's arguments."""
         small, self.small = self.small, []
         got = self.graphs.get(key)
         if got is not None:
-            graph, vec, finish, stages = got[0], got[1], got[2], got[5]
+            graph, vec, finish, stages, host = got[0], got[1], got[2], got[5], got[6]
 
             def replay():
                 _stage(stages, small)
@@ -165,11 +177,11 @@ class StepGraphs:
                 l.act = None
             st.prev = st._prev_buffers() if args[5] else None
             self.replays += 1
-            return vec, finish
-        device = self.seen.get(key)
-        if device is None:
+            return vec, finish, host
+        seen = self.seen.get(key)
+        if seen is None:
             return None
-        return self._record(st, key, device, args, small)
+        return self._record(st, key, seen, args, small)
 
     @staticmethod
     def staged(st, args, small):
@@ -190,18 +202,28 @@ class StepGraphs:
                 xs[slot[1]] = b
         return xs, grads, stages
 
-    def _record(self, st, key, device, args, small):
+    def _record(self, st, key, seen, args, small):
+        device, n, dtype = seen
         acts = [l.act for l in st.layers]
         prev = st.prev
         box = []
         stages = []
+        host = [None]  # pinned memory the graph copies the result into
 
         def body():
             values, layout = st.compute(*xs, grads=grads)
-            box.append((torch.cat(values), layout))
+            vec = torch.cat(values)
+            box.append((vec, layout))
+            if host[0] is not None:
+                if vec.numel() == n and vec.dtype == dtype:
+                    host[0].copy_(vec, non_blocking=True)
+                else:
+                    host[0] = None
 
         graph = None
         try:
+            if self.host_copy:
+                host[0] = _pinned(n, dtype)
             xs, grads, stages = self.staged(st, args, small)  # run now, outside the graph
             reserved = torch.cuda.memory_reserved(device)
             _cuda.RECORDING.active = True
@@ -212,6 +234,13 @@ class StepGraphs:
             why = "torch cannot record here: before 2.1, or inside a recording"
         except Exception as e:
             why = "recording failed: %s" % e
+            if host[0] is not None:
+                # Perhaps the copy to the host: record again without it
+                # at the key's next step.
+                log.debug("dnnfault: step graphs copy to the host eagerly from now on (%s)", why)
+                self.host_copy = False
+                self._undo(st, acts, prev)
+                return None
         # What the stages and the recording's own pool took (checked before
         # anything runs: a replay writes the snapshot, which the eager path
         # then reads).
@@ -231,32 +260,42 @@ class StepGraphs:
                 graph, why = None, "replay failed: %s" % e
         if graph is None:
             log.debug("dnnfault: whole steps run eagerly from now on (%s)", why)
-            # Eagerly from now on, from the state before the recording;
-            # views made while recording are not trusted.
-            for l, a in zip(st.layers, acts):
-                l.act = a
-            st.prev = prev
-            st.forget_views()
+            self._undo(st, acts, prev)
             self.off()
             return None
         vec, layout = box[0]
-        # The graph writes into the scratch, the groups' result vectors and
-        # the snapshot by address: held with it, they outlive any clearing
-        # of the caches they came from.
+        pinned = host[0]  # written by every replay, used or not: held with the graph
+        if pinned is not None and not _same_bits(pinned, vec):
+            log.debug("dnnfault: step graphs copy to the host eagerly from now on (the "
+                      "graph's copy differed from its result)")
+            self.host_copy = False
+            host[0] = None
+        # The graph writes into the scratch, the groups' result vectors, the
+        # snapshot and its pinned copy by address: held with it, they
+        # outlive any clearing of the caches they came from.
         held = (dict(st._scratch), dict(st._zeros), [dict(g.cache) for g in st.groups],
-                dict(st._loose_execs), st._prev_bufs)
+                dict(st._loose_execs), st._prev_bufs, pinned)
         # Every layer's NaN and Inf were counted on the device (as on the
         # eager deferred path): finish() needs none of the step's tensors,
         # and the same layout serves every replay.
         finish = st.finisher(layout[:-1] + (None,))
         if len(self.graphs) >= MAX_GRAPHS:
             self.bytes -= self.graphs.pop(next(iter(self.graphs)))[4]  # the oldest
-        self.graphs[key] = (graph, vec, finish, held, size, _copies(stages))
+        self.graphs[key] = (graph, vec, finish, held, size, _copies(stages), host[0])
         self.bytes += size
         self.seen.pop(key, None)
         self.recorded += 1
         self.replays += 1
-        return vec, finish
+        return vec, finish, host[0]
+
+    @staticmethod
+    def _undo(st, acts, prev):
+        """The monitor's state as before a recording that failed, to go on
+        eagerly; views made while recording are not trusted."""
+        for l, a in zip(st.layers, acts):
+            l.act = a
+        st.prev = prev
+        st.forget_views()
 
     def off(self):
         self.on = False
@@ -267,6 +306,26 @@ class StepGraphs:
         self.graphs.clear()
         self.seen.clear()
         self.bytes = 0
+
+
+def _pinned(n, dtype):
+    """Pinned host memory for a graph's copy of its result."""
+    return torch.empty(n, dtype=dtype, pin_memory=True)
+
+
+# Integer views for a comparison bit for bit (NaN included).
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+         torch.bfloat16: torch.int16}
+
+
+def _same_bits(host, vec):
+    """Whether host holds vec's values, bit for bit. vec.cpu() waits for
+    the work queued before it, the graph's copy included."""
+    back = vec.cpu()
+    bits = _BITS.get(vec.dtype)
+    if bits is None or host.shape != back.shape or host.dtype != back.dtype:
+        return False
+    return torch.equal(host.view(bits), back.view(bits))
 
 
 def _part(slot, t, small, room):
