@@ -376,10 +376,11 @@ def test_cuda_step_graphs_copy_to_the_host(monkeypatch):
     """A recorded step graph copies its result into pinned memory itself
     (_step_graph.HOST_COPY): the copy passes the recording's check, stays
     on, and every replayed step's numbers are torch's, as are those of the
-    same steps with the copies made eagerly."""
+    same steps with the copies made eagerly, each read only after the next
+    step's replay (which must not write over them first)."""
     from dnnfault import _step_graph
     from dnnfault._stats import Layer, Stats
-    from test_unit import _check_layers
+    from test_unit import _ref_layer
     got = {}
     for copy in (True, False):
         monkeypatch.setattr(_step_graph, "HOST_COPY", copy)
@@ -390,7 +391,8 @@ def test_cuda_step_graphs_copy_to_the_host(monkeypatch):
         st = Stats(layers)
         st.snapshot()
         got[copy] = []
-        for step in range(8):
+        held = None  # each step's numbers are read after the next step's replay
+        for step in range(9):
             prevs = [torch.cat([p.detach().reshape(-1).clone() for p in l.params]) for l in layers]
             with torch.no_grad():
                 for p in params:
@@ -399,9 +401,16 @@ def test_cuda_step_graphs_copy_to_the_host(monkeypatch):
             acts = [torch.randn(16, 5, device=DEV), torch.randn(16, 3, device=DEV)]
             for l, a in zip(layers, acts):
                 l.act = a
-            stats, _ = st.sample(None, None, None, None, None, True, defer=True).result()
-            _check_layers(stats, layers, acts, prevs)
-            got[copy].append(stats)
+            # torch's numbers now: the next step changes the weights.
+            ref = [_ref_layer(l.params, a, pv) for l, a, pv in zip(layers, acts, prevs)]
+            pending = st.sample(None, None, None, None, None, True, defer=True)
+            if held is not None:
+                stats, _ = held[0].result()
+                for k, want in enumerate(held[1]):
+                    assert [float(v) for v in stats[16 * k:16 * (k + 1)]] == pytest.approx(
+                        want, rel=2e-4, abs=1e-5, nan_ok=True)
+                got[copy].append(stats)
+            held = (pending, ref)
         sg = st._steps
         assert sg.host_copy == copy and sg.recorded == 1 and sg.replays >= 6, (
             sg.host_copy, sg.recorded, sg.replays)

@@ -726,13 +726,16 @@ def test_step_graph_host_copy_falls_back(monkeypatch):
     sg, outcomes, copied = _graph_loop(monkeypatch, 5)
     assert outcomes == ["eager"] * 2 + ["replayed"] * 3 and not any(copied)
     assert sg.on and not sg.host_copy and sg.recorded == 1
+    # The graph still writes its pinned copy at every replay: held with it.
+    assert all(g[3][-1] is not None for g in sg.graphs.values())
     monkeypatch.undo()
 
     def capture(fn, device):  # fails while the graph copies to the host
         cells = dict(zip(fn.__code__.co_freevars, fn.__closure__))
+        graph = _RerunGraph(fn)  # runs fn: consumes the outputs, as a recording does
         if cells["host"].cell_contents[0] is not None:
             raise RuntimeError("operation not permitted when stream is capturing")
-        return _RerunGraph(fn)
+        return graph
     sg, outcomes, copied = _graph_loop(monkeypatch, 6, capture=capture)
     # The failed recording at 2 runs eagerly and drops the views it made (a
     # new generation): 3 sights the key again, 4 records without the copy.

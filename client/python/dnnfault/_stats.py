@@ -434,10 +434,12 @@ class Stats:
         steps = self._steps if defer else None
         key = None
         if steps is not None:
+            # First: a replay may write where the last numbers lie, and
+            # key() may drop graphs whose last replay has not finished.
+            self._copy.settle()
             key = steps.key(self, loss, output, target, inputs, accuracy_mode, keep_weights)
             got = None
             if key is not None:
-                self._copy.settle()  # a graph may write where the last numbers lie
                 got = steps.run(self, key,
                                 (loss, output, target, inputs, accuracy_mode, keep_weights))
             if got is not None:  # the whole step replayed as one graph

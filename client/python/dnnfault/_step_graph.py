@@ -220,23 +220,32 @@ class StepGraphs:
                 else:
                     host[0] = None
 
-        graph = None
-        try:
-            if self.host_copy:
+        if self.host_copy:
+            try:
                 host[0] = _pinned(n, dtype)
+            except Exception as e:
+                log.debug("dnnfault: step graphs copy to the host eagerly from now on "
+                          "(pinned memory: %s)", e)
+                self.host_copy = False
+        graph = None
+        retry = False
+        try:
             xs, grads, stages = self.staged(st, args, small)  # run now, outside the graph
             reserved = torch.cuda.memory_reserved(device)
             _cuda.RECORDING.active = True
             try:
                 graph = _cuda.capture(body, device)
+            except Exception:
+                retry = host[0] is not None  # perhaps the copy to the host
+                raise
             finally:
                 _cuda.RECORDING.active = False
             why = "torch cannot record here: before 2.1, or inside a recording"
         except Exception as e:
             why = "recording failed: %s" % e
-            if host[0] is not None:
-                # Perhaps the copy to the host: record again without it
-                # at the key's next step.
+            if retry:
+                # Record again without the copy at the key's next step
+                # (torch's own cleanup of a failed recording assumed).
                 log.debug("dnnfault: step graphs copy to the host eagerly from now on (%s)", why)
                 self.host_copy = False
                 self._undo(st, acts, prev)
