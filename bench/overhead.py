@@ -267,16 +267,19 @@ def breakdown(args, x, y, address):
 
 
 def compare_step_graphs(args, x, y, address):
-    """Every step sampled, with whole-step graphs (_step_graph) off and on:
-    each against the plain loop (median over repeats, the three loops
-    interleaved per repeat, their order rotated). A CUDA device only."""
+    """Every step sampled, with whole-step graphs (_step_graph) off and on
+    (and with --host-copy, on with the graph's own copy to the host): each
+    against the plain loop (median over repeats, the loops interleaved per
+    repeat, their order rotated). A CUDA device only."""
     from dnnfault import _step_graph
-    print("%-9s %10s %10s %10s" % ("model", "plain ms", "graphs off", "graphs on"))
+    kinds = ["plain", "off", "on"] + (["copy"] if args.host_copy else [])
+    print("%-9s %10s %10s %10s%s" % ("model", "plain ms", "graphs off", "graphs on",
+                                     " host copy" if args.host_copy else ""))
     for name in args.models.split(","):
         make, steps = MODELS[name][0], steps_of(args, name)
-        times = {"plain": [], "off": [], "on": []}
+        times = {k: [] for k in kinds}
         order = list(times)
-        counts = []  # per "on" run: sampled steps replayed, graphs recorded, keys computed
+        counts = []  # per run with graphs: sampled steps replayed, graphs recorded, keys computed
 
         def watch(model, opt, lf):
             mon = dnnfault.watch(model, opt, lf, every=1, address=address, run="bench-graphs")
@@ -288,18 +291,20 @@ def compare_step_graphs(args, x, y, address):
                 mon.close(timeout=10)
             return (lambda loss, out, yb, xb: mon.step(loss, output=out, target=yb, inputs=xb),
                     close)
-        was = _step_graph.ENABLED
+        was = _step_graph.ENABLED, _step_graph.HOST_COPY
         for r in range(args.repeats):
             seed = 100 + r
-            for kind in order[r % 3:] + order[:r % 3]:
-                _step_graph.ENABLED = kind == "on"
+            k = r % len(order)
+            for kind in order[k:] + order[:k]:
+                _step_graph.ENABLED = kind in ("on", "copy")
+                _step_graph.HOST_COPY = kind == "copy"
                 times[kind].append(train_timed(make, steps, x, y, args.batch, seed,
                                                None if kind == "plain" else watch)[0])
-        _step_graph.ENABLED = was
-        print("%-9s %10.3f %9.3fx %9.3fx   replayed/recorded/looked per run: %s" % (
-            name, statistics.median(times["plain"]) * 1e3,
-            *(statistics.median([t / b for t, b in zip(times[k], times["plain"])])
-              for k in ("off", "on")), " ".join("%d/%d/%d" % c for c in counts)))
+        _step_graph.ENABLED, _step_graph.HOST_COPY = was
+        print("%-9s %10.3f %s   replayed/recorded/looked per run: %s" % (
+            name, statistics.median(times["plain"]) * 1e3, " ".join(
+                "%9.3fx" % statistics.median([t / b for t, b in zip(times[k], times["plain"])])
+                for k in kinds[1:]), " ".join("%d/%d/%d" % c for c in counts)))
         sys.stdout.flush()
 
 
@@ -364,6 +369,8 @@ def main():
                     help="split the every-step cost: hooks, statistics, the whole monitor")
     ap.add_argument("--step-graphs", action="store_true",
                     help="every step sampled, whole-step CUDA graphs off against on")
+    ap.add_argument("--host-copy", action="store_true",
+                    help="with --step-graphs: also on, with the graphs' own copy to the host")
     ap.add_argument("--malloc", choices=("default", "fixed"), default="default",
                     help="fixed: glibc's mmap and trim thresholds set (32 MiB, 256 MiB) "
                          "for plain and watched runs alike, so that freed memory is not "

@@ -38,7 +38,7 @@ part cuda-tests "$py" -m pytest -q -p no:cacheprovider -rs tests/python/test_cud
 for m in mlp cnn wide-mlp; do  # each the first loop of its process, as in a user's script
     part "step-graph-keys-$m" "$py" bench/step_graphs.py --models "$m"
 done
-part step-graphs-cuda "$py" bench/overhead.py --device cuda --step-graphs --repeats 3 --steps 1000
+part step-graphs-cuda "$py" bench/overhead.py --device cuda --step-graphs --host-copy --repeats 3 --steps 1000
 part bench-cuda "$py" bench/overhead.py --device cuda --repeats 5 --scale 4
 part breakdown-cuda "$py" bench/overhead.py --device cuda --breakdown --repeats 3 --scale 2
 part stats-cost-cuda "$py" bench/overhead.py --device cuda --stats-cost

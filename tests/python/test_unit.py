@@ -654,6 +654,7 @@ def _graph_loop(monkeypatch, steps, keep=lambda t: True, capture=None):
     monkeypatch.setattr(_cuda, "capture", capture or (lambda fn, device: _RerunGraph(fn)))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 0)
     monkeypatch.setattr(_step_graph, "_pinned", lambda n, dtype: torch.empty(n, dtype=dtype))
+    monkeypatch.setattr(_step_graph, "HOST_COPY", True)
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
     mods = [model[0], model[2]]

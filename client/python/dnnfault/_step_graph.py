@@ -37,11 +37,12 @@ one whose graphs would hold more than MAX_BYTES of device memory, and a
 failed recording or replay turns step graphs off for good: the eager
 path gives the same numbers.
 
-The graph also copies the step's result vector into pinned host memory
-of its own (HOST_COPY), which saves the copy's launch at every replay;
-the first replay of each recording checks that copy against the vector,
-bit for bit, and where it differs, or where recording the copy fails,
-the copies are made by _cuda.HostCopy again, as before.
+With HOST_COPY the graph also copies the step's result vector into
+pinned host memory of its own, which saves the copy's launch at every
+replay; the first replay of each recording checks that copy against the
+vector, bit for bit, and where it differs, or where recording the copy
+fails, the copies are made by _cuda.HostCopy again. Off until it has
+run on a GPU (DNNFAULT_GRAPH_HOST_COPY=1 turns it on).
 
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
@@ -71,7 +72,9 @@ CHURN = 2 * MAX_GRAPHS  # recordings after which a poor replay rate turns graphs
 STAGE_BYTES = 1 << 20
 STAGE_TOTAL = 16 << 20
 _foreach_copy = getattr(torch, "_foreach_copy_", None)  # torch >= 2.1
-HOST_COPY = True  # the graph copies its result to the host itself
+# The graph copies its result to the host itself: written without a GPU,
+# off until one has run it (docs/python.md).
+HOST_COPY = os.environ.get("DNNFAULT_GRAPH_HOST_COPY", "0") == "1"
 
 log = logging.getLogger("dnnfault")
 
