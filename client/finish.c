@@ -31,22 +31,31 @@ enum { W_SUM, W_SQ, W_MAX, D_SQ, G_SUM, G_SQ, G_MAX, G_ZERO, A_SUM, A_SQ, A_POS,
  * mixed, saturated). */
 enum { R_X, R_SQ, R_MIX, R_SAT };
 
+/* Values a record of a fixed size spans in the result vector; 0 for
+ * COUNTS (2 * pad) and unknown kinds. */
+#define MAX_FIXED 10
+static uint64_t fixed_size(int64_t kind)
+{
+	switch (kind) {
+	case DNNFAULT_RECORD_WG: return 10;
+	case DNNFAULT_RECORD_W: return 5;
+	case DNNFAULT_RECORD_OUT: return 4;
+	default: return 0;
+	}
+}
+
 /* Whether a record lies within the layers and the result vector. */
 static int record_ok(const int64_t *rec, size_t n_raw, size_t n_layers)
 {
-	uint64_t size;
+	uint64_t size = fixed_size(rec[0]);
 	if (rec[1] < 0 || (uint64_t)rec[1] >= n_layers || rec[2] < 0 || rec[3] < 0)
 		return 0;
-	switch (rec[0]) {
-	case DNNFAULT_RECORD_WG: size = 10; break;
-	case DNNFAULT_RECORD_W: size = 5; break;
-	case DNNFAULT_RECORD_OUT: size = 4; break;
-	case DNNFAULT_RECORD_COUNTS:
+	if (rec[0] == DNNFAULT_RECORD_COUNTS) {
 		if ((uint64_t)rec[3] > n_raw / 2)
 			return 0;
 		size = 2 * (uint64_t)rec[3];
-		break;
-	default: return 0;
+	} else if (!size) {
+		return 0;
 	}
 	return (uint64_t)rec[2] <= n_raw && size <= n_raw - (uint64_t)rec[2];
 }
@@ -57,6 +66,12 @@ static double nan_max(double a, double b)
 	if (isnan(a) || isnan(b))
 		return NAN;
 	return a > b ? a : b;
+}
+
+/* max |x| from a minimum and a maximum (_stats: max(-min, max)). */
+static double max_abs(double min, double max)
+{
+	return nan_max(-min, max);
 }
 
 /* Population std from a sum of squares and the mean (_stats._std_sq). */
@@ -131,37 +146,7 @@ int dnnfault_finish(const void *raw, int dtype, size_t n_raw, const int64_t *rec
 		int64_t o = rec[2], pad = rec[3];
 		double *c = work + WORK * rec[1];
 		c[SEEN] = 1;
-		if (rec[0] != DNNFAULT_RECORD_COUNTS)
-			c[PARTS] += 1;
-		switch (rec[0]) {
-		case DNNFAULT_RECORD_WG:
-			c[W_SUM] += at(raw, dtype, o);
-			c[G_SUM] += at(raw, dtype, o + 1);
-			c[W_SQ] += at(raw, dtype, o + 2);
-			c[G_SQ] += at(raw, dtype, o + 3);
-			c[D_SQ] += at(raw, dtype, o + 4);
-			c[G_ZERO] += at(raw, dtype, o + 5) - (double)pad;
-			c[W_MAX] = nan_max(c[W_MAX],
-					   nan_max(-at(raw, dtype, o + 6), at(raw, dtype, o + 8)));
-			c[G_MAX] = nan_max(c[G_MAX],
-					   nan_max(-at(raw, dtype, o + 7), at(raw, dtype, o + 9)));
-			c[WEIGHTS] = 1;
-			break;
-		case DNNFAULT_RECORD_W:
-			c[W_SUM] += at(raw, dtype, o + R_X);
-			c[W_SQ] += at(raw, dtype, o + R_SQ);
-			c[D_SQ] += at(raw, dtype, o + R_MIX);
-			c[W_MAX] = nan_max(c[W_MAX],
-					   nan_max(-at(raw, dtype, o + 3), at(raw, dtype, o + 4)));
-			c[WEIGHTS] = 1;
-			break;
-		case DNNFAULT_RECORD_OUT:
-			c[A_SUM] += at(raw, dtype, o + R_X);
-			c[A_SQ] += at(raw, dtype, o + R_SQ);
-			c[A_POS] += at(raw, dtype, o + R_MIX);
-			c[A_SAT] += at(raw, dtype, o + R_SAT);
-			break;
-		default: { /* pad NaN counts, then pad Inf counts */
+		if (rec[0] == DNNFAULT_RECORD_COUNTS) { /* pad NaN counts, then pad Inf counts */
 			double nan = 0, inf = 0;
 			for (int64_t k = 0; k < pad; k++)
 				nan += at(raw, dtype, o + k);
@@ -170,7 +155,36 @@ int dnnfault_finish(const void *raw, int dtype, size_t n_raw, const int64_t *rec
 			c[N_NAN] += nan;
 			c[N_INF] += inf;
 			c[COUNTED] += 1;
+			continue;
 		}
+		double v[MAX_FIXED];
+		for (uint64_t k = 0; k < fixed_size(rec[0]); k++)
+			v[k] = at(raw, dtype, o + (int64_t)k);
+		c[PARTS] += 1;
+		switch (rec[0]) {
+		case DNNFAULT_RECORD_WG: /* w and g interleaved: sums, squares, mixed; mins; maxes */
+			c[W_SUM] += v[0];
+			c[G_SUM] += v[1];
+			c[W_SQ] += v[2];
+			c[G_SQ] += v[3];
+			c[D_SQ] += v[4];
+			c[G_ZERO] += v[5] - (double)pad;
+			c[W_MAX] = nan_max(c[W_MAX], max_abs(v[6], v[8]));
+			c[G_MAX] = nan_max(c[G_MAX], max_abs(v[7], v[9]));
+			c[WEIGHTS] = 1;
+			break;
+		case DNNFAULT_RECORD_W:
+			c[W_SUM] += v[R_X];
+			c[W_SQ] += v[R_SQ];
+			c[D_SQ] += v[R_MIX];
+			c[W_MAX] = nan_max(c[W_MAX], max_abs(v[3], v[4]));
+			c[WEIGHTS] = 1;
+			break;
+		default: /* DNNFAULT_RECORD_OUT */
+			c[A_SUM] += v[R_X];
+			c[A_SQ] += v[R_SQ];
+			c[A_POS] += v[R_MIX];
+			c[A_SAT] += v[R_SAT];
 		}
 	}
 	/* A layer whose NaN and Inf were not all counted on the device and

@@ -728,7 +728,7 @@ def test_step_graph_host_copy_falls_back(monkeypatch):
     assert outcomes == ["eager"] * 2 + ["replayed"] * 3 and not any(copied)
     assert sg.on and not sg.host_copy and sg.recorded == 1
     # The graph still writes its pinned copy at every replay: held with it.
-    assert all(g[3][-1] is not None for g in sg.graphs.values())
+    assert all(g.held[-1] is not None for g in sg.graphs.values())
     monkeypatch.undo()
 
     def capture(fn, device):  # fails while the graph copies to the host

@@ -144,15 +144,18 @@ class HostCopy:
         if self.buf is None or self.buf.numel() < n or self.buf.dtype != vec.dtype:
             self.buf = torch.empty(max(n, 256), dtype=vec.dtype, pin_memory=True)
             self.host = None
-        if self.event is None or self.device != vec.device:
-            self.event = torch.cuda.Event()  # an event stays on its first device
-            self.device = vec.device
+        self._event_on(vec.device)
         host = self.host
         if host is None or host.numel() != n:  # a view made once per size, not per step
             host = self.host = self.buf[:n]
         _on_device(vec.device, lambda: (host.copy_(vec, non_blocking=True), self.event.record()))
         self.pending = Pending(self, host, finish)
         return self.pending
+
+    def _event_on(self, device):
+        if self.event is None or self.device != device:
+            self.event = torch.cuda.Event()  # an event stays on its first device
+            self.device = device
 
     def settle(self):
         """Resolves the Pending its owner has not asked for yet (kept for
@@ -167,9 +170,7 @@ class HostCopy:
         """A Pending of the numbers that work already queued on device (a
         step graph, _step_graph) copies into host, pinned memory of its own:
         an event marks the end of that work, as start() marks its copy's."""
-        if self.event is None or self.device != device:
-            self.event = torch.cuda.Event()
-            self.device = device
+        self._event_on(device)
         _on_device(device, self.event.record)
         self.pending = Pending(self, host, finish)
         return self.pending

@@ -28,6 +28,7 @@ import threading
 
 import torch
 
+from . import _lib
 from ._describe import first_tensor
 from ._stats import (A_APOS, A_ASAT, A_ASQ, A_ASUM, A_INF, A_NAN, N_ACC, Stats, _std_sq,
                      accuracy, layer_stats)
@@ -38,7 +39,7 @@ from ._stats import (A_APOS, A_ASAT, A_ASQ, A_ASUM, A_INF, A_NAN, N_ACC, Stats, 
 # Spans are written as flat lists of words into an array.array (cheaper
 # than a numpy record array at these sizes).
 WEIGHT, GRAD, OUTPUT, INPUT = 1, 2, 3, 4
-_DTYPES = {torch.float32: 1, torch.float64: 2}
+_DTYPES = {torch.float32: _lib.F32, torch.float64: _lib.F64}
 _LAYOUT_OK = sys.byteorder == "little" and ctypes.sizeof(ctypes.c_void_p) == 8
 # dnnfault_reduce's accumulator row (enum dnnfault_acc): the N_ACC sums in
 # the A_* order of _stats, then the input's minimum and maximum; the input

@@ -12,6 +12,8 @@ import json
 import os
 
 STATS_PER_LAYER = 16
+F32, F64 = 1, 2  # enum dnnfault_span_dtype
+FINISH_WORK = 18  # doubles of scratch per layer that dnnfault_finish needs
 
 TASK_UNKNOWN, TASK_CLASSIFICATION, TASK_REGRESSION = 0, 1, 2
 END_COMPLETED, END_CRASHED, END_INTERRUPTED = 1, 2, 3

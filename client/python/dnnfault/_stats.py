@@ -714,7 +714,7 @@ class _CFinish:
         records = np.array(recs, dtype=np.int64).reshape(-1)
         layers = np.array([v for row in zip(nws, ng, na, has_prev) for v in row],
                           dtype=np.int64)
-        work = np.empty(18 * n)
+        work = np.empty(_lib.FINISH_WORK * n)
         self.out = np.empty(n * _lib.STATS_PER_LAYER, dtype=np.float32)
         self.fn = fn
         self.layout = layout
@@ -732,7 +732,7 @@ class _CFinish:
         return Stats.finish(raw, self.layout)
 
 
-_C_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}  # enum dnnfault_span_dtype
+_C_DTYPES = {np.dtype(np.float32): _lib.F32, np.dtype(np.float64): _lib.F64}
 
 
 def _extras(r, extra):

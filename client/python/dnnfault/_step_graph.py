@@ -17,7 +17,7 @@ more address sets than graphs are kept (bench/step_graphs.py on an H200,
 2026-11-27: the wide MLP recorded 17 graphs in 57 sampled steps and gave
 up). So a transient tensor (gradient, recorded output, loss, output,
 target, input) of at most STAGE_BYTES is copied into a buffer of the
-graph's own before each replay (one _foreach_copy_ per dtype), up to
+graph's own before each replay (one _foreach_copy_ per dtype and device), up to
 STAGE_TOTAL bytes a step; the graph reads that buffer. The others are
 read where they lie.
 
@@ -84,14 +84,25 @@ def _where(t):
     return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device)
 
 
+class _Graph:
+    """One recorded step: the graph, the result vector it writes, finish
+    (raw -> (layer_stats, extras)), the buffers it writes by address (held
+    with it), the device memory it took, its staging copies (_copies) and
+    the pinned host copy of its result it makes, where that is used."""
+
+    __slots__ = ("graph", "vec", "finish", "held", "size", "copies", "host")
+
+    def __init__(self, graph, vec, finish, held, size, copies, host):
+        self.graph, self.vec, self.finish, self.held = graph, vec, finish, held
+        self.size, self.copies, self.host = size, copies, host
+
+
 class StepGraphs:
     """The recorded sampled steps of one _stats.Stats."""
 
     def __init__(self, enabled=None):
         self.on = ENABLED if enabled is None else enabled
-        # key: (graph, result vector, its finish, buffers it writes, its bytes,
-        # its stages, the host copy of its result vector or None)
-        self.graphs = {}
+        self.graphs = {}  # key: _Graph
         self.bytes = 0  # device memory the graphs' pools took
         # key of an eager step whose results lay on one GPU: (that device,
         # the result vector's length and dtype)
@@ -162,15 +173,13 @@ class StepGraphs:
         whose key() was key, replayed or recorded and replayed; None where
         it must run eagerly. args: st.compute's arguments."""
         small, self.small = self.small, []
-        got = self.graphs.get(key)
-        if got is not None:
-            graph, vec, finish, stages, host = got[0], got[1], got[2], got[5], got[6]
-
+        g = self.graphs.get(key)
+        if g is not None:
             def replay():
-                _stage(stages, small)
-                graph.replay()
+                _stage(g.copies, small)
+                g.graph.replay()
             try:
-                _cuda._on_device(vec.device, replay)
+                _cuda._on_device(g.vec.device, replay)
             except Exception as e:  # the staging copies may have run, the graph has not
                 log.debug("dnnfault: whole steps run eagerly from now on (replay failed: %s)", e)
                 self.off()
@@ -180,7 +189,7 @@ class StepGraphs:
                 l.act = None
             st.prev = st._prev_buffers() if args[5] else None
             self.replays += 1
-            return vec, finish, host
+            return g.vec, g.finish, g.host
         seen = self.seen.get(key)
         if seen is None:
             return None
@@ -193,7 +202,7 @@ class StepGraphs:
         values (recorded outputs are set on their layers). Returns (args,
         grads, stages)."""
         stages = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for _, t in small]
-        _stage(stages, small)
+        _stage(_copies(stages), small)
         xs = list(args)
         grads = {}
         for (slot, _), b in zip(small, stages):
@@ -292,8 +301,8 @@ class StepGraphs:
         # and the same layout serves every replay.
         finish = st.finisher(layout[:-1] + (None,))
         if len(self.graphs) >= MAX_GRAPHS:
-            self.bytes -= self.graphs.pop(next(iter(self.graphs)))[4]  # the oldest
-        self.graphs[key] = (graph, vec, finish, held, size, _copies(stages), host[0])
+            self.bytes -= self.graphs.pop(next(iter(self.graphs))).size  # the oldest
+        self.graphs[key] = _Graph(graph, vec, finish, held, size, _copies(stages), host[0])
         self.bytes += size
         self.seen.pop(key, None)
         self.recorded += 1
@@ -363,14 +372,10 @@ def _copies(stages):
 
 
 @torch.no_grad()
-def _stage(stages, small):
-    """Copies the small tensors into their stages: stages is a list of
-    buffers in small's order, or what _copies made of one."""
-    if not stages:
-        return
-    if isinstance(stages[0], torch.Tensor):
-        stages = _copies(stages)
-    for bufs, idx in stages:
+def _stage(copies, small):
+    """Copies the small tensors into their stages (copies: _copies of the
+    stages, which lie in small's order)."""
+    for bufs, idx in copies:
         src = [small[j][1] for j in idx]
         if _foreach_copy is not None:
             _foreach_copy(bufs, src)
