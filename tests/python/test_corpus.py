@@ -353,3 +353,48 @@ def test_reference_check_ranking():
     assert f == pytest.approx((2 / 3) / len(reference_check.CAUSES))
     exact = reference_check.ranked_macro_f1(truth[:2], [True, True], np.where(truth[:2], 0.9, 0.01))
     assert exact == pytest.approx(2 / len(reference_check.CAUSES))
+
+
+def test_relabel_rows_rule_and_matching():
+    """corpus/relabel_rows.py: one run is significantly worse below the
+    one-sided 95% prediction interval of the original's seeds, or when it
+    has no final metric; runs are found as blocks of five by label and
+    final metrics, and a block that fits records disagreeing on what the
+    rule reads keeps its label."""
+    import collections
+    import relabel_rows as rr
+    original = [0.80, 0.82, 0.81, 0.79, 0.83]  # mean 0.81, sd 0.0158: bound 0.81 - 0.0369
+    rec = dict(kind="mutant", label=[], causes=["lr_high"], original_metrics=original,
+               metrics=[0.774, 0.772, float("nan"), None, 0.81])
+    assert [rr.worse(rec, s) for s in range(5)] == [False, True, True, True, False]
+
+    runs = {k: ("p", "", m) for k, m in zip(range(1, 6), [0.5, 0.8, 0.81, 0.5, 0.82])}
+    runs.update({k: ("p", "lr_high", m) for k, m in zip(range(6, 11), [0.1] * 5)})
+    a = dict(rec, metrics=[0.8, 0.5, 0.82, 0.81, 0.5], config_id=1)
+    b = dict(rec, label=["lr_high"], metrics=[0.1] * 5, config_id=2)
+    counts = collections.Counter()
+    found = rr.match(runs, list(range(1, 11)), {"p": [a, b]}, 0, counts)
+    assert found[1] == (a, 1) and found[4] == (a, 4) and found[3] == (a, 3) and found[6] == (b, 0)
+    assert not counts
+    # Out of manifest order, a block that fits two records is matched when
+    # they agree on what the rule reads, and kept when they do not.
+    c = dict(b, config_id=3)
+    found = rr.match(runs, list(range(1, 11)), {"p": [b, c, a]}, 0, counts)
+    assert found[6][0] is b and found[1] == (a, 1) and not counts
+    d = dict(b, causes=["init"], config_id=4)
+    found = rr.match(runs, list(range(1, 11)), {"p": [b, d, a]}, 0, counts)
+    assert 6 not in found and found[1] == (a, 1)
+    assert counts == {"blocks matching records that disagree (kept)": 1}
+
+
+def test_relabel_rows_finds_every_committed_run():
+    """Every run of the committed rows is found in the manifests, and the
+    run-by-run rule changes only harmless mutants' and variations' runs."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel_rows.py"), "--summary"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = dict(line[2:].rsplit(": ", 1) for line in r.stderr.splitlines())
+    assert summary["runs"] == summary["runs found in the manifests"] == "8035"
+    assert int(summary["harmless-mutant runs significantly worse: faulty"]) > 0
+    assert len(r.stdout.splitlines()) == 1 + 4 * (8035 - int(
+        summary["healthy-variation runs significantly worse: unlabelled"]))

@@ -1,0 +1,200 @@
+"""Relabels the committed feature rows run by run, without the store: a
+run of a mutant whose configuration is labelled healthy becomes faulty
+(the mutant's causes) when that run itself ended significantly worse than
+its original program; such a run of a healthy variation is left
+unlabelled (dropped), as a variation that hurts is. Writes the rows, with
+their header, to stdout for `dnnfaultctl train/evaluate -`.
+
+    /usr/bin/python3 corpus/relabel_rows.py [--summary] > rows.csv
+
+The corpus rule (docs/corpus.md, Labels) labels a configuration by its
+five seeds together (DeepCrime's): a mutant whose seeds are not worse
+together is healthy, even when one of its seeds collapsed (a ReLU after
+the output of gru_sequences ends two of its five runs at chance, 0.496
+against 0.863). To the owner of that run it is faulty, and the fault is
+the mutant's. "Significantly worse" for one run is the one-sample
+counterpart of the configuration's test: below the one-sided 95%
+prediction interval of the original's five seeds (mean - t(0.95, 4) *
+sd * sqrt(1 + 1/5)), or diverged (no final metric).
+
+The rows name runs by their store ids, the manifests by run uid; the
+store is not committed, so runs are found by their configuration: the
+store numbered each configuration's five runs consecutively, so the rows
+come in blocks of five (by id) that are matched to manifest records of
+the same program by label and by the multiset of final metrics
+(`val_metric_last` at the end of training), in manifest order where it
+holds. Blocks whose outcome matches several records are resolved only
+when those records agree on everything the rule reads; the others keep
+their label and are counted in the summary.
+"""
+
+import argparse
+import collections
+import csv
+import glob
+import json
+import lzma
+import math
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+T95_4 = 2.131847  # one-sided 95% quantile of Student's t, 4 degrees of freedom
+SUPPLEMENT = 100000  # the seed-5 supplement's run ids start above this (docs/corpus.md)
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def same(a, b):
+    a = math.nan if a is None else a
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= 1e-5 * max(1.0, abs(a))
+
+
+def labels_key(causes):
+    return "|".join(sorted(causes))
+
+
+def read_rows():
+    """(header, rows in file order, {run: (program, labels key, final metric)})"""
+    header, rows, runs = None, [], {}
+    for path in sorted(glob.glob(os.path.join(HERE, "rows", "*.csv.xz"))):
+        with lzma.open(path, "rt") as f:
+            r = csv.reader(f)
+            header = next(r)
+            metric = header.index("val_metric_last")
+            for row in r:
+                rows.append(row)
+                if row[2] == "1.00":
+                    causes = row[3].split("|") if row[3] else []
+                    runs[int(row[0])] = (row[1], labels_key(causes), number(row[metric]))
+    return header, rows, runs
+
+
+def read_manifests(paths):
+    by_program = collections.defaultdict(list)
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    if r["label"] is not None:
+                        by_program[r["program"]].append(r)
+    return by_program
+
+
+def seeds_of(block, runs, record):
+    """The seed index of each run of the block in record, or None when the
+    block is not that record's runs."""
+    if any(runs[run][1] != labels_key(record["label"]) for run in block):
+        return None
+    free = list(record["metrics"])
+    seeds = []
+    for run in block:
+        for k, m in enumerate(free):
+            if m != "taken" and same(m, runs[run][2]):
+                seeds.append(k)
+                free[k] = "taken"
+                break
+        else:
+            return None
+    return seeds
+
+
+def what_rule_reads(record, seed):
+    return (record["kind"], json.dumps(record["label"]), json.dumps(sorted(set(record["causes"] or []))),
+            record["metrics"][seed], json.dumps(record["original_metrics"]))
+
+
+def match(runs, ids, by_program, offset, counts):
+    """{run: (record, seed)} for the runs of ids (one store's)."""
+    blocks = collections.defaultdict(list)
+    for run in ids:
+        blocks[(run - offset - 1) // 5].append(run)
+    per_program = collections.defaultdict(list)
+    for b in sorted(blocks):
+        per_program[runs[blocks[b][0]][0]].append(blocks[b])
+    found = {}
+    for program, program_blocks in per_program.items():
+        records = by_program[program]
+        used, next_k = set(), 0
+        for block in program_blocks:
+            k = next((k for k in range(next_k, len(records))
+                      if k not in used and seeds_of(block, runs, records[k]) is not None), None)
+            if k is not None:
+                next_k = k + 1
+            else:
+                fits = [k for k in range(len(records))
+                        if k not in used and seeds_of(block, runs, records[k]) is not None]
+                if len(fits) > 1:
+                    views = {tuple(what_rule_reads(records[j], s) for s in seeds_of(block, runs, records[j]))
+                             for j in fits}
+                    if len(views) > 1:
+                        counts["blocks matching records that disagree (kept)"] += 1
+                        continue
+                elif not fits:
+                    counts["blocks matching no record (kept)"] += 1
+                    continue
+                k = fits[0]
+            used.add(k)
+            for run, seed in zip(block, seeds_of(block, runs, records[k])):
+                found[run] = (records[k], seed)
+    return found
+
+
+def worse(record, seed):
+    """Whether this one run ended significantly worse than its original."""
+    m = record["metrics"][seed]
+    if m is None or math.isnan(m):
+        return True
+    om = record["original_metrics"]
+    return m < statistics.mean(om) - T95_4 * statistics.stdev(om) * math.sqrt(1 + 1 / len(om))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--summary", action="store_true", help="print what changed to stderr")
+    args = ap.parse_args()
+    header, rows, runs = read_rows()
+    counts = collections.Counter()
+    ids = sorted(runs)
+    found = match(runs, [r for r in ids if r < SUPPLEMENT],
+                  read_manifests(sorted(glob.glob(os.path.join(HERE, "manifest-seed[1-4].jsonl")))), 0, counts)
+    found.update(match(runs, [r for r in ids if r > SUPPLEMENT],
+                       read_manifests([os.path.join(HERE, "manifest-seed5.jsonl")]), SUPPLEMENT, counts))
+    counts["runs found in the manifests"] = len(found)
+    counts["runs"] = len(runs)
+    new = {}  # run: new labels column, or None to drop
+    for run, (record, seed) in found.items():
+        if record["label"] or record["kind"] == "original" or not worse(record, seed):
+            continue
+        if record["kind"] == "neutral":
+            new[run] = None
+            counts["healthy-variation runs significantly worse: unlabelled"] += 1
+        else:
+            causes = sorted(set(c for c in record["causes"] if c))
+            new[run] = "|".join(causes)
+            counts["harmless-mutant runs significantly worse: faulty"] += 1
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(header)
+    for row in rows:
+        run = int(row[0])
+        if run in new:
+            if new[run] is None:
+                continue
+            row[3] = new[run]
+        out.writerow(row)
+    if args.summary:
+        for k, v in sorted(counts.items()):
+            print("# %s: %d" % (k, v), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
