@@ -152,6 +152,35 @@ def label_of(kind, causes, faulty, d, unproven="healthy"):
     return list(causes) if faulty else None if hurts else []
 
 
+RUN_RULES = ("configuration", "run")
+T95_4 = 2.131847  # one-sided 95% quantile of Student's t, 4 degrees of freedom
+
+
+def worse_run(metric, original):
+    """Whether one run ended significantly worse than its original's seeds:
+    below their one-sided 95% prediction interval (the one-sample
+    counterpart of the configuration's test), or with no final metric."""
+    if metric is None or not math.isfinite(metric):
+        return True
+    a = np.array([m for m in original if m is not None and math.isfinite(m)])
+    if len(a) < 2:
+        return False
+    t = T95_4 if len(a) == 5 else st.t.ppf(0.95, len(a) - 1)
+    return bool(metric < a.mean() - t * a.std(ddof=1) * math.sqrt(1 + 1 / len(a)))
+
+
+def run_labels(kind, label, causes, metrics, original, rule="configuration"):
+    """Each run's label. "configuration": its configuration's (label_of).
+    "run": besides, a run of a mutant labelled healthy that itself ended
+    significantly worse than its original (worse_run) is faulty with the
+    mutant's causes, and such a run of a healthy variation is left
+    unlabelled, as a variation that hurts is."""
+    if rule == "configuration" or label != [] or kind == "original":
+        return [label] * len(metrics)
+    hurt = None if kind == "neutral" else [c for c in causes if c]
+    return [hurt if worse_run(m, original) else [] for m in metrics]
+
+
 def label_runs(ctl, address, run_ids, causes):
     for rid in run_ids:
         if rid is None:
@@ -198,6 +227,9 @@ def main():
     ap.add_argument("--unproven", choices=UNPROVEN, default="healthy",
                     help="label of a configuration worse by d >= 0.5 without significance "
                          "(default healthy, the DeepCrime/DeepFD rule)")
+    ap.add_argument("--runs", choices=RUN_RULES, default="configuration",
+                    help="run: a harmless mutant's run that is itself significantly worse is "
+                         "faulty (run_labels); default configuration")
     ap.add_argument("--redo", default="",
                     help="comma list of operators: train their configs again (needs --store)")
     ap.add_argument("--store", help="the daemon's database, where --redo deletes replaced runs")
@@ -264,11 +296,15 @@ def main():
             else:
                 faulty, d, p = verdict(originals[item["program"]], metrics, diverged)
             label = label_of(item["kind"], item.get("causes", []), faulty, d, args.unproven)
-            if label is not None:
-                label_runs(args.ctl, args.address, run_ids, label)
+            per_run = run_labels(item["kind"], label, item.get("causes", []), metrics,
+                                 originals[item["program"]], args.runs)
+            for run_id, run_label in zip(run_ids, per_run):
+                if run_label is not None:
+                    label_runs(args.ctl, args.address, [run_id], run_label)
             record = dict(config_id=item["config_id"], kind=item["kind"], program=item["program"],
                           operators=item["operators"], causes=item.get("causes", []),
-                          label=label, faulty=faulty, cohen_d=d, p=p, diverged_share=diverged,
+                          label=label, run_labels=per_run, faulty=faulty, cohen_d=d, p=p,
+                          diverged_share=diverged,
                           metrics=metrics, original_metrics=originals[item["program"]],
                           seeds=list(range(SEEDS)), run_ids=run_ids,
                           seconds=[r["seconds"] for r in results],

@@ -36,11 +36,12 @@ import json
 import lzma
 import math
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-T95_4 = 2.131847  # one-sided 95% quantile of Student's t, 4 degrees of freedom
+sys.path.insert(0, HERE)
+import generate  # noqa: E402
+
 SUPPLEMENT = 100000  # the seed-5 supplement's run ids start above this (docs/corpus.md)
 
 
@@ -93,13 +94,12 @@ def read_manifests(paths):
 def seeds_of(block, runs, record):
     """The seed index of each run of the block in record, or None when the
     block is not that record's runs."""
-    if any(runs[run][1] != labels_key(record["label"]) for run in block):
-        return None
+    labels = [labels_key(x) for x in record.get("run_labels") or [record["label"]] * len(record["metrics"])]
     free = list(record["metrics"])
     seeds = []
     for run in block:
         for k, m in enumerate(free):
-            if m != "taken" and same(m, runs[run][2]):
+            if m != "taken" and labels[k] == runs[run][1] and same(m, runs[run][2]):
                 seeds.append(k)
                 free[k] = "taken"
                 break
@@ -110,6 +110,7 @@ def seeds_of(block, runs, record):
 
 def what_rule_reads(record, seed):
     return (record["kind"], json.dumps(record["label"]), json.dumps(sorted(set(record["causes"] or []))),
+            json.dumps((record.get("run_labels") or [None] * 5)[seed]),
             record["metrics"][seed], json.dumps(record["original_metrics"]))
 
 
@@ -149,15 +150,6 @@ def match(runs, ids, by_program, offset, counts):
     return found
 
 
-def worse(record, seed):
-    """Whether this one run ended significantly worse than its original."""
-    m = record["metrics"][seed]
-    if m is None or math.isnan(m):
-        return True
-    om = record["original_metrics"]
-    return m < statistics.mean(om) - T95_4 * statistics.stdev(om) * math.sqrt(1 + 1 / len(om))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--summary", action="store_true", help="print what changed to stderr")
@@ -173,15 +165,16 @@ def main():
     counts["runs"] = len(runs)
     new = {}  # run: new labels column, or None to drop
     for run, (record, seed) in found.items():
-        if record["label"] or record["kind"] == "original" or not worse(record, seed):
-            continue
-        if record["kind"] == "neutral":
+        label = generate.run_labels(record["kind"], record["label"], record["causes"] or [],
+                                    record["metrics"], record["original_metrics"], "run")[seed]
+        if label is None:
             new[run] = None
-            counts["healthy-variation runs significantly worse: unlabelled"] += 1
+        elif labels_key(label) != runs[run][1]:
+            new[run] = "|".join(label)
         else:
-            causes = sorted(set(c for c in record["causes"] if c))
-            new[run] = "|".join(causes)
-            counts["harmless-mutant runs significantly worse: faulty"] += 1
+            continue
+        counts["runs relabelled %s -> %s" % (runs[run][1] or "healthy",
+                                              "unlabelled" if label is None else labels_key(label))] += 1
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(header)
     for row in rows:

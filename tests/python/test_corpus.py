@@ -43,10 +43,12 @@ def test_small_corpus(daemon, tmp_path):
         assert min(x["metrics"]) > floor, (x["program"], x["metrics"])
     mutants = [x for x in records if x["kind"] == "mutant"]
     assert mutants and all(x["operators"] and x["causes"] for x in mutants)
-    # Every run of a labelled config carries its label in the store.
+    # Every run of a labelled config carries its label in the store (the
+    # configuration's, by default).
     for x in records:
         if x["label"] is None:
             continue
+        assert x["run_labels"] == [x["label"]] * len(x["run_ids"])
         for run_id in x["run_ids"]:
             run = daemon.status(run_id)
             assert run["labels"] == x["label"], (run_id, run["labels"], x["label"])
@@ -105,9 +107,28 @@ def test_small_corpus(daemon, tmp_path):
     for c, x in final.items():
         assert x["label"] == generate.label_of(x["kind"], x["causes"], x["faulty"],
                                                x["cohen_d"], "unlabelled")
-        assert dict(x, label=None) == dict(after[c], label=None)  # nothing else changes
+        assert x["run_labels"] == [x["label"]] * len(x["run_ids"])
+        assert dict(x, label=None, run_labels=None) == dict(after[c], label=None, run_labels=None)
         for run_id in x["run_ids"]:
             assert daemon.status(run_id).get("labels") == x["label"]
+
+    # With --runs run, a harmless mutant's run that itself ended far below
+    # the original is faulty with the mutant's causes, alone of its five.
+    original = next(x for x in final.values() if x["kind"] == "original"
+                    and x["program"] == mutant["program"])
+    metrics = list(original["metrics"])
+    metrics[2] = min(metrics) - 10 * (max(metrics) - min(metrics)) - 1.0
+    final[mutant["config_id"]] = dict(final[mutant["config_id"]], faulty=False, cohen_d=0.1,
+                                      p=0.5, metrics=metrics)
+    manifest.write_text("".join(json.dumps(final[c]) + "\n" for c in sorted(final)))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"),
+                        "--runs", "run", daemon.db, str(manifest)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    per_run = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
+    x = per_run[mutant["config_id"]]
+    assert x["label"] == [] and x["run_labels"] == [[], [], mutant["causes"], [], []]
+    assert [daemon.status(u).get("labels") for u in x["run_ids"]] == x["run_labels"]
 
 
 def test_label_rule():
@@ -128,6 +149,27 @@ def test_label_rule():
     assert generate.label_of("neutral", [], False, 0.5) == []
     assert generate.label_of("mutant", causes, False, 0.8, "unlabelled") is None
     assert generate.label_of("neutral", [], False, 0.5, "unlabelled") is None
+
+
+def test_run_label_rule():
+    """By configuration every run gets its configuration's label; run by
+    run, a harmless mutant's run below the one-sided 95% prediction
+    interval of the original's seeds (or without a final metric) is
+    faulty, such a variation's run unlabelled, and nothing else moves."""
+    original = [0.80, 0.82, 0.81, 0.79, 0.83]  # bound 0.81 - 2.1318 * 0.0158 * 1.0954 = 0.7731
+    metrics = [0.774, 0.772, float("nan"), None, 0.81]
+    causes = ["lr_high", "optimizer"]
+    assert generate.run_labels("mutant", [], causes, metrics, original) == [[]] * 5
+    assert generate.run_labels("mutant", [], causes, metrics, original, "run") == \
+        [[], causes, causes, causes, []]
+    assert generate.run_labels("neutral", [], [None], metrics, original, "run") == \
+        [[], None, None, None, []]
+    assert generate.run_labels("mutant", causes, causes, metrics, original, "run") == [causes] * 5
+    assert generate.run_labels("mutant", None, causes, metrics, original, "run") == [None] * 5
+    assert generate.run_labels("original", [], [], metrics, original, "run") == [[]] * 5
+    # With other than five seeds the quantile is Student's for that many.
+    # t(0.95, 2) = 2.92: bound 0.81 - 2.92 * 0.01 * 1.155 = 0.7763
+    assert generate.worse_run(0.775, [0.8, 0.82, 0.81]) and not generate.worse_run(0.777, [0.8, 0.82, 0.81])
 
 
 def test_healthy_flagged_by_kind(tmp_path):
@@ -356,18 +398,12 @@ def test_reference_check_ranking():
 
 
 def test_relabel_rows_rule_and_matching():
-    """corpus/relabel_rows.py: one run is significantly worse below the
-    one-sided 95% prediction interval of the original's seeds, or when it
-    has no final metric; runs are found as blocks of five by label and
+    """corpus/relabel_rows.py finds runs as blocks of five by label and
     final metrics, and a block that fits records disagreeing on what the
     rule reads keeps its label."""
     import collections
     import relabel_rows as rr
-    original = [0.80, 0.82, 0.81, 0.79, 0.83]  # mean 0.81, sd 0.0158: bound 0.81 - 0.0369
-    rec = dict(kind="mutant", label=[], causes=["lr_high"], original_metrics=original,
-               metrics=[0.774, 0.772, float("nan"), None, 0.81])
-    assert [rr.worse(rec, s) for s in range(5)] == [False, True, True, True, False]
-
+    rec = dict(kind="mutant", label=[], causes=["lr_high"], original_metrics=[0.80, 0.82, 0.81, 0.79, 0.83])
     runs = {k: ("p", "", m) for k, m in zip(range(1, 6), [0.5, 0.8, 0.81, 0.5, 0.82])}
     runs.update({k: ("p", "lr_high", m) for k, m in zip(range(6, 11), [0.1] * 5)})
     a = dict(rec, metrics=[0.8, 0.5, 0.82, 0.81, 0.5], config_id=1)
@@ -395,6 +431,8 @@ def test_relabel_rows_finds_every_committed_run():
     assert r.returncode == 0, r.stderr
     summary = dict(line[2:].rsplit(": ", 1) for line in r.stderr.splitlines())
     assert summary["runs"] == summary["runs found in the manifests"] == "8035"
-    assert int(summary["harmless-mutant runs significantly worse: faulty"]) > 0
-    assert len(r.stdout.splitlines()) == 1 + 4 * (8035 - int(
-        summary["healthy-variation runs significantly worse: unlabelled"]))
+    moved = {k: int(v) for k, v in summary.items() if k.startswith("runs relabelled ")}
+    assert all(k.startswith("runs relabelled healthy -> ") for k in moved)
+    dropped = moved.pop("runs relabelled healthy -> unlabelled")
+    assert sum(moved.values()) > 0
+    assert len(r.stdout.splitlines()) == 1 + 4 * (8035 - dropped)
