@@ -64,15 +64,16 @@ def labels_key(causes):
 
 
 def read_rows():
-    """(header, rows in file order, {run: (program, labels key, final metric)})"""
-    header, rows, runs = None, [], {}
+    """(header, {file: its rows in order}, {run: (program, labels key, final metric)})"""
+    header, rows, runs = None, {}, {}
     for path in sorted(glob.glob(os.path.join(HERE, "rows", "*.csv.xz"))):
+        rows[path] = []
         with lzma.open(path, "rt") as f:
             r = csv.reader(f)
             header = next(r)
             metric = header.index("val_metric_last")
             for row in r:
-                rows.append(row)
+                rows[path].append(row)
                 if row[2] == "1.00":
                     causes = row[3].split("|") if row[3] else []
                     runs[int(row[0])] = (row[1], labels_key(causes), number(row[metric]))
@@ -94,7 +95,8 @@ def read_manifests(paths):
 def seeds_of(block, runs, record):
     """The seed index of each run of the block in record, or None when the
     block is not that record's runs."""
-    labels = [labels_key(x) for x in record.get("run_labels") or [record["label"]] * len(record["metrics"])]
+    labels = [None if x is None else labels_key(x)  # an unlabelled run has no row
+              for x in record.get("run_labels") or [record["label"]] * len(record["metrics"])]
     free = list(record["metrics"])
     seeds = []
     for run in block:
@@ -150,9 +152,32 @@ def match(runs, ids, by_program, offset, counts):
     return found
 
 
+def write(header, rows):
+    """The rows back into their files, and every manifest record with its
+    runs' labels (run_labels) under the run-by-run rule."""
+    for path, kept in rows.items():
+        with lzma.open(path + ".tmp", "wt", preset=9) as f:
+            out = csv.writer(f, lineterminator="\n")
+            out.writerow(header)
+            out.writerows(kept)
+        os.replace(path + ".tmp", path)
+    for path in sorted(glob.glob(os.path.join(HERE, "manifest-seed*.jsonl"))):
+        records = {}
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    r["run_labels"] = generate.run_labels(r["kind"], r["label"], r["causes"] or [],
+                                                          r["metrics"], r["original_metrics"], "run")
+                    records[r["config_id"]] = r
+        generate.write_manifest(path, records)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--summary", action="store_true", help="print what changed to stderr")
+    ap.add_argument("--write", action="store_true",
+                    help="rewrite corpus/rows/ and the manifests (with run_labels) instead")
     args = ap.parse_args()
     header, rows, runs = read_rows()
     counts = collections.Counter()
@@ -175,15 +200,23 @@ def main():
             continue
         counts["runs relabelled %s -> %s" % (runs[run][1] or "healthy",
                                               "unlabelled" if label is None else labels_key(label))] += 1
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(header)
-    for row in rows:
-        run = int(row[0])
-        if run in new:
-            if new[run] is None:
-                continue
-            row[3] = new[run]
-        out.writerow(row)
+    for path in rows:
+        kept = []
+        for row in rows[path]:
+            run = int(row[0])
+            if run in new:
+                if new[run] is None:
+                    continue
+                row[3] = new[run]
+            kept.append(row)
+        rows[path] = kept
+    if args.write:
+        write(header, rows)
+    else:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(header)
+        for path in rows:
+            out.writerows(rows[path])
     if args.summary:
         for k, v in sorted(counts.items()):
             print("# %s: %d" % (k, v), file=sys.stderr)
