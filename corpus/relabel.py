@@ -6,7 +6,7 @@ that the store agrees with the manifests). No run is trained again.
 
     /usr/bin/python3 corpus/relabel.py [--unproven healthy|unlabelled] [--runs configuration|run] STORE MANIFEST...
 
-(--unproven, --runs: as generate.py's; default healthy and configuration, the committed corpus's
+(--unproven, --runs: as generate.py's; default healthy and run, the committed corpus's
 rule. For an experiment with the other, work on copies of the store and
 the manifests.)
 
@@ -35,7 +35,7 @@ def stored(label):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--unproven", choices=generate.UNPROVEN, default="healthy")
-    ap.add_argument("--runs", choices=generate.RUN_RULES, default="configuration")
+    ap.add_argument("--runs", choices=generate.RUN_RULES, default="run")
     ap.add_argument("store")
     ap.add_argument("manifests", nargs="+")
     args = ap.parse_args()

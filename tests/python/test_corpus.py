@@ -2,6 +2,7 @@
 mutants train while a real dnnfaultd watches them, get labelled by the
 significance rule, and the labels land on the daemon's runs."""
 
+import glob
 import json
 import os
 import subprocess
@@ -43,15 +44,16 @@ def test_small_corpus(daemon, tmp_path):
         assert min(x["metrics"]) > floor, (x["program"], x["metrics"])
     mutants = [x for x in records if x["kind"] == "mutant"]
     assert mutants and all(x["operators"] and x["causes"] for x in mutants)
-    # Every run of a labelled config carries its label in the store (the
-    # configuration's, by default).
+    # Every run of a labelled config carries its label in the store: its
+    # configuration's, or its own by the run-by-run rule.
     for x in records:
-        if x["label"] is None:
-            continue
-        assert x["run_labels"] == [x["label"]] * len(x["run_ids"])
-        for run_id in x["run_ids"]:
+        assert x["run_labels"] == generate.run_labels(x["kind"], x["label"], x["causes"],
+                                                      x["metrics"], x["original_metrics"], "run")
+        for run_id, label in zip(x["run_ids"], x["run_labels"]):
+            if label is None:
+                continue
             run = daemon.status(run_id)
-            assert run["labels"] == x["label"], (run_id, run["labels"], x["label"])
+            assert run["labels"] == label, (run_id, run["labels"], label)
             assert run["state"] == "completed"
             assert run["steps_stored"] > 0
     # Resuming with the same manifest does no work twice.
@@ -86,9 +88,11 @@ def test_small_corpus(daemon, tmp_path):
         if x in redone:
             assert set(y["run_ids"]).isdisjoint(x["run_ids"])
             assert y["label"] == x["label"] and y["metrics"] == x["metrics"]
-            for old, new in zip(x["run_ids"], y["run_ids"]):
+            assert y["run_labels"] == x["run_labels"]
+            for old, new, label in zip(x["run_ids"], y["run_ids"], y["run_labels"]):
                 assert daemon.ctl("status", old, check=False).returncode == 4
-                assert daemon.status(new)["labels"] == x["label"]
+                if label is not None:
+                    assert daemon.status(new)["labels"] == label
         else:
             assert y == x
 
@@ -99,7 +103,8 @@ def test_small_corpus(daemon, tmp_path):
     after[mutant["config_id"]] = target
     manifest.write_text("".join(json.dumps(after[c]) + "\n" for c in sorted(after)))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"),
-                        "--unproven", "unlabelled", daemon.db, str(manifest)],
+                        "--unproven", "unlabelled", "--runs", "configuration", daemon.db,
+                        str(manifest)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     final = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
@@ -112,7 +117,7 @@ def test_small_corpus(daemon, tmp_path):
         for run_id in x["run_ids"]:
             assert daemon.status(run_id).get("labels") == x["label"]
 
-    # With --runs run, a harmless mutant's run that itself ended far below
+    # By default (--runs run), a harmless mutant's run that itself ended far below
     # the original is faulty with the mutant's causes, alone of its five.
     original = next(x for x in final.values() if x["kind"] == "original"
                     and x["program"] == mutant["program"])
@@ -122,7 +127,7 @@ def test_small_corpus(daemon, tmp_path):
                                       p=0.5, metrics=metrics)
     manifest.write_text("".join(json.dumps(final[c]) + "\n" for c in sorted(final)))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel.py"),
-                        "--runs", "run", daemon.db, str(manifest)],
+                        daemon.db, str(manifest)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     per_run = {x["config_id"]: x for x in map(json.loads, manifest.read_text().splitlines())}
@@ -423,16 +428,19 @@ def test_relabel_rows_rule_and_matching():
     assert counts == {"blocks matching records that disagree (kept)": 1}
 
 
-def test_relabel_rows_finds_every_committed_run():
+def test_committed_rows_follow_the_run_rule():
     """Every run of the committed rows is found in the manifests, and the
-    run-by-run rule changes only harmless mutants' and variations' runs."""
+    rows and the manifests' run_labels already follow the run-by-run rule
+    (corpus/relabel_rows.py --write made them so): relabelling them again
+    changes nothing."""
     r = subprocess.run([sys.executable, os.path.join(ROOT, "corpus", "relabel_rows.py"), "--summary"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     summary = dict(line[2:].rsplit(": ", 1) for line in r.stderr.splitlines())
-    assert summary["runs"] == summary["runs found in the manifests"] == "8035"
-    moved = {k: int(v) for k, v in summary.items() if k.startswith("runs relabelled ")}
-    assert all(k.startswith("runs relabelled healthy -> ") for k in moved)
-    dropped = moved.pop("runs relabelled healthy -> unlabelled")
-    assert sum(moved.values()) > 0
-    assert len(r.stdout.splitlines()) == 1 + 4 * (8035 - dropped)
+    assert summary == {"runs": "8007", "runs found in the manifests": "8007"}
+    assert len(r.stdout.splitlines()) == 1 + 4 * 8007
+    for path in sorted(glob.glob(os.path.join(ROOT, "corpus", "manifest-seed*.jsonl"))):
+        for line in open(path):
+            x = json.loads(line)
+            assert x["run_labels"] == generate.run_labels(x["kind"], x["label"], x["causes"] or [],
+                                                          x["metrics"], x["original_metrics"], "run")
