@@ -152,6 +152,19 @@ def match(runs, ids, by_program, offset, counts):
     return found
 
 
+def find_runs(runs):
+    """({run: (manifest record, seed index)}, counts) for the committed rows' runs."""
+    counts = collections.Counter()
+    ids = sorted(runs)
+    found = match(runs, [r for r in ids if r < SUPPLEMENT],
+                  read_manifests(sorted(glob.glob(os.path.join(HERE, "manifest-seed[1-4].jsonl")))), 0, counts)
+    found.update(match(runs, [r for r in ids if r > SUPPLEMENT],
+                       read_manifests([os.path.join(HERE, "manifest-seed5.jsonl")]), SUPPLEMENT, counts))
+    counts["runs found in the manifests"] = len(found)
+    counts["runs"] = len(runs)
+    return found, counts
+
+
 def write(header, rows):
     """The rows back into their files, and every manifest record with its
     runs' labels (run_labels) under the run-by-run rule."""
@@ -180,14 +193,7 @@ def main():
                     help="rewrite corpus/rows/ and the manifests (with run_labels) instead")
     args = ap.parse_args()
     header, rows, runs = read_rows()
-    counts = collections.Counter()
-    ids = sorted(runs)
-    found = match(runs, [r for r in ids if r < SUPPLEMENT],
-                  read_manifests(sorted(glob.glob(os.path.join(HERE, "manifest-seed[1-4].jsonl")))), 0, counts)
-    found.update(match(runs, [r for r in ids if r > SUPPLEMENT],
-                       read_manifests([os.path.join(HERE, "manifest-seed5.jsonl")]), SUPPLEMENT, counts))
-    counts["runs found in the manifests"] = len(found)
-    counts["runs"] = len(runs)
+    found, counts = find_runs(runs)
     new = {}  # run: new labels column, or None to drop
     for run, (record, seed) in found.items():
         label = generate.run_labels(record["kind"], record["label"], record["causes"] or [],

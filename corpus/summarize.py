@@ -1,4 +1,4 @@
-"""Counts of a corpus manifest: runs per label, cause and base program, and
+"""Counts of a corpus manifest: runs per label (each run's own), cause and base program, and
 the kill rate of every operator (the share of its mutants that really hurt).
 
     /usr/bin/python3 corpus/summarize.py corpus/manifest.jsonl
@@ -20,13 +20,15 @@ def main(path):
     killed = collections.Counter()
     seconds = 0.0
     for r in records:
-        n = len(r["run_ids"])
         seconds += sum(r["seconds"])
-        kind = "unlabelled" if r["label"] is None else "healthy" if r["label"] == [] else "faulty"
-        runs[kind] += n
-        per_program[r["program"]][kind] += n
-        for cause in r["label"] or []:
-            per_cause[cause] += n
+        # Each run by its own label (run_labels: docs/corpus.md, Labels);
+        # manifests written before run_labels label every run by its configuration.
+        for label in r.get("run_labels") or [r["label"]] * len(r["run_ids"]):
+            kind = "unlabelled" if label is None else "healthy" if label == [] else "faulty"
+            runs[kind] += 1
+            per_program[r["program"]][kind] += 1
+            for cause in label or []:
+                per_cause[cause] += 1
         if r["kind"] == "mutant":
             for op in r["operators"]:
                 tried[op["op"]] += 1
