@@ -12,7 +12,8 @@ validation metric over the seeds is significantly worse than the original's
 (NaN/Inf loss) in the majority of seeds; then its runs are labelled with the
 mutant's causes. A mutant that does not hurt is labelled healthy, except
 for any of its runs that itself ended significantly worse than the original
-(below the one-sided 95% prediction interval of its seeds, or diverged):
+(below the one-sided 95% prediction interval of the original's seeds, or
+with no finite final metric):
 that run is faulty with the mutant's causes (`--runs run`, the default
 since 2026-11-28; `--runs configuration` labels every run by its
 configuration, as before). A healthy variation that hurts is left
@@ -165,7 +166,9 @@ T95_4 = 2.131847  # one-sided 95% quantile of Student's t, 4 degrees of freedom
 def worse_run(metric, original):
     """Whether one run ended significantly worse than its original's seeds:
     below their one-sided 95% prediction interval (the one-sample
-    counterpart of the configuration's test), or with no final metric."""
+    counterpart of the configuration's t-test, without its effect-size
+    floor d >= 0.5), or with no finite final metric (a run whose loss went
+    NaN but whose metric stayed finite is judged by the metric)."""
     if metric is None or not math.isfinite(metric):
         return True
     a = np.array([m for m in original if m is not None and math.isfinite(m)])
@@ -175,7 +178,7 @@ def worse_run(metric, original):
     return bool(metric < a.mean() - t * a.std(ddof=1) * math.sqrt(1 + 1 / len(a)))
 
 
-def run_labels(kind, label, causes, metrics, original, rule="configuration"):
+def run_labels(kind, label, causes, metrics, original, rule="run"):
     """Each run's label. "configuration": its configuration's (label_of).
     "run": besides, a run of a mutant labelled healthy that itself ended
     significantly worse than its original (worse_run) is faulty with the

@@ -164,8 +164,8 @@ def test_run_label_rule():
     original = [0.80, 0.82, 0.81, 0.79, 0.83]  # bound 0.81 - 2.1318 * 0.0158 * 1.0954 = 0.7731
     metrics = [0.774, 0.772, float("nan"), None, 0.81]
     causes = ["lr_high", "optimizer"]
-    assert generate.run_labels("mutant", [], causes, metrics, original) == [[]] * 5
-    assert generate.run_labels("mutant", [], causes, metrics, original, "run") == \
+    assert generate.run_labels("mutant", [], causes, metrics, original, "configuration") == [[]] * 5
+    assert generate.run_labels("mutant", [], causes, metrics, original) == \
         [[], causes, causes, causes, []]
     assert generate.run_labels("neutral", [], [None], metrics, original, "run") == \
         [[], None, None, None, []]
