@@ -41,8 +41,10 @@ With HOST_COPY the graph also copies the step's result vector into
 pinned host memory of its own, which saves the copy's launch at every
 replay; the first replay of each recording checks that copy against the
 vector, bit for bit, and where it differs, or where recording the copy
-fails, the copies are made by _cuda.HostCopy again. Off until it has
-run on a GPU (DNNFAULT_GRAPH_HOST_COPY=1 turns it on).
+fails, the copies are made by _cuda.HostCopy again. Off by default:
+correct on an H100, but the launch it saves went into the replay and
+mon.step() took no less (docs/benchmarks.md); DNNFAULT_GRAPH_HOST_COPY=1
+turns it on.
 
 DNNFAULT_STEP_GRAPHS=0 turns step graphs off (DNNFAULT_CUDA_GRAPHS=0 turns
 off every graph).
