@@ -160,34 +160,58 @@ def label_of(kind, causes, faulty, d, unproven="healthy"):
 
 
 RUN_RULES = ("configuration", "run")
-T95_4 = 2.131847  # one-sided 95% quantile of Student's t, 4 degrees of freedom
+RUN_ALPHA = 0.05  # family-wise, over the runs of one configuration (Holm)
+RUN_FLOOR = 0.05  # the least drop, relative to the original's mean, that labels a run
 
 
-def worse_run(metric, original):
-    """Whether one run ended significantly worse than its original's seeds:
-    below their one-sided 95% prediction interval (the one-sample
-    counterpart of the configuration's t-test, without its effect-size
-    floor d >= 0.5), or with no finite final metric (a run whose loss went
-    NaN but whose metric stayed finite is judged by the metric)."""
+def run_p(metric, original):
+    """One-sided p-value of one run's final metric under the original's
+    seeds: Student's t for a new observation (the prediction interval,
+    the one-run counterpart of the configuration's t-test), and its drop
+    relative to their mean. A run with no finite final metric has p = 0
+    and an infinite drop; with fewer than two finite seeds nothing is
+    significant."""
     if metric is None or not math.isfinite(metric):
-        return True
+        return 0.0, math.inf
     a = np.array([m for m in original if m is not None and math.isfinite(m)])
     if len(a) < 2:
-        return False
-    t = T95_4 if len(a) == 5 else st.t.ppf(0.95, len(a) - 1)
-    return bool(metric < a.mean() - t * a.std(ddof=1) * math.sqrt(1 + 1 / len(a)))
+        return 1.0, 0.0
+    mean, sd = a.mean(), a.std(ddof=1)
+    drop = (mean - metric) / abs(mean) if mean else mean - metric
+    if sd == 0:
+        return (0.0 if metric < mean else 1.0), drop
+    return float(st.t.cdf((metric - mean) / (sd * math.sqrt(1 + 1 / len(a))), len(a) - 1)), drop
+
+
+def worse_runs(metrics, original, alpha=RUN_ALPHA, floor=RUN_FLOOR):
+    """Which runs of one configuration ended significantly and materially
+    worse than the original's seeds: significant by run_p under Holm's
+    step-down correction over the configuration's runs (so that the
+    chance of relabelling any run of a mutant that changed nothing is at
+    most alpha, not alpha per run), and at least floor below the
+    original's mean (relative), the effect-size counterpart of the
+    configuration's d >= 0.5. A run with no finite final metric is
+    always worse."""
+    tested = [run_p(m, original) for m in metrics]
+    order = sorted(range(len(tested)), key=lambda k: tested[k][0])
+    worse = [False] * len(tested)
+    for rank, k in enumerate(order):
+        if tested[k][0] > alpha / (len(tested) - rank):
+            break  # Holm: the first acceptance ends the rejections
+        worse[k] = tested[k][1] >= floor
+    return worse
 
 
 def run_labels(kind, label, causes, metrics, original, rule="run"):
     """Each run's label. "configuration": its configuration's (label_of).
     "run": besides, a run of a mutant labelled healthy that itself ended
-    significantly worse than its original (worse_run) is faulty with the
-    mutant's causes, and such a run of a healthy variation is left
-    unlabelled, as a variation that hurts is."""
+    significantly and materially worse than its original (worse_runs) is
+    faulty with the mutant's causes, and such a run of a healthy
+    variation is left unlabelled, as a variation that hurts is."""
     if rule == "configuration" or label != [] or kind == "original":
         return [label] * len(metrics)
     hurt = None if kind == "neutral" else [c for c in causes if c]
-    return [hurt if worse_run(m, original) else [] for m in metrics]
+    return [hurt if w else [] for w in worse_runs(metrics, original)]
 
 
 def label_runs(ctl, address, run_ids, causes):
@@ -209,6 +233,17 @@ def delete_runs(store, run_ids):
             db.executemany("DELETE FROM runs WHERE uid = ?", [(r,) for r in ids])
     finally:
         db.close()
+
+
+def read_manifest(path):
+    """A manifest's records by config_id, in file order (JSON lines)."""
+    records = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                records[r["config_id"]] = r
+    return records
 
 
 def write_manifest(path, records):
@@ -267,15 +302,12 @@ def main():
     # Resuming: configs in the manifest are done; originals give their metrics.
     done, originals, records = set(), {}, {}
     if os.path.exists(args.manifest):
-        with open(args.manifest) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["config_id"]] = r
-                    if r["kind"] == "original":
-                        originals[r["program"]] = r["metrics"]
-                    if not redo_ops & {o["op"] for o in r["operators"]}:
-                        done.add(r["config_id"])
+        records = read_manifest(args.manifest)
+        for r in records.values():
+            if r["kind"] == "original":
+                originals[r["program"]] = r["metrics"]
+            if not redo_ops & {o["op"] for o in r["operators"]}:
+                done.add(r["config_id"])
     planned = {it["config_id"]: it["program"] for it in items}
     stray = sorted(cid for cid, r in records.items() if planned.get(cid) != r["program"])
     if stray:

@@ -42,12 +42,7 @@ def main():
     db = sqlite3.connect(args.store, timeout=60)
     changes = collections.Counter()
     for path in args.manifests:
-        records = {}
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    records[r["config_id"]] = r
+        records = generate.read_manifest(path)
         changed = False
         with db:  # one transaction per manifest
             for r in records.values():

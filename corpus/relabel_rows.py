@@ -68,10 +68,10 @@ def labels_key(causes):
     return "|".join(sorted(causes))
 
 
-def read_rows():
+def read_rows(corpus=HERE):
     """(header, {file: its rows in order}, {run: (program, labels key, final metric)})"""
     header, rows, runs = None, {}, {}
-    for path in sorted(glob.glob(os.path.join(HERE, "rows", "*.csv.xz"))):
+    for path in sorted(glob.glob(os.path.join(corpus, "rows", "*.csv.xz"))):
         rows[path] = []
         with lzma.open(path, "rt") as f:
             r = csv.reader(f)
@@ -88,12 +88,9 @@ def read_rows():
 def read_manifests(paths):
     by_program = collections.defaultdict(list)
     for path in paths:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    if r["label"] is not None:
-                        by_program[r["program"]].append(r)
+        for r in generate.read_manifest(path).values():
+            if r["label"] is not None:
+                by_program[r["program"]].append(r)
     return by_program
 
 
@@ -134,13 +131,18 @@ def match(runs, ids, by_program, offset, counts):
         records = by_program[program]
         used, next_k = set(), 0
         for block in program_blocks:
-            k = next((k for k in range(next_k, len(records))
-                      if k not in used and seeds_of(block, runs, records[k]) is not None), None)
+            counts["blocks"] += 1
+            fitting = [k for k in range(len(records)) if seeds_of(block, runs, records[k]) is not None]
+            if len(fitting) > 1:  # identical outcomes: manifest order decides (module doc)
+                counts["blocks fitting several records"] += 1
+                if len({tuple(what_rule_reads(records[j], s) for s in seeds_of(block, runs, records[j]))
+                        for j in fitting}) > 1:
+                    counts["blocks fitting several records the rule reads differently"] += 1
+            k = next((k for k in fitting if k >= next_k and k not in used), None)
             if k is not None:
                 next_k = k + 1
             else:
-                fits = [k for k in range(len(records))
-                        if k not in used and seeds_of(block, runs, records[k]) is not None]
+                fits = [k for k in fitting if k not in used]
                 if len(fits) > 1:
                     views = {tuple(what_rule_reads(records[j], s) for s in seeds_of(block, runs, records[j]))
                              for j in fits}
@@ -157,20 +159,41 @@ def match(runs, ids, by_program, offset, counts):
     return found
 
 
-def find_runs(runs):
+def find_runs(runs, corpus=HERE):
     """({run: (manifest record, seed index)}, counts) for the committed rows' runs."""
     counts = collections.Counter()
     ids = sorted(runs)
     found = match(runs, [r for r in ids if r < SUPPLEMENT],
-                  read_manifests(sorted(glob.glob(os.path.join(HERE, "manifest-seed[1-4].jsonl")))), 0, counts)
+                  read_manifests(sorted(glob.glob(os.path.join(corpus, "manifest-seed[1-4].jsonl")))), 0, counts)
     found.update(match(runs, [r for r in ids if r >= SUPPLEMENT],
-                       read_manifests([os.path.join(HERE, "manifest-seed5.jsonl")]), SUPPLEMENT, counts))
+                       read_manifests([os.path.join(corpus, "manifest-seed5.jsonl")]), SUPPLEMENT, counts))
     counts["runs found in the manifests"] = len(found)
     counts["runs"] = len(runs)
     return found, counts
 
 
-def write(header, rows):
+def count_harmless(counts, record, seed, label):
+    """The summary's view of the rule on one run of a configuration
+    labelled healthy (a harmless mutant or a variation): how many such
+    runs there are, how many would pass the prediction interval alone
+    (run_p < 0.05, no correction, no floor: session 17's rule) and how far
+    below the original's mean the labelled ones ended."""
+    kind = "mutant" if record["kind"] == "mutant" else "variation"
+    counts["runs of harmless %ss" % kind] += 1
+    p, drop = generate.run_p(record["metrics"][seed], record["original_metrics"])
+    if p < generate.RUN_ALPHA:
+        counts["runs of harmless %ss below the uncorrected interval" % kind] += 1
+    if label != []:
+        bucket = next(name for least, name in DROP_BUCKETS if drop >= least)
+        counts["runs of harmless %ss labelled, drop %s" % (kind, bucket)] += 1
+
+
+# descending, relative to the original's mean: the first one a drop reaches
+DROP_BUCKETS = ((0.30, "30% or more"), (0.10, "10-30%"), (0.05, "5-10%"), (0.0, "0-5%"),
+                (-math.inf, "none"))
+
+
+def write(header, rows, corpus=HERE):
     """The rows back into their files, and every manifest record with its
     runs' labels (run_labels) under the run-by-run rule."""
     for path, kept in rows.items():
@@ -179,15 +202,11 @@ def write(header, rows):
             out.writerow(header)
             out.writerows(kept)
         os.replace(path + ".tmp", path)
-    for path in sorted(glob.glob(os.path.join(HERE, "manifest-seed*.jsonl"))):
-        records = {}
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    r["run_labels"] = generate.run_labels(r["kind"], r["label"], r["causes"] or [],
-                                                          r["metrics"], r["original_metrics"], "run")
-                    records[r["config_id"]] = r
+    for path in sorted(glob.glob(os.path.join(corpus, "manifest-seed*.jsonl"))):
+        records = generate.read_manifest(path)
+        for r in records.values():
+            r["run_labels"] = generate.run_labels(r["kind"], r["label"], r["causes"] or [],
+                                                  r["metrics"], r["original_metrics"], "run")
         generate.write_manifest(path, records)
 
 
@@ -196,13 +215,17 @@ def main():
     ap.add_argument("--summary", action="store_true", help="print what changed to stderr")
     ap.add_argument("--write", action="store_true",
                     help="rewrite corpus/rows/ and the manifests (with run_labels) instead")
+    ap.add_argument("--corpus", default=HERE,
+                    help="the folder with rows/ and the manifests (default: this one)")
     args = ap.parse_args()
-    header, rows, runs = read_rows()
-    found, counts = find_runs(runs)
+    header, rows, runs = read_rows(args.corpus)
+    found, counts = find_runs(runs, args.corpus)
     new = {}  # run: new labels column, or None to drop
     for run, (record, seed) in found.items():
         label = generate.run_labels(record["kind"], record["label"], record["causes"] or [],
                                     record["metrics"], record["original_metrics"], "run")[seed]
+        if record["label"] == [] and record["kind"] != "original":
+            count_harmless(counts, record, seed, label)
         if label is None:
             new[run] = None
         elif labels_key(label) != runs[run][1]:
@@ -225,7 +248,7 @@ def main():
         if len(found) != len(runs):
             sys.exit("relabel_rows: %d of %d runs not found in the manifests; nothing written"
                      % (len(runs) - len(found), len(runs)))
-        write(header, rows)
+        write(header, rows, args.corpus)
     else:
         out = csv.writer(sys.stdout, lineterminator="\n")
         out.writerow(header)

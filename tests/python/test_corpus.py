@@ -4,6 +4,7 @@ significance rule, and the labels land on the daemon's runs."""
 
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -158,23 +159,44 @@ def test_label_rule():
 
 def test_run_label_rule():
     """By configuration every run gets its configuration's label; run by
-    run, a harmless mutant's run below the one-sided 95% prediction
-    interval of the original's seeds (or without a final metric) is
-    faulty, such a variation's run unlabelled, and nothing else moves."""
-    original = [0.80, 0.82, 0.81, 0.79, 0.83]  # bound 0.81 - 2.1318 * 0.0158 * 1.0954 = 0.7731
-    metrics = [0.774, 0.772, float("nan"), None, 0.81]
+    run, a harmless mutant's run that is significant under Holm's
+    correction over its configuration's runs and at least 5% below the
+    original's mean (or has no final metric) is faulty, such a
+    variation's run unlabelled, and nothing else moves."""
+    original = [0.80, 0.82, 0.81, 0.79, 0.83]  # mean 0.81, sd 0.0158; prediction sd 0.0173
+    # t = (0.70 - 0.81) / 0.0173 = -6.35 on 4 degrees of freedom
+    assert generate.run_p(0.70, original) == pytest.approx((0.001575, 0.1358), rel=1e-3)
+    assert generate.run_p(0.772, original) == pytest.approx((0.04664, 0.04691), rel=1e-3)
+    assert generate.run_p(float("nan"), original) == (0.0, math.inf)
+    assert generate.run_p(None, original) == (0.0, math.inf)
+    assert generate.run_p(0.5, [0.8]) == (1.0, 0.0)  # one seed: no spread to test against
+    metrics = [0.70, 0.772, float("nan"), None, 0.81]
     causes = ["lr_high", "optimizer"]
     assert generate.run_labels("mutant", [], causes, metrics, original, "configuration") == [[]] * 5
     assert generate.run_labels("mutant", [], causes, metrics, original) == \
-        [[], causes, causes, causes, []]
+        [causes, [], causes, causes, []]
     assert generate.run_labels("neutral", [], [None], metrics, original, "run") == \
-        [[], None, None, None, []]
+        [None, [], None, None, []]
     assert generate.run_labels("mutant", causes, causes, metrics, original, "run") == [causes] * 5
     assert generate.run_labels("mutant", None, causes, metrics, original, "run") == [None] * 5
     assert generate.run_labels("original", [], [], metrics, original, "run") == [[]] * 5
+    # Holm: 0.772 alone is below the 5% interval, but as the fourth
+    # smallest p of five it must be below 0.05 / 2, and it is not.
+    assert generate.worse_runs([0.772], original, floor=0) == [True]
+    assert generate.worse_runs([0.70, 0.772, 0.79, 0.81, 0.80], original, floor=0) == \
+        [True, False, False, False, False]
+    assert generate.worse_runs([0.70, 0.772, float("nan"), None, 0.81], original, floor=0) == \
+        [True, False, True, True, False]
+    # The floor: a tight original (sd 0.0008) makes a 2% drop highly
+    # significant, and it still is no fault; a 9% drop is.
+    tight = [0.990, 0.991, 0.992, 0.990, 0.991]
+    assert generate.run_p(0.97, tight)[0] < 1e-4
+    assert generate.worse_runs([0.97, 0.90, 0.991, 0.99, 0.99], tight) == [False, True, False, False, False]
     # With other than five seeds the quantile is Student's for that many.
     # t(0.95, 2) = 2.92: bound 0.81 - 2.92 * 0.01 * 1.155 = 0.7763
-    assert generate.worse_run(0.775, [0.8, 0.82, 0.81]) and not generate.worse_run(0.777, [0.8, 0.82, 0.81])
+    assert generate.run_p(0.775, [0.8, 0.82, 0.81])[0] < 0.05 < generate.run_p(0.777, [0.8, 0.82, 0.81])[0]
+    # No spread: any drop is significant, and the floor decides.
+    assert generate.worse_runs([0.5, 0.79], [0.8] * 5) == [True, False]
 
 
 def test_healthy_flagged_by_kind(tmp_path):
@@ -416,16 +438,21 @@ def test_relabel_rows_rule_and_matching():
     counts = collections.Counter()
     found = rr.match(runs, list(range(1, 11)), {"p": [a, b]}, 0, counts)
     assert found[1] == (a, 1) and found[4] == (a, 4) and found[3] == (a, 3) and found[6] == (b, 0)
-    assert not counts
+    assert counts == {"blocks": 2}
     # Out of manifest order, a block that fits two records is matched when
     # they agree on what the rule reads, and kept when they do not.
     c = dict(b, config_id=3)
+    counts.clear()
     found = rr.match(runs, list(range(1, 11)), {"p": [b, c, a]}, 0, counts)
-    assert found[6][0] is b and found[1] == (a, 1) and not counts
+    assert found[6][0] is b and found[1] == (a, 1)
+    assert counts == {"blocks": 2, "blocks fitting several records": 1}
     d = dict(b, causes=["init"], config_id=4)
+    counts.clear()
     found = rr.match(runs, list(range(1, 11)), {"p": [b, d, a]}, 0, counts)
     assert 6 not in found and found[1] == (a, 1)
-    assert counts == {"blocks matching records that disagree (kept)": 1}
+    assert counts == {"blocks": 2, "blocks fitting several records": 1,
+                      "blocks fitting several records the rule reads differently": 1,
+                      "blocks matching records that disagree (kept)": 1}
 
 
 def test_committed_rows_follow_the_run_rule():
@@ -437,10 +464,71 @@ def test_committed_rows_follow_the_run_rule():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     summary = dict(line[2:].rsplit(": ", 1) for line in r.stderr.splitlines())
-    assert summary == {"runs": "8007", "runs found in the manifests": "8007"}
-    assert len(r.stdout.splitlines()) == 1 + 4 * 8007
+    assert summary["runs"] == summary["runs found in the manifests"] == "8026"
+    assert not [k for k in summary if k.startswith("runs relabelled") or k.endswith("(kept)")], summary
+    assert len(r.stdout.splitlines()) == 1 + 4 * 8026
     for path in sorted(glob.glob(os.path.join(ROOT, "corpus", "manifest-seed*.jsonl"))):
         for line in open(path):
             x = json.loads(line)
             assert x["run_labels"] == generate.run_labels(x["kind"], x["label"], x["causes"] or [],
                                                           x["metrics"], x["original_metrics"], "run")
+
+
+def test_relabel_rows_write(tmp_path):
+    """relabel_rows.py --write on a small corpus of its own: a harmless
+    mutant's collapsed run becomes faulty, a variation's collapsed run is
+    dropped from the rows, the manifests get run_labels, every other row
+    is left as it was, and a second --write changes nothing."""
+    import lzma
+    original = [0.80, 0.82, 0.81, 0.79, 0.83]
+    configs = [  # kind, label, causes, final metrics of its five runs (store ids in order)
+        ("original", [], [], original),
+        ("mutant", [], ["lr_high"], [0.81, 0.30, 0.80, 0.82, 0.79]),
+        ("neutral", [], [None], [0.80, 0.81, 0.10, 0.82, 0.83]),
+        ("mutant", ["init"], ["init"], [0.2, 0.3, 0.25, 0.2, 0.3]),
+    ]
+    (tmp_path / "rows").mkdir()
+    header = ["run", "program", "point", "labels", "val_metric_last"]
+    lines, records = [header], []
+    for c, (kind, label, causes, metrics) in enumerate(configs):
+        for k, m in enumerate(metrics):
+            for point in ("0.50", "1.00"):
+                lines.append([str(5 * c + k + 1), "p", point, "|".join(label), repr(m)])
+        records.append(dict(config_id=c, kind=kind, program="p", label=label, causes=causes,
+                            metrics=metrics, original_metrics=original, run_ids=["u%d%d" % (c, k) for k in range(5)]))
+    with lzma.open(tmp_path / "rows" / "p.csv.xz", "wt") as f:
+        f.write("".join(",".join(x) + "\n" for x in lines))
+    (tmp_path / "manifest-seed1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "manifest-seed5.jsonl").write_text("")
+    tool = [sys.executable, os.path.join(ROOT, "corpus", "relabel_rows.py"), "--corpus", str(tmp_path)]
+
+    r = subprocess.run(tool + ["--write", "--summary"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    summary = dict(line[2:].rsplit(": ", 1) for line in r.stderr.splitlines())
+    assert summary["runs relabelled healthy -> lr_high"] == "1"
+    assert summary["runs relabelled healthy -> unlabelled"] == "1"
+    assert summary["runs of harmless mutants labelled, drop 30% or more"] == "1"
+    after = [x.split(",") for x in lzma.open(tmp_path / "rows" / "p.csv.xz", "rt").read().splitlines()]
+    expect = [x for x in lines if x[0] != "13"]  # the variation's collapsed run
+    for x in expect:
+        if x[0] == "7":  # the mutant's collapsed run
+            x[3] = "lr_high"
+    assert after == expect
+    manifest = [json.loads(x) for x in (tmp_path / "manifest-seed1.jsonl").read_text().splitlines()]
+    assert [x["run_labels"] for x in manifest] == [
+        [[]] * 5, [[], ["lr_high"], [], [], []], [[], [], None, [], []], [["init"]] * 5]
+    assert [dict(x, run_labels=None) for x in manifest] == [dict(x, run_labels=None) for x in records]
+
+    before = (tmp_path / "rows" / "p.csv.xz").read_bytes(), (tmp_path / "manifest-seed1.jsonl").read_text()
+    r = subprocess.run(tool + ["--write", "--summary"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "relabelled" not in r.stderr
+    assert lzma.decompress(before[0]) == lzma.decompress((tmp_path / "rows" / "p.csv.xz").read_bytes())
+    assert before[1] == (tmp_path / "manifest-seed1.jsonl").read_text()
+
+    # A run that cannot be found: nothing is written.
+    (tmp_path / "manifest-seed1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:3]))
+    r = subprocess.run(tool + ["--write"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "not found" in r.stderr
+    assert lzma.decompress(before[0]) == lzma.decompress((tmp_path / "rows" / "p.csv.xz").read_bytes())
