@@ -389,3 +389,27 @@ def test_late_numbers_are_sent_in_order(daemon, monkeypatch):
     for r in rows:
         assert num(r["layers"]["0"]["weight_norm"]) == pytest.approx(norms[r["step"]].item(),
                                                                       rel=1e-5)
+
+
+def test_sampled_steps_leave_no_reference_cycles(daemon):
+    """A sampled step's objects are freed by reference counting, not left
+    for the garbage collector: cyclic garbage that grows with the steps
+    makes the collector run in the user's training loop (numpy's data_as
+    left one cycle per sampled step)."""
+    import gc
+    torch.manual_seed(0)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with dnnfault.watch(model, opt, nn.CrossEntropyLoss(), run="cycles", every=1,
+                        address=daemon.address) as mon:
+        train(model, opt, mon, 5)  # plans, buffers and the first kernels: made once
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            train(model, opt, mon, 60)
+            gc.collect()
+            left = [type(o).__name__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            del gc.garbage[:]
+    assert len(left) < 30, sorted(set(left))

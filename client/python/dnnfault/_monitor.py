@@ -9,6 +9,7 @@ import time
 import uuid
 import weakref
 
+import numpy
 import torch
 
 from . import _describe, _lib
@@ -287,7 +288,7 @@ class Monitor:
         if "input" in extra:
             s.input_mean, s.input_std, s.input_min, s.input_max = extra["input"]
             s.has |= _lib.HAS_INPUT
-        s.layer_stats = layer_stats.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
+        s.layer_stats = _float_view(layer_stats)
         s.n_layers = len(layer_stats) // _lib.STATS_PER_LAYER
         self._check("Step", self._lib.client_step(self._client, self._stream, s))
 
@@ -476,3 +477,13 @@ def _atexit_closer(mon):
             m._lib.client_close(m._client, int(CLOSE_TIMEOUT * 1000))
             m._client = None
     return closer
+
+
+def _float_view(a):
+    """A float32 numpy vector as a ctypes array over its memory, held by the
+    struct it is assigned to. from_buffer rather than numpy's data_as,
+    which leaves a reference cycle per call (bpo-12836) and so fed the
+    garbage collector one per sampled step; it is 5x cheaper too."""
+    if a.flags.writeable and a.flags.c_contiguous and a.dtype == numpy.float32:
+        return (_lib.ctypes.c_float * len(a)).from_buffer(a)
+    return a.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
