@@ -483,7 +483,7 @@ def _float_view(a):
     """A float32 numpy vector as a ctypes array over its memory, held by the
     struct it is assigned to. from_buffer rather than numpy's data_as,
     which leaves a reference cycle per call (bpo-12836) and so fed the
-    garbage collector one per sampled step; it is 5x cheaper too."""
+    garbage collector one per sampled step."""
     if a.flags.writeable and a.flags.c_contiguous and a.dtype == numpy.float32:
         return (_lib.ctypes.c_float * len(a)).from_buffer(a)
     return a.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
