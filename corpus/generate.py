@@ -11,14 +11,15 @@ validation metric over the seeds is significantly worse than the original's
 (Cohen's d >= 0.5 and one-sided Welch t-test p < 0.05) or when it diverges
 (NaN/Inf loss) in the majority of seeds; then its runs are labelled with the
 mutant's causes. A mutant that does not hurt is labelled healthy, except
-for any of its runs that itself ended significantly worse than the original
-(below the one-sided 95% prediction interval of the original's seeds, or
-with no finite final metric):
+for any of its runs that itself ended significantly and materially worse
+than the original (worse_runs: below the one-sided 95% prediction interval
+of the original's seeds under Holm's correction over the configuration's
+runs, and at least 5% below their mean; or with no finite final metric):
 that run is faulty with the mutant's causes (`--runs run`, the default
 since 2026-11-28; `--runs configuration` labels every run by its
 configuration, as before). A healthy variation that hurts is left
 unlabelled (it is no clean example of either), and so is a single run of a
-healthy variation that is significantly worse.
+healthy variation that is worse in that sense.
 With `--unproven unlabelled`, a mutant (or variation) worse by a medium or
 large effect (d >= 0.5) that five seeds cannot show to be significant is
 left unlabelled too instead of healthy: tried on 2026-11-26 and not kept
@@ -273,7 +274,7 @@ def main():
                          "(default healthy, the DeepCrime/DeepFD rule)")
     ap.add_argument("--runs", choices=RUN_RULES, default="run",
                     help="run (default): a harmless mutant's run that is itself significantly "
-                         "worse is faulty (run_labels); configuration: every run gets its "
+                         "and materially worse is faulty (worse_runs); configuration: every run gets its "
                          "configuration's label, the rule until 2026-11-28")
     ap.add_argument("--redo", default="",
                     help="comma list of operators: train their configs again (needs --store)")

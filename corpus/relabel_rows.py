@@ -1,6 +1,6 @@
 """Relabels the committed feature rows run by run, without the store: a
 run of a mutant whose configuration is labelled healthy becomes faulty
-(the mutant's causes) when that run itself ended significantly worse than
+(the mutant's causes) when that run itself ended significantly and materially worse than
 its original program; such a run of a healthy variation is left
 unlabelled (dropped), as a variation that hurts is. Writes the rows, with
 their header, to stdout for `dnnfaultctl train/evaluate -`.
@@ -11,11 +11,14 @@ The corpus rule (docs/corpus.md, Labels) labels a configuration by its
 five seeds together (DeepCrime's): a mutant whose seeds are not worse
 together is healthy, even when one of its seeds collapsed (a ReLU after
 the output of gru_sequences ends two of its five runs at chance, 0.496
-against 0.863). To the owner of that run it is faulty, and the fault is
-the mutant's. "Significantly worse" for one run is the one-sample
-counterpart of the configuration's test: below the one-sided 95%
-prediction interval of the original's five seeds (mean - t(0.95, 4) *
-sd * sqrt(1 + 1/5)), or with no finite final metric.
+against 0.863). To the owner of that run it is faulty, and the fault is the mutant's.
+"Significantly worse" for one run is generate.worse_runs: below the
+original's five seeds by the one-sided prediction interval (the one-run
+counterpart of the configuration's t-test) under Holm's correction over
+the configuration's runs, and at least 5% below the original's mean; or
+with no finite final metric. `--summary` also counts what the rule does
+over the manifests (runs of harmless mutants and variations, how many
+the uncorrected interval and the rule take, and their drops).
 
 The rows name runs by their store ids, the manifests by run uid; the
 store is not committed, so runs are found by their configuration: the
@@ -27,10 +30,10 @@ or after the last one matched (manifest order, which the store's ids
 follow) is taken; a block that fits none there is matched out of order
 only when every record it fits agrees on everything the rule reads, else
 it keeps its label and is counted in the summary. (On the committed
-rows 551 of the 1,507 blocks of seeds 1-4 fit several records, 63 of them records of
-another kind or causes: identical outcomes of deterministic training,
+rows 559 of the 1,607 blocks fit several records, 72 of them records the
+rule reads differently: identical outcomes of deterministic training,
 e.g. an original and a variation that changed nothing; manifest order
-decides those.) `--write` refuses unless every run was found.
+decides those. `--summary` counts them.) `--write` refuses unless every run was found.
 """
 
 import argparse
