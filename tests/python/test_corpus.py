@@ -180,8 +180,9 @@ def test_run_label_rule():
     assert generate.run_labels("mutant", causes, causes, metrics, original, "run") == [causes] * 5
     assert generate.run_labels("mutant", None, causes, metrics, original, "run") == [None] * 5
     assert generate.run_labels("original", [], [], metrics, original, "run") == [[]] * 5
-    # Holm: 0.772 alone is below the 5% interval, but as the fourth
-    # smallest p of five it must be below 0.05 / 2, and it is not.
+    # Holm: 0.772 alone is below the 5% interval (p 0.047), but as the
+    # second smallest p of five it must be at most 0.05 / 4, and as the
+    # third (after NaN and None) at most 0.05 / 3; it is neither.
     assert generate.worse_runs([0.772], original, floor=0) == [True]
     assert generate.worse_runs([0.70, 0.772, 0.79, 0.81, 0.80], original, floor=0) == \
         [True, False, False, False, False]

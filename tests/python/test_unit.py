@@ -816,3 +816,21 @@ def test_finish_in_c_is_finish():
     assert lib.finish(short.ctypes.data, 2, 9, *args) == -22
     assert lib.finish(short.ctypes.data, 3, 9, *args) == -22
     assert lib.finish(np.zeros(10).ctypes.data, 2, 10, *args) == 0
+
+
+def test_float_view_hands_c_float32_values():
+    """What the C struct's layer_stats points at holds the vector's values
+    as float32, whatever the vector: a float32 one is viewed in place, a
+    float64 or strided one is copied first."""
+    import numpy
+    from dnnfault._monitor import _float_view
+    v = numpy.arange(6, dtype=numpy.float32)
+    view = _float_view(v)
+    v[2] = 7.5  # in place: no copy
+    assert list(view) == [0.0, 1.0, 7.5, 3.0, 4.0, 5.0]
+    assert list(_float_view(numpy.arange(4.0))) == [0.0, 1.0, 2.0, 3.0]
+    assert list(_float_view(numpy.arange(8, dtype=numpy.float32)[::2])) == [0.0, 2.0, 4.0, 6.0]
+    ro = numpy.arange(3, dtype=numpy.float32)
+    ro.flags.writeable = False
+    assert list(_float_view(ro)) == [0.0, 1.0, 2.0]
+    assert list(_float_view(numpy.zeros(0, dtype=numpy.float32))) == []

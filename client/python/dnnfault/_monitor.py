@@ -483,7 +483,8 @@ def _float_view(a):
     """A float32 numpy vector as a ctypes array over its memory, held by the
     struct it is assigned to. from_buffer rather than numpy's data_as,
     which leaves a reference cycle per call (bpo-12836) and so fed the
-    garbage collector one per sampled step."""
-    if a.flags.writeable and a.flags.c_contiguous and a.dtype == numpy.float32:
-        return (_lib.ctypes.c_float * len(a)).from_buffer(a)
-    return a.ctypes.data_as(_lib.ctypes.POINTER(_lib.ctypes.c_float))
+    garbage collector one per sampled step. Anything but a writable,
+    contiguous float32 vector (none is made now) is copied into one first,
+    where a bare pointer would have let C misread it."""
+    a = numpy.require(a, numpy.float32, ["C", "W"])
+    return (_lib.ctypes.c_float * len(a)).from_buffer(a)
