@@ -3,7 +3,7 @@ held-out predictions of an evaluation of the committed rows, which are
 labelled run by run: the product's decision (with a reference run, a
 threshold per point) scored against those labels and against each run's
 configuration label (the manifests' `label`, the rule before), and how
-often the runs whose label differs are flagged. The 28 runs of healthy
+often the runs whose label differs are flagged. The runs of healthy
 variations that the run rule leaves unlabelled are in neither (the
 evaluation never saw them).
 
