@@ -16,7 +16,7 @@ import argparse
 import csv
 
 import relabel_rows
-from equal_alarms import SHARES, macro_f1, threshold_for, truth
+from equal_alarms import SHARES, decide, macro_f1, threshold_for, truth
 
 POINTS = ("0.10", "0.25", "0.50", "1.00")
 
@@ -26,6 +26,17 @@ def configuration_labels():
     _, _, runs = relabel_rows.read_rows()
     found, _ = relabel_rows.find_runs(runs)
     return {str(run): "|".join(record["label"]) for run, (record, _) in found.items()}
+
+
+def alarms_by_program(rows):
+    """{program: (healthy runs given a cause, healthy runs)} under each
+    row's own threshold and ranking ratio, programs in name order."""
+    out = {}
+    for program in sorted({r["program"] for r in rows}):
+        healthy = [r for r in rows if r["program"] == program and not truth(r)]
+        alarms = sum(bool(decide(r, float(r["fault_threshold"]))) for r in healthy)
+        out[program] = (alarms, len(healthy))
+    return out
 
 
 def main():
@@ -56,6 +67,13 @@ def main():
                  (macro_f1(rs, lambda r, t=threshold_for(rs, x): t) for x in SHARES)]
         print("%s, one threshold at %s false alarms: %s" % (
             name, "/".join("%.0f%%" % (100 * x) for x in SHARES), ", ".join(cells)))
+    # Where the shipped decision's false alarms fall at the end of
+    # training: a pooled share can hide one program that alarms often.
+    print("\nfalse alarms by held-out program, run by run, end of training:")
+    for program, (alarms, healthy) in alarms_by_program(end).items():
+        print("  %-20s %3d of %3d (%.1f%%)" % (program, alarms, healthy,
+                                              100 * alarms / max(healthy, 1)))
+
 
 if __name__ == "__main__":
     main()

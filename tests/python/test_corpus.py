@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(ROOT, "corpus"))
 import generate  # noqa: E402
 import programs  # noqa: E402
 import equal_alarms  # noqa: E402
+import relabel_effect  # noqa: E402
 import severity  # noqa: E402
 import shortfall  # noqa: E402
 import reference_check  # noqa: E402
@@ -281,6 +282,19 @@ def test_equal_alarms_reference(tmp_path):
     assert [equal_alarms.decide(r, float(r["fault_threshold"])) for r in rows] == [set(), {"init"}]
     assert len(equal_alarms.load(str(path), point="0.10", reference=True)) == 1
     assert len(equal_alarms.load(str(path))) == 3
+
+
+def test_alarms_by_program():
+    """Per held-out program, the healthy runs the decision gives a cause
+    under each row's own threshold; faulty runs do not count."""
+    def row(program, labels, p_fault, threshold):
+        r = dict(program=program, labels=labels, p_fault=str(p_fault), ratio="0.5",
+                 fault_threshold=str(threshold))
+        r.update({"p_" + c: "0.9" if c == "init" else "0.0" for c in equal_alarms.CAUSES})
+        return r
+    rows = [row("b", "", 0.6, 0.5), row("b", "", 0.4, 0.5), row("b", "init", 0.9, 0.5),
+            row("a", "", 0.6, 0.7), row("a", "loss", 0.1, 0.5)]
+    assert relabel_effect.alarms_by_program(rows) == {"a": (0, 1), "b": (1, 2)}
 
 
 def test_shortfall_buckets():
