@@ -13,6 +13,7 @@ evaluation never saw them).
 """
 
 import argparse
+import collections
 import csv
 
 import relabel_rows
@@ -21,11 +22,28 @@ from equal_alarms import SHARES, decide, macro_f1, threshold_for, truth
 POINTS = ("0.10", "0.25", "0.50", "1.00")
 
 
-def configuration_labels():
-    """{run id (text): its configuration's labels column}"""
+def manifest_records():
+    """{run id (text): its configuration's manifest record}"""
     _, _, runs = relabel_rows.read_rows()
     found, _ = relabel_rows.find_runs(runs)
-    return {str(run): "|".join(record["label"]) for run, (record, _) in found.items()}
+    return {str(run): record for run, (record, _) in found.items()}
+
+
+def alarms_by_kind(rows, records):
+    """({kind of configuration: (healthy runs given a cause, healthy runs)},
+    Counter of the operators, joined by '+', of the mutants' alarms) under
+    each row's own threshold and ranking ratio."""
+    kinds, operators = {}, collections.Counter()
+    for r in rows:
+        if truth(r):
+            continue
+        record = records[r["run"]]
+        alarm = bool(decide(r, float(r["fault_threshold"])))
+        alarms, healthy = kinds.get(record["kind"], (0, 0))
+        kinds[record["kind"]] = (alarms + alarm, healthy + 1)
+        if alarm and record["kind"] == "mutant":
+            operators["+".join(o["op"] for o in record["operators"])] += 1
+    return kinds, operators
 
 
 def alarms_by_program(rows):
@@ -43,7 +61,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pred")
     a = ap.parse_args()
-    old = configuration_labels()
+    records = manifest_records()
+    old = {run: "|".join(record["label"]) for run, record in records.items()}
     rows = [dict(r, p_fault=r["p_fault_ref"], fault_threshold=r["ref_threshold_at_point"])
             for r in csv.DictReader(open(a.pred)) if r.get("reference", "0") != "0"]
     print("| point | labels | macro-F1 | false alarms |")
@@ -73,6 +92,13 @@ def main():
     for program, (alarms, healthy) in alarms_by_program(end).items():
         print("  %-20s %3d of %3d (%.1f%%)" % (program, alarms, healthy,
                                               100 * alarms / max(healthy, 1)))
+    # Which healthy runs they are: originals, healthy variations, or
+    # mutants whose fault did not lower the final metric.
+    kinds, operators = alarms_by_kind(end, records)
+    print("\nfalse alarms by kind of run, run by run, end of training:")
+    for kind, (alarms, healthy) in sorted(kinds.items()):
+        print("  %-20s %3d of %4d (%.1f%%)" % (kind, alarms, healthy, 100 * alarms / max(healthy, 1)))
+    print("  mutants' operators: " + ", ".join("%s %d" % kv for kv in operators.most_common()))
 
 
 if __name__ == "__main__":

@@ -297,6 +297,25 @@ def test_alarms_by_program():
     assert relabel_effect.alarms_by_program(rows) == {"a": (0, 1), "b": (1, 2)}
 
 
+def test_alarms_by_kind():
+    """Healthy runs given a cause, by the kind of their configuration, and
+    the operators of the mutants among them; faulty runs do not count."""
+    def row(run, labels, p_fault):
+        r = dict(run=run, labels=labels, p_fault=str(p_fault), ratio="0.5", fault_threshold="0.5")
+        r.update({"p_" + c: "0.9" if c == "init" else "0.0" for c in equal_alarms.CAUSES})
+        return r
+    records = {"1": dict(kind="original", operators=[]),
+               "2": dict(kind="mutant", operators=[{"op": "labels_noise"}, {"op": "lr_lower"}]),
+               "3": dict(kind="mutant", operators=[{"op": "init_large"}]),
+               "4": dict(kind="neutral", operators=[{"op": "batch_double"}]),
+               "5": dict(kind="mutant", operators=[{"op": "init_large"}])}
+    rows = [row("1", "", 0.4), row("2", "", 0.9), row("3", "", 0.2), row("4", "", 0.6),
+            row("5", "init", 0.9)]
+    kinds, operators = relabel_effect.alarms_by_kind(rows, records)
+    assert kinds == {"original": (0, 1), "mutant": (1, 2), "neutral": (1, 1)}
+    assert dict(operators) == {"labels_noise+lr_lower": 1}
+
+
 def test_shortfall_buckets():
     """Runs by their shortfall, flagged by the threshold per point and with
     the outcome check (a shortfall from 0.2 on, else a probability from
