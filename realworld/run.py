@@ -139,7 +139,7 @@ BASELINES = ("autotrainer", "deepdiagnosis", "umlaut")
 def baselines(results, ctl, address, db):
     """Labels every run by the outcome (its bug's causes if it hurt, else
     healthy), exports the store's feature rows, and keeps each rule-based
-    tool's conclusion at the end of training (daemon/baselines.c, the same
+    tool's conclusion at the end of training (daemon/baselines/, the same
     code as the corpus evaluation)."""
     for r in results:
         causes = r["expected"] if r["hurt"] else ["healthy"]

@@ -4,7 +4,8 @@
  * 2021), each reduced to the root causes of design.md that its repair
  * advice points to; and the features of DeepFD (Cao et al., ICSE 2022),
  * whose learner is trained elsewhere. Pure functions of a series: no I/O.
- * baselines.c cites the source of every threshold and mapping. */
+ * One file per tool in this folder cites the source of every threshold and
+ * mapping; common.c holds what they read alike. */
 #ifndef DNNFAULT_BASELINES_H
 #define DNNFAULT_BASELINES_H
 
