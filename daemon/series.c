@@ -29,6 +29,20 @@ static int grow_steps(struct series *s, size_t cap)
 	return 0;
 }
 
+bool series__grad_ends(const struct series *s, size_t i, size_t *first, size_t *last)
+{
+	bool any = false;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		if (!isfinite(series__stat(s, i, l, DNNFAULT__LAYER_STAT__GRAD_NORM)))
+			continue;
+		if (!any)
+			*first = l;
+		*last = l;
+		any = true;
+	}
+	return any && *last > *first;
+}
+
 int series__set_layers(struct series *s, const struct series_layer *layers, size_t n)
 {
 	if (s->n > 0 || s->layers != NULL)

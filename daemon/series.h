@@ -4,6 +4,7 @@
 #ifndef DNNFAULT_SERIES_H
 #define DNNFAULT_SERIES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,10 @@ static inline float series__stat(const struct series *s, size_t i, size_t layer,
 {
 	return s->stats[(i * s->n_layers + layer) * CHUNK_STATS_PER_LAYER + (size_t)stat];
 }
+
+/* The first and last layer that sent a finite gradient norm at sample i;
+ * false unless they are two different layers. */
+bool series__grad_ends(const struct series *s, size_t i, size_t *first, size_t *last);
 
 /* Appends one step; `layer_stats` holds n_layers x 16 floats or is NULL
  * (then the step's layer statistics are NaN). Returns 0 or -ENOMEM. */

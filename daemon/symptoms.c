@@ -87,26 +87,11 @@ static bool is_act(const struct series_layer *l, const char *a)
 	return strcasecmp(l->activation, a) == 0;
 }
 
-/* First and last layer with a usable gradient norm at sample i. */
-static bool grad_ends(const struct series *s, size_t i, size_t *first, size_t *last)
-{
-	bool any = false;
-	for (size_t l = 0; l < s->n_layers; l++) {
-		if (!isfinite(STAT(s, i, l, GRAD_NORM)))
-			continue;
-		if (!any)
-			*first = l;
-		*last = l;
-		any = true;
-	}
-	return any && *last > *first;
-}
-
 static void gradients(const struct series *s, size_t i, const struct symptom_thresholds *t,
 		      struct sample *x)
 {
 	size_t first = 0, last = 0;
-	if (!grad_ends(s, i, &first, &last))
+	if (!series__grad_ends(s, i, &first, &last))
 		return;
 	double g0 = STAT(s, i, first, GRAD_NORM), gl = STAT(s, i, last, GRAD_NORM);
 	if (gl > 0 && g0 / gl > t->explode_ratio)

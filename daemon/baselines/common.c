@@ -74,17 +74,8 @@ bool bl__any_nonfinite(const struct series *s, size_t i, int norm)
  * norm is 0. */
 bool bl__grad_rate(const struct series *s, size_t i, double *rate, double *first)
 {
-	size_t a = 0, b = 0;
-	bool any = false;
-	for (size_t l = 0; l < s->n_layers; l++) {
-		if (!isfinite(STAT(s, i, l, GRAD_NORM)))
-			continue;
-		if (!any)
-			a = l;
-		b = l;
-		any = true;
-	}
-	if (!any || b == a || !(STAT(s, i, b, GRAD_NORM) > 0))
+	size_t a, b;
+	if (!series__grad_ends(s, i, &a, &b) || !(STAT(s, i, b, GRAD_NORM) > 0))
 		return false;
 	*first = STAT(s, i, a, GRAD_NORM);
 	*rate = *first / STAT(s, i, b, GRAD_NORM);
@@ -157,7 +148,7 @@ const char *bl__output_activation(const struct series *s)
 	return s->n_layers > 0 ? s->layers[s->n_layers - 1].activation : "";
 }
 
-enum loss_kind bl__loss_kind(const char *name)
+enum loss_input bl__loss_input(const char *name)
 {
 	static const char *const logits[] = {
 		"crossentropyloss", "crossentropy", "bcewithlogitsloss", "binarycrossentropywithlogits",

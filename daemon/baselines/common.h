@@ -48,8 +48,8 @@ const char *bl__output_activation(const struct series *s);
 /* What the loss expects of the model's output, from its name (class or
  * function, PyTorch or Keras spelling). A loss given but not recognised (a
  * user's own function) is LOSS_OTHER. */
-enum loss_kind { LOSS_NONE, LOSS_LOGITS, LOSS_PROBS, LOSS_REGRESSION, LOSS_OTHER };
-enum loss_kind bl__loss_kind(const char *name);
+enum loss_input { LOSS_NONE, LOSS_LOGITS, LOSS_PROBS, LOSS_REGRESSION, LOSS_OTHER };
+enum loss_input bl__loss_input(const char *name);
 
 /* The accuracy history, one value per epoch (NaN where absent), and
  * AutoTrainer's judgements of its first `ne` epochs. */

@@ -108,7 +108,7 @@ static cause_set dd_learning_rate(const struct series *s, size_t upto, const str
 static bool dd_output_mismatch(const struct series *s)
 {
 	const char *a = bl__output_activation(s);
-	return bl__classification(s) && bl__loss_kind(s->loss_fn) == LOSS_PROBS && bl__act_known(a) &&
+	return bl__classification(s) && bl__loss_input(s->loss_fn) == LOSS_PROBS && bl__act_known(a) &&
 	       !bl__act_probability(a);
 }
 

@@ -49,7 +49,7 @@ static cause_set um_program(const struct series *s)
 {
 	cause_set out = 0;
 	const char *a = bl__output_activation(s);
-	enum loss_kind kind = bl__loss_kind(s->loss_fn);
+	enum loss_input kind = bl__loss_input(s->loss_fn);
 	if (bl__classification(s) && kind != LOSS_NONE && bl__act_known(a)) {
 		if (kind == LOSS_LOGITS && !bl__act_linear(a))
 			out |= BIT(activation);
