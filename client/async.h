@@ -50,6 +50,7 @@ struct dnnfault_client {
 	bool connected, ever_connected;
 	int flushers;			/* threads waiting on `settled` */
 	uint64_t reconnects;
+	uint64_t refused_stream;	/* the last stream whose RunStart was refused, or 0 */
 	char last_error[256];
 };
 

@@ -96,6 +96,8 @@ static struct dnnfault_conn *io__connect(struct dnnfault_client *c)
 		c->connected = true;
 		if (c->ever_connected)
 			c->reconnects++;
+		else
+			c->last_error[0] = '\0';	/* was "not connected yet" */
 		c->ever_connected = true;
 		queue__rewind(&c->q);
 	} else if (rv != -ECANCELED && conn != NULL && conn__refused(rv)) {
@@ -141,8 +143,17 @@ static int io__handle(struct dnnfault_client *c, const Dnnfault__Envelope *env)
 		 * error is what removes the message. */
 		if (queue__reject(&c->q, e->stream, e->seq) > 0)
 			pthread_cond_broadcast(&c->settled);
-		async__error(c, "dnnfaultd rejected message %llu of stream %llu: %s",
-			     (unsigned long long)e->seq, (unsigned long long)e->stream, e->message);
+		/* A refused RunStart (always seq 1) loses the whole run, and
+		 * every later message of its stream is refused as "no RunStart":
+		 * keep the reason that explains it instead of those. */
+		if (e->seq == 1) {
+			c->refused_stream = e->stream;
+			async__error(c, "dnnfaultd refused the run (stream %llu), nothing of it is stored: %s",
+				     (unsigned long long)e->stream, e->message);
+		} else if (e->stream != c->refused_stream) {
+			async__error(c, "dnnfaultd rejected message %llu of stream %llu: %s",
+				     (unsigned long long)e->seq, (unsigned long long)e->stream, e->message);
+		}
 		return 0;
 	}
 	async__error(c, "dnnfaultd: %s", e->message);

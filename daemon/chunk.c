@@ -6,9 +6,12 @@
 #error "chunk records are stored in host order, which must be little-endian"
 #endif
 
+/* A step of a run without layers has no layer_stats array at all (NULL),
+ * and memcpy from NULL is undefined even for zero bytes. */
 static uint8_t *put(uint8_t *p, const void *v, size_t n)
 {
-	memcpy(p, v, n);
+	if (n > 0)
+		memcpy(p, v, n);
 	return p + n;
 }
 

@@ -349,6 +349,28 @@ static void duplicates_are_stored_once(void **state)
 	assert_true(harness__counter(&d, "messages_duplicate") >= 20);
 }
 
+/* A model without parameters sends steps without layers: no layer_stats
+ * array at all on the wire. They are stored like any other step. */
+static void steps_without_layers_are_stored(void **state)
+{
+	(void)state;
+	int fd = trainer_with_stream(0xe0e0, "no-layers", 0);
+	for (uint64_t seq = 2; seq <= 4; seq++)
+		send_step(fd, 0xe0e0, seq, seq - 2, NULL, 0);
+	uint64_t acked = 0;
+	while (acked < 4) {
+		Dnnfault__Envelope *e = harness__recv(fd, 5000);
+		assert_non_null(e);
+		assert_int_equal(e->body_case, DNNFAULT__ENVELOPE__BODY_ACK);
+		acked = e->ack->streams[0]->seq;
+		frame__free(e);
+	}
+	close(fd);
+	char out[8192];
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status no-layers"), 0);
+	assert_non_null(strstr(out, "\"steps_stored\":3"));
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -372,6 +394,7 @@ int main(void)
 		cmocka_unit_test(every_bad_input),
 		cmocka_unit_test(nan_and_inf_are_stored),
 		cmocka_unit_test(duplicates_are_stored_once),
+		cmocka_unit_test(steps_without_layers_are_stored),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -22,8 +22,9 @@ os.environ.setdefault("DNNFAULT_LIBRARY", os.path.join(ROOT, "build", "client", 
 
 
 class Daemon:
-    def __init__(self, tmp):
+    def __init__(self, tmp, args=()):
         self.dir = str(tmp)
+        self.args = list(args)  # more dnnfaultd flags
         self.socket = os.path.join(self.dir, "d.sock")
         self.db = os.path.join(self.dir, "state", "dnnfault.db")
         self.address = "unix:" + self.socket
@@ -34,7 +35,7 @@ class Daemon:
         assert self.proc is None
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([DAEMON, "--socket", self.socket, "--db", self.db]
-                                         + MODEL_ARGS, stdout=log, stderr=log)
+                                         + MODEL_ARGS + self.args, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -85,6 +85,7 @@ def _activations(model, layers):
     for _, m in model.named_modules():
         for child_name, child in m.named_children():
             parent_of.setdefault(id(child), m)
+    siblings = {}  # id(parent): (children, {id(child): position}), made once per parent
     out = []
     for i, (_, m, _) in enumerate(layers):
         last = i == len(layers) - 1
@@ -92,12 +93,16 @@ def _activations(model, layers):
         act = None
         followed = False
         if parent is not None:
-            children = list(parent.children())
-            try:
-                pos = next(k for k, c in enumerate(children) if c is m)
-            except StopIteration:
-                pos = len(children)
-            for nxt in children[pos + 1:]:
+            if id(parent) not in siblings:
+                children = list(parent.children())
+                pos_of = {}
+                for k, c in enumerate(children):
+                    pos_of.setdefault(id(c), k)
+                siblings[id(parent)] = (children, pos_of)
+            children, pos_of = siblings[id(parent)]
+            pos = pos_of.get(id(m), len(children))
+            for k in range(pos + 1, len(children)):
+                nxt = children[k]
                 if isinstance(nxt, _TRANSPARENT):
                     continue
                 act = activation_name(nxt)
@@ -177,7 +182,9 @@ def describe(model, optimizer, loss_fn, layers):
 
 def infer_task(loss_name, output, target):
     """(task, num_classes) from the loss function and one batch; shapes and
-    dtypes only, so nothing waits for the device."""
+    dtypes only, so nothing waits for the device. output and target may be
+    tuples or dicts: their first tensor counts."""
+    output, target = first_tensor(output), first_tensor(target)
     task = _lib.TASK_UNKNOWN
     int_target = isinstance(target, torch.Tensor) and not target.is_floating_point() \
         and not target.is_complex()
@@ -187,11 +194,29 @@ def infer_task(loss_name, output, target):
         task = _lib.TASK_REGRESSION
     classes = 0
     if task == _lib.TASK_CLASSIFICATION and isinstance(output, torch.Tensor):
-        if output.dim() >= 2 and output.shape[1] > 1:
+        dim = class_dim(output, target) if int_target else None
+        if dim is not None:
+            classes = output.shape[dim]
+        elif output.dim() >= 2 and output.shape[1] > 1:
             classes = output.shape[1]
         else:
             classes = 2
-    return task, classes
+    return task, int(classes)
+
+
+def class_dim(output, target):
+    """The dimension of output that holds the classes for an integer
+    target: 1 where the target has the output's shape without it (torch's
+    convention: [N, C] against [N], [N, C, T] against [N, T]), -1 where
+    the classes come last ([N, T, V] against [N, T] or [N * T]), else None
+    (one score per target: a binary output)."""
+    if output.dim() >= 2 and output.shape[1] > 1 and \
+            tuple(target.shape) == tuple(output.shape[:1]) + tuple(output.shape[2:]):
+        return 1
+    if output.dim() >= 2 and output.shape[-1] > 1 and \
+            target.numel() * output.shape[-1] == output.numel():
+        return -1
+    return None
 
 
 def batch_size_of(inputs, output, target):
@@ -210,6 +235,21 @@ def first_tensor(x):
     if isinstance(x, (list, tuple)):
         for v in x:
             t = first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def first_float_tensor(x):
+    """The first floating-point tensor in x (as first_tensor): the inputs
+    whose statistics are reported, past token ids or masks before them."""
+    if isinstance(x, torch.Tensor):
+        return x if x.is_floating_point() else None
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            t = first_float_tensor(v)
             if t is not None:
                 return t
     return None

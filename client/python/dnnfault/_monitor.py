@@ -3,6 +3,7 @@
 import atexit
 import functools
 import logging
+import numbers
 import os
 import sys
 import time
@@ -11,8 +12,9 @@ import weakref
 
 import numpy
 import torch
+from torch import nn
 
-from . import _describe, _lib
+from . import _describe, _lib, _limits
 from ._host_stats import StepStats
 from ._stats import Layer
 
@@ -27,6 +29,34 @@ _TASKS = {"classification": _lib.TASK_CLASSIFICATION, "regression": _lib.TASK_RE
 _END = {"completed": _lib.END_COMPLETED, "crashed": _lib.END_CRASHED,
         "interrupted": _lib.END_INTERRUPTED}
 _warned_library = False
+_UPDATE_RATIO = 9  # enum dnnfault_layer_stat
+# How a classification loss reads the output (_stats.accuracy); "logits"
+# for every other one.
+_ACCURACY_MODES = {"BCELoss": "probs", "binary_cross_entropy": "probs",
+                   "BCEWithLogitsLoss": "bce_logits",
+                   "binary_cross_entropy_with_logits": "bce_logits",
+                   "MultiLabelSoftMarginLoss": "bce_logits"}
+
+
+# The longest wait flush(), close() and diagnosis() accept: the C client
+# takes milliseconds as an int, where a negative value means no bound.
+MAX_WAIT = 86400.0
+
+
+def _seconds(v, default):
+    """A timeout as seconds in [0, MAX_WAIT]: None is the default; what is
+    not a number (or NaN) is the default too, with a warning; negative
+    values are 0, and anything longer (inf included) is MAX_WAIT."""
+    if v is None:
+        return default
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if v != v:
+        log.warning("dnnfault: timeout %r is not a number of seconds; using %g", v, default)
+        return default
+    return min(max(v, 0.0), MAX_WAIT)
 
 
 def _as_float(v):
@@ -47,6 +77,8 @@ class Monitor:
         self._closed = False
         self._client = None
         self._hooks = []
+        self._hooks_for = None
+        self._snap_version = None
         self._errors = 0
         self._step = 0
         self._sampled = 0
@@ -93,6 +125,9 @@ class Monitor:
         self.optimizer = optimizer
         self._loss_name = _describe._callable_name(loss_fn)
         inner = _describe.unwrap(model)
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in inner.parameters()):
+            raise ValueError("the model has lazy modules (nn.LazyLinear, ...) whose parameters "
+                             "do not exist yet: call dnnfault.watch() after the first forward pass")
         found = _describe.find_layers(inner)
         self._layers = [Layer(n, m, p) for n, m, p in found]
         self._desc = _describe.describe(model, optimizer, loss_fn, found)
@@ -108,21 +143,26 @@ class Monitor:
                           dataset_size=extra.get("dataset_size"),
                           num_classes=extra.get("num_classes"),
                           reference=None if self.reference is None else str(self.reference))
-        if isinstance(tags, dict):
-            self._desc["tags"] = list(tags.items())
-        elif tags:
-            self._desc["tags"] = [tuple(t.split("=", 1)) if "=" in t else (t, "") for t in tags]
+        self._desc["tags"] = _limits.tags(tags)
         if extra.get("labels") is not None:
             self._desc["labels"] = [str(x) for x in extra["labels"]]
+        for note in _limits.fit(self._desc):
+            log.warning("dnnfault: %s", note)
+        self.run_id, self.run = self._desc["run_id"], self._desc["run_name"]
+        self.reference = self._desc["reference"]
+        self._close_timeout = _seconds(extra.get("close_timeout"), CLOSE_TIMEOUT)
         self._stats = StepStats(self._layers, self._lib)
         keep = []
         opts = _lib.client_options(address, extra.get("queue_bytes"), keep)
         client = self._lib.client_new(opts)
         if not client:
-            raise OSError("dnnfault_client_new failed (bad address %r?)" % (address,))
+            raise OSError("dnnfault_client_new failed: bad address %r%s?" % (
+                address if address is not None else os.environ.get("DNNFAULT_ADDRESS"),
+                "" if address is not None else " (from $DNNFAULT_ADDRESS)"))
         self._client = client
         # Step 0 is sampled: its "before" weights are the current ones.
         self._stats.snapshot()
+        self._snap_version = self._weights_version()
         self._attach()
         self._atexit = _atexit_closer(self)
         atexit.register(self._atexit)
@@ -168,10 +208,16 @@ class Monitor:
     # Forward hooks exist only while a sampled step's forward pass may run:
     # from the end of mon.step(t-1) to mon.step(t). Unsampled steps run the
     # model without any hook.
+    # They are made for the path that serves the model (reduce at once on
+    # the C path, keep the output on the torch path), and made again when
+    # the model moves to the other one (model.half(), .cuda(), and back).
     def _attach(self):
         if self._hooks:
-            return
+            if self._stats.serving is self._hooks_for:
+                return
+            self._detach()
         now = self._stats.output_reducer()
+        self._hooks_for = self._stats.serving
         for i, l in enumerate(self._layers):
             self._hooks.append(l.module.register_forward_hook(
                 _recorder(l, None if now is None else functools.partial(now, i))))
@@ -198,8 +244,7 @@ class Monitor:
             desc["batch_size"] = _describe.batch_size_of(inputs, output, target)
         self._accuracy_mode = None
         if desc["task"] == _lib.TASK_CLASSIFICATION:
-            self._accuracy_mode = "probs" if self._loss_name in ("BCELoss", "binary_cross_entropy") \
-                else "logits"
+            self._accuracy_mode = _ACCURACY_MODES.get(self._loss_name, "logits")
         keep = []
         info = _lib.run_info(desc, keep)
         stream = _lib._u64()
@@ -226,6 +271,7 @@ class Monitor:
             if nxt:
                 if self.every > 1:
                     self._stats.snapshot()
+                    self._snap_version = self._weights_version()
                 self._attach()
             elif self._hooks:
                 self._detach()
@@ -242,22 +288,30 @@ class Monitor:
         if lr is not None:
             s.lr = lr
             s.has |= _lib.HAS_LR
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        if isinstance(loss, numbers.Real) and not isinstance(loss, bool):
             s.loss = float(loss)
             s.has |= _lib.HAS_LOSS
+        # Nothing wrote to the weights since the snapshot: no optimizer step
+        # (gradient accumulation calls mon.step() between them), so there
+        # is no update to measure, not an update of 0.
+        version = self._weights_version()
+        unwritten = version == self._snap_version
+        output, target = _describe.first_tensor(output), _describe.first_tensor(target)
         got = self._stats.sample(loss, output, target, inputs, self._accuracy_mode,
                                  keep_weights, defer=True)
+        if keep_weights:
+            self._snap_version = version
         self._sampled += 1
         if isinstance(got, tuple):
-            self._send(s, *got)
+            self._send(s, *got, unwritten=unwritten)
         else:  # on a GPU: sent once the numbers have reached the host
-            self._pending = (s, got)
+            self._pending = (s, got, unwritten)
 
     def _deliver(self, wait, timeout=None):
         """Sends the pending sampled step once its numbers have reached
         the host. wait: wait for them, at most timeout seconds (None: as
         long as the device takes); a step not there by then is dropped."""
-        s, pending = self._pending
+        s, pending, unwritten = self._pending
         try:
             if not pending.ready():
                 if not wait:
@@ -269,7 +323,7 @@ class Monitor:
                             raise TimeoutError("the device did not finish it in %.1f s" % timeout)
                         time.sleep(0.001)
             self._pending = None
-            self._send(s, *pending.result())
+            self._send(s, *pending.result(), unwritten=unwritten)
         except Exception as e:
             self._pending = None  # never retried: a broken one would block every later step
             self._error("step %d not recorded" % s.step, e)
@@ -278,7 +332,12 @@ class Monitor:
         if self._pending is not None and self._client and self._lib is not None:
             self._deliver(True, timeout)
 
-    def _send(self, s, layer_stats, extra):
+    def _weights_version(self):
+        """The sum of the parameters' version counters, which every in-place
+        write (an optimizer's step) increments; no sync, no tensor read."""
+        return sum(p._version for l in self._layers for p in l.params)
+
+    def _send(self, s, layer_stats, extra, unwritten=False):
         if "loss" in extra:
             s.loss = extra["loss"]
             s.has |= _lib.HAS_LOSS
@@ -288,6 +347,14 @@ class Monitor:
         if "input" in extra:
             s.input_mean, s.input_std, s.input_min, s.input_max = extra["input"]
             s.has |= _lib.HAS_INPUT
+        if unwritten:
+            # Written through .data (which has a version counter of its own)
+            # the weights would still have moved: only an update of exactly
+            # 0 everywhere is taken for "no optimizer step".
+            ratios = numpy.asarray(layer_stats)[_UPDATE_RATIO::_lib.STATS_PER_LAYER]
+            if len(ratios) and not ratios.any():
+                layer_stats = numpy.array(layer_stats, dtype=numpy.float32)
+                layer_stats[_UPDATE_RATIO::_lib.STATS_PER_LAYER] = numpy.nan
         s.layer_stats = _float_view(layer_stats)
         s.n_layers = len(layer_stats) // _lib.STATS_PER_LAYER
         self._check("Step", self._lib.client_step(self._client, self._stream, s))
@@ -307,7 +374,15 @@ class Monitor:
         numbered from 0 unless `epoch` is given."""
         if epoch is None:
             epoch = self._epoch
-        self._epoch = int(epoch) + 1
+        try:
+            epoch = int(epoch)
+        except (TypeError, ValueError) as ex:
+            self._error("epoch %r not recorded" % (epoch,), ex)
+            return
+        if not 0 <= epoch < 2 ** 32:
+            self._error("epoch %d not recorded" % epoch, ValueError("epochs are numbered 0..2^32-1"))
+            return
+        self._epoch = epoch + 1
         if self._lib is None or self._closed:
             return
         try:
@@ -338,6 +413,7 @@ class Monitor:
         if self._lib is None or self.run_id is None:
             return None
         try:
+            timeout = _seconds(timeout, 2.0)
             self._deliver_all(timeout)
             return self._lib.status(self.address, self.run_id, int(timeout * 1000))
         except Exception as e:
@@ -378,6 +454,7 @@ class Monitor:
         everything; True when it did."""
         if not self._client or self._closed:
             return False
+        timeout = _seconds(timeout, CLOSE_TIMEOUT)
         self._deliver_all(timeout)
         return self._lib.client_flush(self._client, int(timeout * 1000)) == 0
 
@@ -387,9 +464,7 @@ class Monitor:
         and releases the hooks and the connection. Idempotent."""
         if self._closed:
             return
-        if timeout is None:
-            timeout = float(self._extra.get("close_timeout", CLOSE_TIMEOUT)) \
-                if hasattr(self, "_extra") else CLOSE_TIMEOUT
+        timeout = _seconds(timeout, getattr(self, "_close_timeout", CLOSE_TIMEOUT))
         self._deliver_all(timeout)  # a sampled step still on its way from the GPU
         self._closed = True
         self._detach()
@@ -400,7 +475,10 @@ class Monitor:
             if not self._started:
                 self._start()
             end = _lib.RunEnd()
-            end.status = _END.get(status, _lib.END_COMPLETED)
+            if status not in _END:
+                log.warning("dnnfault: close(status=%r): not one of %s; the run ends as crashed",
+                            status, ", ".join(_END))
+            end.status = _END.get(status, _lib.END_CRASHED)
             end.step = max(self._step - 1, 0)
             for name, (bit, v) in self._last_epoch.items():
                 setattr(end, name, v)

@@ -57,7 +57,7 @@ import weakref
 import numpy as np
 import torch
 
-from . import _cuda, _lib, _step_graph
+from . import _cuda, _describe, _lib, _step_graph
 
 SATURATION = 5.0
 NAN = float("nan")
@@ -412,8 +412,7 @@ class Stats:
         if acc is not None:
             extra["accuracy"] = pos + len(small)
             small.append(acc)
-        from ._describe import first_tensor
-        x = first_tensor(inputs)
+        x = _describe.first_float_tensor(inputs)
         if x is not None and x.is_floating_point() and x.numel() > 0:
             x = x.detach().reshape(-1)
             extra["input"] = (pos + len(small), x.numel())
@@ -911,23 +910,33 @@ def _std(norm, mean, n):
 
 def accuracy(output, target, mode):
     """Batch accuracy as a 0-d tensor on the output's device, or None.
-    mode: "logits" (argmax over dim 1; binary outputs thresholded at 0),
-    "probs" (binary outputs thresholded at 0.5) or None (not a
-    classification run)."""
+    mode: "logits" (a classification loss on scores), "probs" (BCELoss)
+    or "bce_logits" (BCEWithLogitsLoss, MultiLabelSoftMarginLoss), None
+    when the run is not a classification. Integer targets: argmax over
+    the class dimension (_describe.class_dim), or for a binary output the output
+    thresholded at 0 (0.5 for "probs"). Float targets of the output's
+    shape: argmax against argmax (one-hot targets); for the BCE losses,
+    a row that is not one-hot is a set of labels, and the accuracy is
+    then the share of labels right. Everything stays on the device."""
     if mode is None or not isinstance(output, torch.Tensor) or not isinstance(target, torch.Tensor):
         return None
     out = output.detach()
     tgt = target.detach()
-    if tgt.device != out.device:
+    if tgt.device != out.device or out.numel() == 0 or out.is_complex():
         return None
-    if out.dim() >= 2 and out.shape[1] > 1:
-        pred = out.argmax(1)
-        if tgt.is_floating_point() and tgt.shape == out.shape:
-            tgt = tgt.argmax(1)
-        if tgt.shape != pred.shape or tgt.is_floating_point():
-            return None
-        return (pred == tgt).float().mean()
-    if out.numel() != tgt.numel() or out.numel() == 0:
+    threshold = 0.5 if mode == "probs" else 0.0
+    if tgt.is_floating_point():
+        if tgt.shape == out.shape and out.dim() >= 2 and out.shape[1] > 1:
+            by_class = (out.argmax(1) == tgt.argmax(1)).float().mean()
+            if mode == "logits":
+                return by_class
+            by_label = ((out > threshold) == (tgt > 0.5)).float().mean()
+            return torch.where((tgt.sum(1) == 1).all(), by_class, by_label)
+    else:
+        dim = _describe.class_dim(out, tgt)
+        if dim is not None:
+            return (out.argmax(dim).reshape(-1) == tgt.reshape(-1)).float().mean()
+    if out.numel() != tgt.numel():
         return None
-    pred = out.reshape(-1) > (0.5 if mode == "probs" else 0.0)
+    pred = out.reshape(-1) > threshold
     return (pred == (tgt.reshape(-1) > 0.5)).float().mean()
