@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -209,6 +210,12 @@ int config__load_file(struct config *c, const char *path, char *err, size_t err_
 			break;
 		}
 	}
+	/* fopen() opens a directory, and reading it fails (EISDIR): without
+	 * this check such a file would read as an empty one. */
+	if (rv == 0 && ferror(f)) {
+		rv = -EIO;
+		snprintf(err, err_len, "%s: cannot be read%s", path, errno == EISDIR ? ": is a directory" : "");
+	}
 	fclose(f);
 	return rv;
 }
@@ -248,6 +255,37 @@ int config__resolve_paths(struct config *c, char *err, size_t err_len)
 			return rv;
 		}
 		snprintf(c->db, sizeof c->db, "%s/dnnfault.db", dir);
+	}
+	return 0;
+}
+
+int config__check(const struct config *c, char *err, size_t err_len)
+{
+	if (strlen(c->socket) >= ADDRESS_PATH_MAX) {
+		snprintf(err, err_len, "socket path longer than %d bytes: %s", ADDRESS_PATH_MAX - 1, c->socket);
+		return -ENAMETOOLONG;
+	}
+	if (c->listen[0] == '\0')
+		return 0;
+	struct address a;
+	/* An IPv6 host without brackets would parse, but could not be written
+	 * back as an address that clients read the same way. */
+	if (address__parse(c->listen, &a) != 0 || a.kind != ADDRESS_TCP ||
+	    (strchr(a.host, ':') != NULL && c->listen[0] != '[')) {
+		snprintf(err, err_len, "listen: '%s' is not HOST:PORT (PORT 1..65535, an IPv6 host in brackets)",
+			 c->listen);
+		return -EINVAL;
+	}
+	unsigned char ip[16];
+	if (strcmp(a.host, "localhost") != 0 && inet_pton(AF_INET, a.host, ip) != 1 &&
+	    inet_pton(AF_INET6, a.host, ip) != 1) {
+		snprintf(err, err_len, "listen: '%s' is not an IP address or localhost", a.host);
+		return -EINVAL;
+	}
+	if (!address__is_loopback_host(a.host) && c->token[0] == '\0') {
+		snprintf(err, err_len, "listen: %s is not a loopback address; set token to accept remote clients",
+			 a.host);
+		return -EPERM;
 	}
 	return 0;
 }

@@ -56,6 +56,13 @@ int config__load_file(struct config *c, const char *path, char *err, size_t err_
  * were left empty. Returns 0 or a negative errno. */
 int config__resolve_paths(struct config *c, char *err, size_t err_len);
 
+/* Checks what each value's own bounds cannot: the socket path's length and
+ * the TCP listener (HOST:PORT, an IP address or localhost, a token where
+ * others can reach it), so that a setting the daemon could not use is a
+ * configuration error (exit 2) before anything is created. Returns 0 or a
+ * negative errno with the reason in err. */
+int config__check(const struct config *c, char *err, size_t err_len);
+
 /* Writes every key with its current value, default and bounds. */
 void config__print(const struct config *c, FILE *out);
 

@@ -189,8 +189,17 @@ void conn__send_error(struct conn *c, int code, bool fatal, uint64_t stream, uin
 	va_end(ap);
 
 	metrics__count_error(code);
-	log_info("conn %llu (%s): %s%s", (unsigned long long)c->id, c->peer, message,
-		 fatal ? "; closing" : "");
+	/* A refused RunStart makes every later message of its stream an
+	 * unknown stream's: one line per stream says it, the rest would
+	 * flood the log (they are still answered and counted). */
+	bool repeat = code == DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM && stream != 0 && stream == c->quiet_stream;
+	if (code == DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM)
+		c->quiet_stream = stream;
+	if (repeat)
+		log_debug("conn %llu (%s): %s", (unsigned long long)c->id, c->peer, message);
+	else
+		log_info("conn %llu (%s): %s%s", (unsigned long long)c->id, c->peer, message,
+			 fatal ? "; closing" : "");
 	Dnnfault__Error err = DNNFAULT__ERROR__INIT;
 	err.code = code;
 	err.message = message;

@@ -37,6 +37,7 @@ struct conn {
 	enum conn_state state;
 	bool is_tcp, is_loopback;
 	char peer[64];
+	uint64_t quiet_stream;	/* unknown stream already logged (conn__send_error) */
 	uint64_t id;
 
 	/* Receive buffer: [start, len) holds unparsed bytes. */

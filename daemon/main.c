@@ -90,6 +90,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "dnnfaultd: %s\n", err);
 		return 1;
 	}
+	if (config__check(&cfg, err, sizeof err) != 0) {
+		fprintf(stderr, "dnnfaultd: %s\n", err);
+		return 2;
+	}
 	if (print_config) {
 		config__print(&cfg, stdout);
 		return 0;

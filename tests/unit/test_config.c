@@ -78,6 +78,49 @@ static void file(void **state)
 	unlink(path);
 	assert_true(config__load_file(&c, path, err, sizeof err) < 0);
 	assert_non_null(strstr(err, path));
+	/* A directory opens like a file, and would read as an empty one. */
+	assert_int_equal(config__load_file(&c, "/tmp", err, sizeof err), -EIO);
+	assert_non_null(strstr(err, "is a directory"));
+}
+
+/* What each value's bounds cannot say: a listener and a socket path the
+ * daemon could not use are configuration errors. */
+static void check(void **state)
+{
+	(void)state;
+	struct config c;
+	char err[256];
+	config__defaults(&c);
+	assert_int_equal(config__set(&c, "socket", "/tmp/d.sock", err, sizeof err), 0);
+	assert_int_equal(config__check(&c, err, sizeof err), 0);
+	static const struct {
+		const char *listen, *token;
+		int rv;
+	} cases[] = {
+		{"127.0.0.1:7411", "", 0},
+		{"localhost:7411", "", 0},
+		{"[::1]:7411", "", 0},
+		{"0.0.0.0:7411", "s3cret", 0},
+		{"127.0.0.1:70000", "", -EINVAL},
+		{"127.0.0.1:0", "", -EINVAL},
+		{"127.0.0.1", "", -EINVAL},
+		{"::1:7411", "", -EINVAL},
+		{"host.example:7411", "s3cret", -EINVAL},
+		{"0.0.0.0:7411", "", -EPERM},
+		{"[2001:db8::1]:7411", "", -EPERM},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_int_equal(config__set(&c, "listen", cases[i].listen, err, sizeof err), 0);
+		assert_int_equal(config__set(&c, "token", cases[i].token, err, sizeof err), 0);
+		assert_int_equal(config__check(&c, err, sizeof err), cases[i].rv);
+	}
+	assert_int_equal(config__set(&c, "listen", "", err, sizeof err), 0);
+	char path[160];
+	memset(path, 'a', sizeof path - 1);
+	path[0] = '/';
+	path[sizeof path - 1] = '\0';
+	assert_int_equal(config__set(&c, "socket", path, err, sizeof err), 0);
+	assert_int_equal(config__check(&c, err, sizeof err), -ENAMETOOLONG);
 }
 
 static void resolve_paths(void **state)
@@ -150,6 +193,7 @@ int main(void)
 		cmocka_unit_test(set_and_bounds),
 		cmocka_unit_test(file),
 		cmocka_unit_test(resolve_paths),
+		cmocka_unit_test(check),
 		cmocka_unit_test(print_hides_token),
 		cmocka_unit_test(symptom_thresholds),
 	};
