@@ -132,6 +132,8 @@ int validate__step(const Dnnfault__Step *m, uint32_t n_layers, const struct vali
 		return rv;
 	if (m->step > VALIDATE_MAX_STEP)
 		return fail(INVALID, why, len, "step %" PRIu64 " is absurd", m->step);
+	if (m->has_dropped && m->dropped > VALIDATE_MAX_STEP)
+		return fail(INVALID, why, len, "dropped %" PRIu64 " is absurd", m->dropped);
 	if (m->n_layer_stats % DNNFAULT__LAYER_STAT__STATS_PER_LAYER != 0)
 		return fail(INVALID, why, len, "layer_stats holds %zu floats, not a multiple of 16", m->n_layer_stats);
 	size_t layers = m->n_layer_stats / DNNFAULT__LAYER_STAT__STATS_PER_LAYER;
@@ -164,5 +166,7 @@ int validate__run_end(const Dnnfault__RunEnd *m, char *why, size_t len)
 		return fail(INVALID, why, len, "unknown end status %d", (int)m->status);
 	if (m->has_step && m->step > VALIDATE_MAX_STEP)
 		return fail(INVALID, why, len, "step %" PRIu64 " is absurd", m->step);
+	if (m->has_dropped && m->dropped > VALIDATE_MAX_STEP)
+		return fail(INVALID, why, len, "dropped %" PRIu64 " is absurd", m->dropped);
 	return 0;
 }

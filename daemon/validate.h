@@ -16,7 +16,8 @@ struct validate_limits {
 	uint32_t max_world_size;
 };
 
-/* Steps, epochs and times above these are not telemetry but corruption. */
+/* Steps, drop counts, epochs and times above these are not telemetry but
+ * corruption. */
 #define VALIDATE_MAX_STEP (UINT64_C(1) << 53)
 #define VALIDATE_MAX_EPOCH 100000000u
 

@@ -212,6 +212,26 @@ static void c_negative_counts(int fd)
 	close(fd);
 }
 
+/* A drop count near 2^64: two ranks of one run reporting such counts made
+ * the sum over its streams overflow in SQLite, which failed the commit of
+ * every connection's batch, again at each resend. Refused up front. */
+static void c_absurd_dropped(int fd)
+{
+	close(fd);
+	fd = trainer_with_stream(0xd12, "absurd-dropped", 1);
+	float stats[16] = {0};
+	Dnnfault__Step s;
+	harness__step(&s, 0xd12, 2, 1, stats, 1);
+	s.has_dropped = 1;
+	s.dropped = UINT64_MAX - 1;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_STEP;
+	env.step = &s;
+	harness__send(fd, &env);
+	harness__expect_error(fd, E(INVALID_FIELD), false);
+	close(fd);
+}
+
 static void c_control_on_trainer(int fd)
 {
 	harness__handshake(fd, DNNFAULT__ROLE__ROLE_TRAINER);
@@ -248,6 +268,7 @@ static const struct bad_case cases[] = {
 	{"absurd layer counts", c_absurd_layers, "errors_invalid_field"},
 	{"very long names", c_long_names, "errors_limit"},
 	{"negative counts", c_negative_counts, "errors_invalid_field"},
+	{"absurd drop count", c_absurd_dropped, "errors_invalid_field"},
 	{"control request on trainer", c_control_on_trainer, "errors_role"},
 };
 
