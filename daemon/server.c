@@ -143,6 +143,18 @@ static int make_socket_dir(const char *path)
 	return 0;
 }
 
+/* True when a daemon accepts connections on the socket at path. */
+static bool socket_answers(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	bool alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	if (fd >= 0)
+		close(fd);
+	return alive;
+}
+
 /* A socket file that nobody answers on is left over from a crash. */
 static int clear_stale_socket(const char *path)
 {
@@ -153,13 +165,7 @@ static int clear_stale_socket(const char *path)
 		log_error("%s exists and is not a socket", path);
 		return -EEXIST;
 	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-	int alive = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-	if (fd >= 0)
-		close(fd);
-	if (alive) {
+	if (socket_answers(path)) {
 		log_error("another dnnfaultd is listening on %s", path);
 		return -EADDRINUSE;
 	}
@@ -417,6 +423,12 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	struct sockaddr_storage tcp_addr;
 	if (cfg->listen[0] != '\0' && (rv = check_tcp(cfg, &tcp_addr)) != 0)
 		return rv;
+	/* Checked again when binding; asked first so that a second daemon on
+	 * the same socket leaves no new database behind. */
+	if (socket_answers(cfg->socket)) {
+		log_error("another dnnfaultd is listening on %s", cfg->socket);
+		return -EADDRINUSE;
+	}
 	if ((rv = make_state_dir(cfg->db)) != 0) {
 		log_error("state directory of %s: %s", cfg->db, strerror(-rv));
 		return rv;

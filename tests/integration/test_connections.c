@@ -206,6 +206,23 @@ static void remote_listener_requires_token(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* A second daemon on a socket in use exits 1 before it creates anything:
+ * no database of its own is left behind. */
+static void second_daemon_on_the_socket(void **state)
+{
+	(void)state;
+	harness__start(&d, NULL);
+	char db[160], cmd[512];
+	snprintf(db, sizeof db, "/tmp/dnnfault-second-%d.db", (int)getpid());
+	snprintf(cmd, sizeof cmd, "'%s' --socket '%s' --db '%s' --model none 2>/dev/null",
+		 getenv("DNNFAULTD"), d.socket, db);
+	int status = system(cmd);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	assert_int_equal(access(db, F_OK), -1);
+	stop();
+}
+
 /* Under systemd: READY=1 once listening, STOPPING=1 on SIGTERM. */
 static void sd_notify_ready_and_stopping(void **state)
 {
@@ -251,6 +268,7 @@ int main(void)
 		cmocka_unit_test(client_that_never_reads_is_dropped),
 		cmocka_unit_test(tcp_token),
 		cmocka_unit_test(remote_listener_requires_token),
+		cmocka_unit_test(second_daemon_on_the_socket),
 		cmocka_unit_test(sd_notify_ready_and_stopping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
