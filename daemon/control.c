@@ -79,6 +79,11 @@ static int check_label(struct job *j, struct store_reader *reader, char *err, si
 	const Dnnfault__LabelRequest *r = j->req->request->label;
 	size_t n = 1;
 	for (size_t i = 0; i < r->n_causes; i++) {
+		/* "healthy" is no cause: no causes at all say it. */
+		if (strcmp(r->causes[i], "healthy") == 0) {
+			snprintf(err, len, "'healthy' must stand alone: it means no cause");
+			return DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD;
+		}
 		if (!validate__is_cause(r->causes[i])) {
 			snprintf(err, len, "unknown cause '%.64s'", r->causes[i]);
 			return DNNFAULT__ERROR_CODE__ERR_INVALID_FIELD;

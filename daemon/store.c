@@ -63,7 +63,10 @@ static const char *const stmt_sql[N_STMTS] = {
 		"UPDATE runs SET updated = max(updated, ?2),"
 		" last_step = CASE WHEN ?3 IS NULL THEN last_step ELSE max(coalesce(last_step, ?3), ?3) END,"
 		" steps_stored = steps_stored + ?4,"
-		" dropped = (SELECT coalesce(sum(dropped), 0) FROM streams WHERE run = ?1) WHERE id = ?1",
+		/* total(), not sum(): summing the ranks' counts must not fail the
+		 * commit of everyone's batch with an integer overflow. */
+		" dropped = (SELECT CAST(min(total(dropped), 9007199254740992.0) AS INTEGER)"
+		" FROM streams WHERE run = ?1) WHERE id = ?1",
 	[STMT_STREAM_UPDATE] =
 		"UPDATE streams SET last_seq = max(last_seq, ?2), updated = max(updated, ?3),"
 		" dropped = max(dropped, ?4) WHERE id = ?1",
@@ -444,9 +447,48 @@ static int prune(struct store *s, struct store_batch *b)
 	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -EIO;
 }
 
+/* True when the comma list list[0..n) holds the label label[0..k). */
+static bool has_label(const char *list, size_t n, const char *label, size_t k)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j < n && list[j] != ',')
+			j++;
+		if (j - i == k && memcmp(list + i, label, k) == 0)
+			return true;
+		i = j + 1;
+	}
+	return false;
+}
+
+/* Keeps the first of each label of a comma list, in place (the list only
+ * shrinks): a cause named twice is stored once. */
+static void dedupe_labels(char *labels)
+{
+	if (labels == NULL)
+		return;
+	char *w = labels;
+	for (const char *p = labels; *p != '\0';) {
+		size_t k = strcspn(p, ",");
+		if (k > 0 && !has_label(labels, (size_t)(w - labels), p, k)) {
+			if (w > labels)
+				*w++ = ',';
+			memmove(w, p, k);
+			w += k;
+		}
+		p += k + (p[k] == ',');
+	}
+	*w = '\0';
+}
+
 int store__commit(struct store *s, struct store_batch *b, char *err, size_t err_len)
 {
 	b->n_pruned = 0;
+	/* Here, so that labels from every client (RunStart, `label`) are covered. */
+	for (size_t i = 0; i < b->n_runs; i++)
+		dedupe_labels(b->runs[i].labels);
+	for (size_t i = 0; i < b->n_labels; i++)
+		dedupe_labels(b->labels[i].labels);
 	if (run(s, s->stmt[STMT_BEGIN]) != 0)
 		goto err;
 	if (write_runs(s, b) != 0 || write_telemetry(s, b) != 0 || write_updates(s, b) != 0 ||

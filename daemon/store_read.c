@@ -244,6 +244,15 @@ int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint
 	if (resp == NULL)
 		return INTERNAL;
 	dnnfault__status_response__init(resp);
+	/* The runs answered so far: a run named twice (or by name and id) is
+	 * answered once. */
+	int64_t *seen = n > 0 ? malloc(n * sizeof *seen) : NULL;
+	size_t n_seen = 0;
+	if (n > 0 && seen == NULL) {
+		snprintf(err, len, "out of memory");
+		rv = INTERNAL;
+		goto out;
+	}
 	const char *sql = n == 0 ? "SELECT " SUMMARY_COLUMNS " FROM runs ORDER BY updated DESC LIMIT ?1"
 				 : "SELECT " SUMMARY_COLUMNS " FROM runs WHERE id = ?1";
 	if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK) {
@@ -257,6 +266,12 @@ int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint
 			int64_t id;
 			if ((rv = store_read__resolve(r, runs[i], &id, err, len)) != 0)
 				break;
+			size_t k = 0;
+			while (k < n_seen && seen[k] != id)
+				k++;
+			if (k < n_seen)
+				continue;
+			seen[n_seen++] = id;
 			sqlite3_bind_int64(st, 1, id);
 		}
 		int rc;
@@ -276,6 +291,7 @@ int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint
 	}
 out:
 	sqlite3_finalize(st);
+	free(seen);
 	if (rv != 0) {
 		protobuf_c_message_free_unpacked(&resp->base, NULL);
 		return rv;

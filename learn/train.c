@@ -44,9 +44,41 @@ static void write_points(FILE *f, const char *key, const double threshold_at[DAT
 		fprintf(f, "\n");
 }
 
+/* Refuses a corpus that cannot make a bundle: the detector learns faulty
+ * against healthy runs and its thresholds come from the healthy ones, so
+ * one of each is the least. Names the causes no run has, whose models
+ * learn nothing (cv_f1 0). */
+static int check_corpus(const struct dataset *d, char *err, size_t len)
+{
+	size_t healthy = 0, faulty = 0;
+	cause_set seen = 0;
+	for (size_t i = 0; i < d->n; i++)
+		if (d->meta[i].point == DATASET_POINTS - 1) {
+			healthy += d->meta[i].labels == 0;
+			faulty += d->meta[i].labels != 0;
+			seen |= d->meta[i].labels;
+		}
+	if (healthy == 0 || faulty == 0) {
+		snprintf(err, len, "training needs faulty and healthy runs: the corpus has %zu healthy run%s"
+			 " and %zu faulty", healthy, healthy == 1 ? "" : "s", faulty);
+		return -EINVAL;
+	}
+	int missing = 0;
+	for (int c = 0; c < CAUSE_COUNT; c++)
+		if (!(seen >> c & 1))
+			fprintf(stderr, "%s%s", missing++ ? ", " : "dnnfaultctl: no run has the cause ",
+				causes__name((enum cause_id)c));
+	if (missing > 0)
+		fprintf(stderr, ": %s nothing (cv_f1 0)\n", missing == 1 ? "its model learns" : "their models learn");
+	return 0;
+}
+
 int learn__train(const struct dataset *d, const char *source, const char *out,
 		 const struct fit_opts *o, char *err, size_t len)
 {
+	int rv = check_corpus(d, err, len);
+	if (rv != 0)
+		return rv;
 	struct fit_matrix m;
 	if (fit__matrix(d, false, &m) != 0)
 		return -ENOMEM;
@@ -59,7 +91,7 @@ int learn__train(const struct dataset *d, const char *source, const char *out,
 		idx[i] = i;
 	struct fit fit;
 	struct fit_models models;
-	int rv = fit__select(d, &m, idx, d->n, o, &fit, err, len);
+	rv = fit__select(d, &m, idx, d->n, o, &fit, err, len);
 	if (rv == 0)
 		rv = fit__train(&m, idx, d->n, &fit, &models, err, len);
 	else

@@ -32,7 +32,7 @@ struct ctl {
 	bool json;
 	int timeout_ms;			/* -1: wait forever */
 	const char *token;
-	uint32_t limit;			/* runs --limit */
+	uint32_t limit;			/* runs --limit; 0: not given */
 	enum ctl_format format;		/* export --format */
 	uint32_t interval_ms;		/* watch --interval */
 	uint32_t count;			/* watch --count; 0: until interrupted */

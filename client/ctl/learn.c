@@ -8,15 +8,32 @@
 #include "ctl.h"
 #include "learn.h"
 
-static const char learn_usage[] =
+static const char train_usage[] =
 	"usage: dnnfaultctl train CORPUS BUNDLE_DIR [--references FILE.csv] [--seed N]\n"
-	"                         [--false-alarm SHARE] [--quiet]\n"
-	"       dnnfaultctl evaluate CORPUS [REPORT.md] [--references FILE.csv] [--predictions FILE.csv]\n"
-	"                            [--seed N] [--false-alarm SHARE] [--quiet]\n"
-	"       dnnfaultctl rows STORE [ROWS.csv]\n"
+	"                         [--false-alarm SHARE] [--quiet]\n";
+static const char evaluate_usage[] =
+	"usage: dnnfaultctl evaluate CORPUS [REPORT.md] [--references FILE.csv] [--predictions FILE.csv]\n"
+	"                            [--seed N] [--false-alarm SHARE] [--quiet]\n";
+static const char rows_usage[] =
+	"usage: dnnfaultctl rows STORE [ROWS.csv]\n"
+	"STORE is a dnnfault store (SQLite file).\n";
+/* What train's and evaluate's operands and --references are. */
+static const char corpus_usage[] =
 	"CORPUS is a dnnfault store (SQLite file) or a rows CSV (\"-\": stdin).\n"
 	"--references lists each program's known-healthy runs (\"program,run\" lines), with\n"
 	"which its other runs are compared (docs/model.md).\n";
+
+/* The usage of `verb` to stderr; returns CTL_USAGE. */
+static int learn__usage(const char *verb)
+{
+	if (strcmp(verb, "rows") == 0) {
+		fputs(rows_usage, stderr);
+		return CTL_USAGE;
+	}
+	fputs(strcmp(verb, "train") == 0 ? train_usage : evaluate_usage, stderr);
+	fputs(corpus_usage, stderr);
+	return CTL_USAGE;
+}
 
 int learn__main(int argc, char **argv)
 {
@@ -56,15 +73,13 @@ int learn__main(int argc, char **argv)
 		else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && n_pos < 2)
 			pos[n_pos++] = argv[i];
 		else {
-			fprintf(stderr, "dnnfaultctl: unexpected argument \"%s\"\n%s", argv[i], learn_usage);
-			return CTL_USAGE;
+			fprintf(stderr, "dnnfaultctl: unexpected argument \"%s\"\n", argv[i]);
+			return learn__usage(verb);
 		}
 	}
 	bool train = strcmp(verb, "train") == 0, rows = strcmp(verb, "rows") == 0;
-	if (n_pos < 1 || (train && n_pos < 2)) {
-		fputs(learn_usage, stderr);
-		return CTL_USAGE;
-	}
+	if (n_pos < 1 || (train && n_pos < 2))
+		return learn__usage(verb);
 	char err[512] = "";
 	struct dataset d;
 	int rv = learn__load(pos[0], &d, err, sizeof err);

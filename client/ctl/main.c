@@ -27,9 +27,10 @@ static const char usage_text[] =
 	"                                   follow runs: a line when health, top cause\n"
 	"                                   or symptoms change (every 2000 ms; N polls)\n"
 	"  train CORPUS BUNDLE_DIR          select and train a model bundle (offline)\n"
-	"  evaluate CORPUS [REPORT.md]      leave-one-program-out evaluation (offline;\n"
-	"                                   both take [--seed N] [--false-alarm SHARE]\n"
-	"                                   [--quiet])\n"
+	"  evaluate CORPUS [REPORT.md] [--predictions FILE.csv]\n"
+	"                                   leave-one-program-out evaluation (offline;\n"
+	"                                   both take [--references FILE.csv] [--seed N]\n"
+	"                                   [--false-alarm SHARE] [--quiet])\n"
 	"  rows STORE [ROWS.csv]            export a corpus as feature rows (offline)\n"
 	"  help                             this text\n"
 	"\n"
@@ -66,6 +67,13 @@ static const struct verb verbs[] = {
 	{"watch", verb__watch, 0, 1, NULL},
 	{"help", NULL, 0, 0, NULL},
 };
+
+/* The offline verbs (learn.c): they parse their own arguments, so they
+ * must come first. */
+static bool is_offline(const char *verb)
+{
+	return strcmp(verb, "train") == 0 || strcmp(verb, "evaluate") == 0 || strcmp(verb, "rows") == 0;
+}
 
 /* Prints a usage error and the usage text to stderr; returns CTL_USAGE. */
 __attribute__((format(printf, 1, 2)))
@@ -130,8 +138,8 @@ static int apply_flag(struct ctl *ctl, struct parsed *p, const char *name,
 			return usage_error("--timeout wants milliseconds, not \"%s\"", value);
 		ctl->timeout_ms = v == 0 ? -1 : (int)v;
 	} else if (strcmp(name, "--limit") == 0) {
-		if (!parse_uint(value, 0, UINT32_MAX, &v))
-			return usage_error("--limit wants a number, not \"%s\"", value);
+		if (!parse_uint(value, 1, UINT32_MAX, &v))
+			return usage_error("--limit wants a number of runs (at least 1), not \"%s\"", value);
 		ctl->limit = (uint32_t)v;
 	} else if (strcmp(name, "--format") == 0) {
 		if (strcmp(value, "csv") == 0)
@@ -205,16 +213,18 @@ static int parse_args(int argc, char **argv, struct ctl *ctl, struct parsed *p)
 	return CTL_OK;
 }
 
-/* Resolves the address from --address or the environment. */
+/* Resolves the address from --address or the environment. An invalid one
+ * is a usage error from either: the caller wrote it. */
 static int resolve_address(struct ctl *ctl, const char *text)
 {
-	if (text != NULL) {
-		if (address__parse(text, &ctl->addr) != 0)
-			return usage_error("invalid address \"%s\" (want unix:/path or "
-					   "tcp://host:port)", text);
-	} else if (address__client_default(&ctl->addr) != 0) {
-		fprintf(stderr, "dnnfaultctl: invalid %s \"%s\"\n", ADDRESS_ENV,
-			getenv(ADDRESS_ENV) ? getenv(ADDRESS_ENV) : "");
+	const char *env = getenv(ADDRESS_ENV);
+	const char *given = text != NULL ? text : env != NULL && *env != '\0' ? env : NULL;
+	int rv = text != NULL ? address__parse(text, &ctl->addr) : address__client_default(&ctl->addr);
+	if (rv != 0 && given != NULL)
+		return usage_error("invalid %s \"%s\" (want unix:/path or tcp://host:port)",
+				   text != NULL ? "address" : ADDRESS_ENV, given);
+	if (rv != 0) {
+		fprintf(stderr, "dnnfaultctl: no default address: %s\n", strerror(-rv));
 		return CTL_ERROR;
 	}
 	address__format(&ctl->addr, ctl->addr_text, sizeof ctl->addr_text);
@@ -229,6 +239,11 @@ static const struct verb *find_verb(const struct ctl *ctl, const struct parsed *
 	for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
 		if (strcmp(verbs[i].name, p->verb) == 0)
 			v = &verbs[i];
+	if (v == NULL && is_offline(p->verb)) {
+		usage_error("%s takes no daemon options (--address, --json, --timeout): it reads the "
+			    "corpus itself (dnnfaultctl %s ...)", p->verb, p->verb);
+		return NULL;
+	}
 	if (v == NULL) {
 		usage_error("unknown verb \"%s\"", p->verb);
 		return NULL;
@@ -293,8 +308,7 @@ int main(int argc, char **argv)
 	 * EPIPE on write, which ends the output quietly. */
 	signal(SIGPIPE, SIG_IGN);
 
-	if (argc > 1 && (strcmp(argv[1], "train") == 0 || strcmp(argv[1], "evaluate") == 0 ||
-			 strcmp(argv[1], "rows") == 0))
+	if (argc > 1 && is_offline(argv[1]))
 		return finish_stdout(learn__main(argc - 1, argv + 1));
 
 	struct ctl ctl = {

@@ -1,8 +1,11 @@
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl.h"
 #include "dnnfault_config.h"
@@ -299,12 +302,29 @@ static int watch_cb(const Dnnfault__ControlResponse *r, void *arg)
 	return CTL_OK;
 }
 
-/* Sleeps ms, or less when a signal arrives. */
-static void watch__sleep(uint32_t ms)
+static int64_t watch__now_ms(void)
 {
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (!watch_stop && nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps ms, or less when a signal arrives. Returns false when stdout's
+ * reader went away meanwhile: watch writes only on a change, so EPIPE
+ * alone could take forever. Only a pipe or socket says so (POLLERR,
+ * POLLHUP, which poll reports even with no events asked). */
+static bool watch__sleep(uint32_t ms, bool stdout_pipe)
+{
+	struct pollfd p = {.fd = STDOUT_FILENO};
+	int64_t end = watch__now_ms() + ms;
+	for (int64_t left = ms; !watch_stop && left > 0; left = end - watch__now_ms()) {
+		int rv = poll(&p, stdout_pipe ? 1 : 0, (int)left);
+		if (rv > 0)
+			return false;
+		if (rv == 0 || errno != EINTR)
+			break;
+	}
+	return true;
 }
 
 /* Polls status every interval and prints what changed, until SIGINT or
@@ -318,11 +338,16 @@ int verb__watch(struct ctl *ctl)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	struct stat st;
+	bool stdout_pipe = fstat(STDOUT_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
 	struct watch w = {.ctl = ctl};
 	int rv = CTL_OK;
 	for (uint32_t polls = 0; !watch_stop && (ctl->count == 0 || polls < ctl->count); polls++) {
-		if (polls > 0)
-			watch__sleep(ctl->interval_ms);
+		/* A reader gone ends it as a failed write does: quietly, exit 1. */
+		if (polls > 0 && !watch__sleep(ctl->interval_ms, stdout_pipe)) {
+			rv = CTL_ERROR;
+			break;
+		}
 		if (watch_stop)
 			break;
 		struct timespec now;

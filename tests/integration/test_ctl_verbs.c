@@ -7,11 +7,15 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dnnfault_config.h"
@@ -342,6 +346,187 @@ static void reference_run(void **state)
 	stop();
 }
 
+/* Occurrences of `needle` in `s`. */
+static size_t count_of(const char *s, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* `watch | head -1` on runs that do not change: watch notices between
+ * polls that its reader is gone and ends quietly with exit status 1, as
+ * on a failed write. */
+static void watch_ends_when_its_reader_goes(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int fd = start_run(0x200, "idle", NULL);
+	char errlog[200];
+	snprintf(errlog, sizeof errlog, "%s/watch.err", d.dir);
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		close(p[0]);
+		close(p[1]);
+		freopen(errlog, "w", stderr);
+		const char *ctl = getenv("DNNFAULTCTL");
+		execl(ctl ? ctl : "dnnfaultctl", "dnnfaultctl", "--address", d.address, "watch", "--interval",
+		      "50", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char line[512];
+	ssize_t n = read(p[0], line, sizeof line - 1);
+	assert_true(n > 0);
+	line[n] = '\0';
+	assert_non_null(strstr(line, " run idle "));
+	close(p[0]);
+	int status = 0;
+	pid_t got = 0;
+	for (int i = 0; i < 300 && got == 0; i++) {
+		got = waitpid(pid, &status, WNOHANG);
+		if (got == 0)
+			usleep(10000);
+	}
+	if (got == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		fail_msg("watch still runs 3 s after its reader went away");
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	struct stat st;
+	assert_int_equal(stat(errlog, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	close(fd);
+	stop();
+}
+
+/* Causes are stored once each, in the order first named, from `label` and
+ * from a RunStart; `healthy` must stand alone. */
+static void label_causes(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int fd = start_run(0x300, "lab", NULL);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "label lab lr_high lr_high"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status lab"), 0);
+	assert_non_null(strstr(out, "\"labels\":[\"lr_high\"]"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json label lab init lr_high init lr_high"), 0);
+	assert_non_null(strstr(out, "\"labels\":[\"init\",\"lr_high\"]"));
+
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "label lab healthy lr_high 2>&1"), 1);
+	assert_non_null(strstr(out, "dnnfaultctl: 'healthy' must stand alone"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status lab"), 0);
+	assert_non_null(strstr(out, "\"labels\":[\"init\",\"lr_high\"]"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json label lab healthy"), 0);
+	assert_non_null(strstr(out, "\"labels\":[]"));
+
+	Dnnfault__RunStart rs;
+	harness__run_start(&rs, 0x301, "twice", 1);
+	char *labels[] = {"data", "init", "data"};
+	rs.labels = labels;
+	rs.n_labels = 3;
+	rs.has_labels_known = rs.labels_known = 1;
+	Dnnfault__Envelope env = DNNFAULT__ENVELOPE__INIT;
+	env.body_case = DNNFAULT__ENVELOPE__BODY_RUN_START;
+	env.run_start = &rs;
+	harness__send(fd, &env);
+	Dnnfault__Envelope *ack = harness__recv(fd, 5000);
+	assert_non_null(ack);
+	assert_int_equal(ack->body_case, DNNFAULT__ENVELOPE__BODY_ACK);
+	frame__free(ack);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status twice"), 0);
+	assert_non_null(strstr(out, "\"labels\":[\"data\",\"init\"]"));
+	close(fd);
+	stop();
+}
+
+/* A run named twice is printed once; runs --limit takes at least 1. */
+static void status_and_runs_operands(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int a = start_run(0x400, "one", NULL);
+	int b = start_run(0x401, "two", NULL);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "status one one"), 0);
+	assert_int_equal(count_lines(out), 2);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json status one two one"), 0);
+	assert_int_equal(count_of(out, "\"id\":\"one\""), 1);
+	assert_int_equal(count_of(out, "\"id\":\"two\""), 1);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "runs --limit 0 2>&1"), 2);
+	assert_non_null(strstr(out, "--limit wants a number of runs (at least 1)"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "runs --limit 1"), 0);
+	assert_int_equal(count_lines(out), 2);
+	close(a);
+	close(b);
+	stop();
+}
+
+/* Usage errors of the offline verbs and of addresses: exit status 2 with
+ * a message that says what is wrong; no daemon is needed. */
+static void usage_of_offline_verbs_and_addresses(void **state)
+{
+	(void)state;
+	harness__prepare(&d);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--json rows X 2>&1"), 2);
+	assert_non_null(strstr(out, "dnnfaultctl: rows takes no daemon options"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--address unix:/x train X Y 2>&1"), 2);
+	assert_non_null(strstr(out, "dnnfaultctl: train takes no daemon options"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "evaluate 2>&1"), 2);
+	assert_non_null(strstr(out, "usage: dnnfaultctl evaluate CORPUS"));
+	assert_null(strstr(out, "dnnfaultctl train"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "rows 2>&1"), 2);
+	assert_non_null(strstr(out, "usage: dnnfaultctl rows STORE"));
+	assert_null(strstr(out, "dnnfaultctl train"));
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--help"), 0);
+	assert_non_null(strstr(out, "--references FILE.csv"));
+	assert_non_null(strstr(out, "--predictions FILE.csv"));
+
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "--address garbage status 2>&1"), 2);
+	assert_non_null(strstr(out, "invalid address \"garbage\""));
+	char cmd[512];
+	const char *ctl = getenv("DNNFAULTCTL");
+	snprintf(cmd, sizeof cmd, "DNNFAULT_ADDRESS=garbage '%s' status 2>&1", ctl ? ctl : "dnnfaultctl");
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	size_t n = fread(out, 1, sizeof out - 1, f);
+	out[n] = '\0';
+	int status = pclose(f);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 2);
+	assert_non_null(strstr(out, "invalid DNNFAULT_ADDRESS \"garbage\""));
+}
+
+/* train on the daemon's store while it holds one healthy run only: exit
+ * status 1, what is missing, and no bundle. */
+static void train_without_faulty_runs(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int fd = start_run(0x500, "calm", NULL);
+	send_nan_steps(fd, 0x500, 20);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "label calm healthy"), 0);
+	char cmd[512], bundle[200];
+	snprintf(bundle, sizeof bundle, "%s/bundle", d.dir);
+	snprintf(cmd, sizeof cmd, "train '%s' '%s' --quiet 2>&1", d.db, bundle);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, cmd), 1);
+	assert_string_equal(out, "dnnfaultctl: training needs faulty and healthy runs: the corpus has 1 healthy run"
+				 " and 0 faulty\n");
+	assert_int_equal(access(bundle, F_OK), -1);
+	close(fd);
+	stop();
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -358,6 +543,11 @@ int main(void)
 		cmocka_unit_test_teardown(watch_an_empty_daemon, teardown),
 		cmocka_unit_test_teardown(watch_prints_changes, teardown),
 		cmocka_unit_test_teardown(reference_run, teardown),
+		cmocka_unit_test_teardown(watch_ends_when_its_reader_goes, teardown),
+		cmocka_unit_test_teardown(label_causes, teardown),
+		cmocka_unit_test_teardown(status_and_runs_operands, teardown),
+		cmocka_unit_test_teardown(usage_of_offline_verbs_and_addresses, teardown),
+		cmocka_unit_test_teardown(train_without_faulty_runs, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "chunk.h"
 #include "dataset.h"
+#include "learn.h"
 #include "run_features.h"
 #include "series.h"
 #include "store.h"
@@ -223,10 +225,59 @@ static void stored_references(void **state)
 	dataset__free(&d);
 }
 
+/* Trains from a new store `db` in f->dir of one run per `labels`, in
+ * programs `programs`, into f->dir/bundle; returns learn__train's result. */
+static int train_on(struct fixture *f, const char *db, const char *const *labels, const char *const *programs,
+		    size_t n, char *err, size_t len)
+{
+	char path[128];
+	snprintf(path, sizeof path, "%s/%s", f->dir, db);
+	struct store *s = NULL;
+	if (store__open(path, 1, &s, err, len) != 0)
+		fail_msg("open: %s", err);
+	struct store_batch b = {0};
+	for (size_t i = 0; i < n; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "%s-c%zu-s0", programs[i], i);
+		add_run(&b, (int64_t)i + 1, name, labels[i], NULL, 40, labels[i][0] ? 0.01 : 0.5);
+	}
+	if (store__commit(s, &b, err, len) != 0)
+		fail_msg("commit: %s", err);
+	store_batch__free(&b);
+	store__close(s);
+	struct dataset d;
+	if (dataset__from_store(path, &d, err, len) != 0)
+		fail_msg("from_store: %s", err);
+	char out[128];
+	snprintf(out, sizeof out, "%s/bundle", f->dir);
+	struct fit_opts o = fit_defaults;
+	int rv = learn__train(&d, path, out, &o, err, len);
+	dataset__free(&d);
+	return rv;
+}
+
+/* A corpus without faulty runs, or without healthy ones, trains nothing:
+ * the message says what is missing and no bundle is written. */
+static void train_needs_both_kinds(void **state)
+{
+	struct fixture *f = *state;
+	const char *healthy[] = {"", ""}, *programs[] = {"digits", "moons"};
+	char err[256] = "", bundle[128];
+	assert_int_equal(train_on(f, "healthy.db", healthy, programs, 2, err, sizeof err), -EINVAL);
+	assert_string_equal(err, "training needs faulty and healthy runs: the corpus has 2 healthy runs and 0 faulty");
+	snprintf(bundle, sizeof bundle, "%s/bundle", f->dir);
+	assert_int_equal(access(bundle, F_OK), -1);
+	const char *faulty[] = {"lr_high"};
+	assert_int_equal(train_on(f, "faulty.db", faulty, programs, 1, err, sizeof err), -EINVAL);
+	assert_string_equal(err, "training needs faulty and healthy runs: the corpus has 0 healthy runs and 1 faulty");
+	assert_int_equal(access(bundle, F_OK), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(stored_references, setup, teardown),
+		cmocka_unit_test_setup_teardown(train_needs_both_kinds, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
