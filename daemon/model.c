@@ -23,6 +23,22 @@ static int fail(char *err, size_t len, int rv, const char *fmt, ...)
 	return rv;
 }
 
+/* XGBoost's messages carry a multi-line stack trace: one line of them is
+ * what a log entry and `dnnfaultctl model reload` can show. */
+static int xgb_fail(char *err, size_t len, const char *file)
+{
+	snprintf(err, len, "%s: %s", file, XGBGetLastError());
+	char *cut = strstr(err, "Stack trace:");
+	if (cut != NULL)
+		*cut = '\0';
+	for (char *p = err; *p != '\0'; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	for (size_t n = strlen(err); n > 0 && err[n - 1] == ' '; n--)
+		err[n - 1] = '\0';
+	return -EIO;
+}
+
 static char *read_all(FILE *f)
 {
 	size_t cap = 4096, n = 0;
@@ -55,11 +71,11 @@ static int load_booster(struct model *m, const char *id, size_t width, struct mo
 	snprintf(file, sizeof file, "%s/%s.json", m->path, id);
 	BoosterHandle h;
 	if (XGBoosterCreate(NULL, 0, &h) != 0)
-		return fail(err, len, -EIO, "%s: %s", file, XGBGetLastError());
+		return xgb_fail(err, len, file);
 	if (XGBoosterLoadModel(h, file) != 0) {
-		snprintf(err, len, "%s: %s", file, XGBGetLastError());
+		int rv = xgb_fail(err, len, file);
 		XGBoosterFree(h);
-		return -EIO;
+		return rv;
 	}
 	/* The daemon predicts on one worker thread at a time; more threads
 	 * would only compete with ingest. */

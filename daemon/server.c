@@ -61,8 +61,8 @@ static void refuse(struct conn *c)
 {
 	metrics.connections_rejected++;
 	conn__send_error(c, DNNFAULT__ERROR_CODE__ERR_LIMIT, true, 0, 0,
-			 "too many connections (max_connections %lld)",
-			 (long long)c->srv->cfg->max_connections);
+			 "too many connections (%zu at most: max_connections %lld, or fewer where"
+			 " open files are limited)", c->srv->max_conns, (long long)c->srv->cfg->max_connections);
 }
 
 static void connection_cb(uv_stream_t *listener, int status)
@@ -111,7 +111,7 @@ static void connection_cb(uv_stream_t *listener, int status)
 		uv_tcp_nodelay(&c->handle.tcp, 1);
 	}
 	conn__start(c);
-	if (s->n_conns > (size_t)s->cfg->max_connections)
+	if (s->n_conns > s->max_conns)
 		refuse(c);
 }
 
@@ -285,13 +285,31 @@ static int lock_db(const char *db, int *fd_out)
 }
 
 /* 1,000 clients need more descriptors than the usual soft limit of 1024. */
-static void raise_fd_limit(size_t want)
+/* Raises the soft limit on open files to max_connections + FD_RESERVE
+ * where the hard limit allows, and returns how many connections fit. Past
+ * the limit, libuv would close new connections before the daemon sees
+ * them, without the ERR_LIMIT a client can read: so the daemon refuses
+ * them itself from this many on. */
+#define FD_RESERVE 64	/* the database, the listeners, libuv's own */
+static size_t raise_fd_limit(size_t want)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want + 64)
-		return;
-	rl.rlim_cur = rl.rlim_max < want + 64 ? rl.rlim_max : want + 64;
-	setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= want + FD_RESERVE)
+		return want;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want + FD_RESERVE ? rl.rlim_max
+										      : want + FD_RESERVE;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur >= want + FD_RESERVE)
+		return want;
+	size_t fit = rl.rlim_cur > 2 * FD_RESERVE ? (size_t)rl.rlim_cur - FD_RESERVE : (size_t)rl.rlim_cur / 2;
+	if (fit == 0)
+		fit = 1;
+	log_warning("open files are limited to %ju (RLIMIT_NOFILE): %zu connections at most, not"
+		    " max_connections %zu; raise the limit (LimitNOFILE=) or lower max_connections",
+		    (uintmax_t)rl.rlim_cur, fit, want);
+	return fit;
 }
 
 static void watchdog_cb(uv_timer_t *t)
@@ -418,7 +436,7 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 		.max_tags = (uint32_t)cfg->max_tags,
 		.max_world_size = (uint32_t)cfg->max_world_size,
 	};
-	raise_fd_limit((size_t)cfg->max_connections);
+	s->max_conns = raise_fd_limit((size_t)cfg->max_connections);
 
 	struct sockaddr_storage tcp_addr;
 	if (cfg->listen[0] != '\0' && (rv = check_tcp(cfg, &tcp_addr)) != 0)

@@ -20,6 +20,7 @@ struct server {
 	uv_loop_t *loop;
 	const struct config *cfg;
 	struct validate_limits limits;
+	size_t max_conns;	/* max_connections, or fewer where open files are limited */
 	struct store *store;
 	struct ingest *ingest;
 	struct analyze *analyze;

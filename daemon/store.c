@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -89,6 +90,9 @@ static const char *const stmt_sql[N_STMTS] = {
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[N_STMTS];
+	char *path;
+	dev_t dev;	/* the file opened, to notice it removed or replaced */
+	ino_t ino;
 };
 
 void *store_batch__push(void **array, size_t *n, size_t *cap, size_t size)
@@ -220,6 +224,19 @@ int store__open(const char *path, int synchronous, struct store **out, char *err
 		 " PRAGMA wal_autocheckpoint = 4000;", synchronous);
 	if (exec_fmt(s->db, err, err_len, pragmas) != 0 || migrate(s->db, err, err_len) != 0)
 		goto err_after_open;
+	/* SQLite opens a file it may not write read-only, without an error:
+	 * every commit would fail later, after the daemon said it was ready. */
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		snprintf(err, err_len, "%s: not writable (opened read-only)", path);
+		goto err_after_open;
+	}
+	struct stat st;
+	if ((s->path = strdup(path)) == NULL || stat(path, &st) != 0) {
+		snprintf(err, err_len, "%s: %s", path, s->path ? strerror(errno) : "out of memory");
+		goto err_after_open;
+	}
+	s->dev = st.st_dev;
+	s->ino = st.st_ino;
 	for (int i = 0; i < N_STMTS; i++) {
 		if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 				       &s->stmt[i], NULL) != SQLITE_OK) {
@@ -246,6 +263,7 @@ void store__close(struct store *s)
 	for (int i = 0; i < N_STMTS; i++)
 		sqlite3_finalize(s->stmt[i]);
 	sqlite3_close(s->db);
+	free(s->path);
 	free(s);
 }
 
@@ -489,6 +507,15 @@ int store__commit(struct store *s, struct store_batch *b, char *err, size_t err_
 		dedupe_labels(b->runs[i].labels);
 	for (size_t i = 0; i < b->n_labels; i++)
 		dedupe_labels(b->labels[i].labels);
+	/* A database file deleted (or replaced) under the daemon still takes
+	 * writes, into a file nobody will read again: acknowledging them would
+	 * lose them. Nothing is acknowledged until a restart opens the path. */
+	struct stat st;
+	if (stat(s->path, &st) != 0 || st.st_dev != s->dev || st.st_ino != s->ino) {
+		snprintf(err, err_len, "the database file %s was removed or replaced; nothing more is stored"
+			 " until dnnfaultd is restarted", s->path);
+		return -ESTALE;
+	}
 	if (run(s, s->stmt[STMT_BEGIN]) != 0)
 		goto err;
 	if (write_runs(s, b) != 0 || write_telemetry(s, b) != 0 || write_updates(s, b) != 0 ||

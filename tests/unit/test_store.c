@@ -364,6 +364,28 @@ static void references(void **state)
 	store__close(s);
 }
 
+/* A database file removed under the writer: commits fail from then on
+ * instead of going into a file nobody reads again. */
+static void removed_file_stops_commits(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	fill_batch(&b, 1, 42, 3);
+	assert_int_equal(store__commit(s, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	char wal[300];
+	snprintf(wal, sizeof wal, "%s-wal", f->path);
+	assert_int_equal(unlink(f->path), 0);
+	unlink(wal);
+	fill_batch(&b, 2, 43, 3);
+	assert_int_equal(store__commit(s, &b, err, sizeof err), -ESTALE);
+	assert_non_null(strstr(err, "removed or replaced"));
+	store_batch__free(&b);
+	store__close(s);
+}
+
 static void newer_schema_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -386,6 +408,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(run_end_and_prune, setup, teardown),
 		cmocka_unit_test_setup_teardown(references, setup, teardown),
 		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(removed_file_stops_commits, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
