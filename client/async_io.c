@@ -193,6 +193,13 @@ static int io__write(struct dnnfault_client *c, struct dnnfault_conn *conn,
 	if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return 0;
 	int rv = w < 0 ? -errno : 0;
+	/* A daemon that refuses (too many connections, a store failure) says
+	 * why just before it closes: read that, it makes last_error. */
+	if (rv == -EPIPE || rv == -ECONNRESET) {
+		int got = io__read(c, conn);
+		if (got < 0)
+			return got;
+	}
 	pthread_mutex_lock(&c->lock);
 	if (w < 0)
 		async__error(c, "send to dnnfaultd at %s: %s", c->addr_text, strerror(-rv));

@@ -227,6 +227,27 @@ int conn__handshake(struct dnnfault_conn *c, int role, const char *token,
 	return rv;
 }
 
+/* The daemon closed the connection while we were sending: a refusal
+ * (too many connections, a store failure) comes as an error frame just
+ * before the close, already in the receive buffer. Reports it, when there
+ * is one, rather than an unreachable daemon. */
+static int conn__closed(struct dnnfault_conn *c)
+{
+	for (;;) {
+		Dnnfault__Envelope *env;
+		if (conn__recv(c, 0, &env) <= 0)
+			break;
+		if (env->body_case == DNNFAULT__ENVELOPE__BODY_ERROR &&
+		    env->error->code != DNNFAULT__ERROR_CODE__ERR_SHUTTING_DOWN) {
+			int rv = conn__refusal(c, env->error);
+			frame__free(env);
+			return rv;
+		}
+		frame__free(env);
+	}
+	return conn__fail(c, -EPIPE, "dnnfaultd at %s closed the connection", c->address);
+}
+
 int conn__send(struct dnnfault_conn *c, const uint8_t *buf, size_t len)
 {
 	size_t off = 0;
@@ -247,8 +268,7 @@ int conn__send(struct dnnfault_conn *c, const uint8_t *buf, size_t len)
 		}
 		int rv = -errno;
 		if (rv == -EPIPE || rv == -ECONNRESET)
-			return conn__fail(c, -EPIPE, "dnnfaultd at %s closed the connection",
-					  c->address);
+			return conn__closed(c);
 		return conn__fail(c, rv, "send to %s: %s", c->address, strerror(-rv));
 	}
 	return 0;

@@ -76,6 +76,10 @@ static void connection_cap(void **state)
 	assert_true(extra >= 0);
 	harness__expect_error(extra, DNNFAULT__ERROR_CODE__ERR_LIMIT, true);
 	close(extra);
+	/* The refusal reaches dnnfaultctl even when its hello meets the
+	 * closed socket: exit 1 (an error), never 3 (unreachable). */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(harness__ctl(&d, NULL, 0, "version 2>/dev/null"), 1);
 	for (int i = 0; i < 5; i++)
 		close(fds[i]);
 	/* Closed connections are reaped asynchronously; dnnfaultctl retries. */
