@@ -14,7 +14,7 @@ from torch import nn
 
 import dnnfault
 from conftest import Daemon, num
-from dnnfault import _describe, _stats
+from dnnfault import _describe, _lib, _stats
 from helpers import digits, mlp, train
 
 UNREACHABLE = "unix:/nonexistent/dnnfault.sock"
@@ -111,10 +111,9 @@ def test_last_error_is_empty_after_a_clean_run(daemon):
 
 
 def test_gradient_accumulation_has_no_zero_updates(daemon):
-    # mon.step() after every micro-batch, optimizer.step() every 4th: the
-    # sampled steps (every 6th, from 0) fall on steps without an update at
-    # 1, 2, 3 (mod 4) and with one at 0 (mod 4) ... but step t's update
-    # happens only when t % 4 == 3. No sampled step has one.
+    # mon.step() after every micro-batch, optimizer.step() at t % 4 == 1:
+    # the sampled steps (t % 4 == 0, every=4) never follow an optimizer
+    # step since their snapshot (taken at the end of step t - 1).
     torch.manual_seed(3)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -213,17 +212,12 @@ def test_accuracy_beyond_one_tensor_of_scores():
     assert _stats.accuracy(seq, tokens, "logits").item() == pytest.approx(4 / 6)
     assert _stats.accuracy(seq, tokens.reshape(-1), "logits").item() == pytest.approx(4 / 6)
     assert _stats.accuracy(seq.transpose(1, 2), tokens, "logits").item() == pytest.approx(4 / 6)
-    assert _describe.infer_task("CrossEntropyLoss", seq, tokens) == (dnnfault_task(), 5)
+    assert _describe.infer_task("CrossEntropyLoss", seq, tokens) == (_lib.TASK_CLASSIFICATION, 5)
     assert _describe.infer_task(None, (logits, torch.zeros(2)), torch.tensor([0, 1])) \
-        == (dnnfault_task(), 3)
+        == (_lib.TASK_CLASSIFICATION, 3)
     # Unchanged: [N, C] against [N], and binary outputs.
     assert _stats.accuracy(logits, torch.tensor([0, 0]), "logits").item() == 0.5
     assert _stats.accuracy(torch.tensor([[0.7], [0.2]]), torch.tensor([1, 1]), "probs").item() == 0.5
-
-
-def dnnfault_task():
-    from dnnfault import _lib
-    return _lib.TASK_CLASSIFICATION
 
 
 def test_tuple_outputs_get_classes_and_accuracy(daemon):

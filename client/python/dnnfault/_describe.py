@@ -226,30 +226,17 @@ def batch_size_of(inputs, output, target):
     return 0
 
 
-def first_tensor(x):
-    """The first tensor in x (a tensor, or a list/tuple/dict of them)."""
+def first_tensor(x, floating=False):
+    """The first tensor in x (a tensor, or a list/tuple/dict of them); with
+    floating, the first floating-point one (the inputs whose statistics are
+    reported, past token ids or masks before them)."""
     if isinstance(x, torch.Tensor):
-        return x
+        return x if not floating or x.is_floating_point() else None
     if isinstance(x, dict):
         x = list(x.values())
     if isinstance(x, (list, tuple)):
         for v in x:
-            t = first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
-def first_float_tensor(x):
-    """The first floating-point tensor in x (as first_tensor): the inputs
-    whose statistics are reported, past token ids or masks before them."""
-    if isinstance(x, torch.Tensor):
-        return x if x.is_floating_point() else None
-    if isinstance(x, dict):
-        x = list(x.values())
-    if isinstance(x, (list, tuple)):
-        for v in x:
-            t = first_float_tensor(v)
+            t = first_tensor(v, floating)
             if t is not None:
                 return t
     return None

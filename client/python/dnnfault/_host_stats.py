@@ -29,7 +29,7 @@ import threading
 import torch
 
 from . import _lib
-from ._describe import first_float_tensor
+from ._describe import first_tensor
 from ._stats import (A_APOS, A_ASAT, A_ASQ, A_ASUM, A_INF, A_NAN, N_ACC, Stats, _std_sq,
                      accuracy, layer_stats)
 
@@ -173,7 +173,7 @@ class HostStats:
                 hold.append(a)
                 na[i] = a.numel()
                 spans += (a.data_ptr(), 0, 0, na[i], _tail(i, OUTPUT, _DTYPES[a.dtype]))
-        x = first_float_tensor(inputs)
+        x = first_tensor(inputs, floating=True)
         nx = 0
         if x is not None and x.is_floating_point() and x.numel() > 0:
             x = _flat(x.detach())

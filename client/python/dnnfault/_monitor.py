@@ -50,13 +50,13 @@ def _seconds(v, default):
     if v is None:
         return default
     try:
-        v = float(v)
+        seconds = float(v)
     except (TypeError, ValueError):
-        v = float("nan")
-    if v != v:
+        seconds = float("nan")
+    if seconds != seconds:
         log.warning("dnnfault: timeout %r is not a number of seconds; using %g", v, default)
         return default
-    return min(max(v, 0.0), MAX_WAIT)
+    return min(max(seconds, 0.0), MAX_WAIT)
 
 
 def _as_float(v):

@@ -412,7 +412,7 @@ class Stats:
         if acc is not None:
             extra["accuracy"] = pos + len(small)
             small.append(acc)
-        x = _describe.first_float_tensor(inputs)
+        x = _describe.first_tensor(inputs, floating=True)
         if x is not None and x.is_floating_point() and x.numel() > 0:
             x = x.detach().reshape(-1)
             extra["input"] = (pos + len(small), x.numel())

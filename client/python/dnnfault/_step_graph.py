@@ -56,7 +56,7 @@ import os
 import torch
 
 from . import _cuda
-from ._describe import first_float_tensor
+from ._describe import first_tensor
 
 ENABLED = _cuda.ENABLED and os.environ.get("DNNFAULT_STEP_GRAPHS", "1") != "0"
 MAX_GRAPHS = 8
@@ -156,7 +156,7 @@ class StepGraphs:
                     parts.append(_part(("g", i, k), g, small, room))
             a = l.act
             parts.append(None if a is None else _part(("a", i), a, small, room))
-        for j, t in enumerate((loss, output, target, first_float_tensor(inputs))):
+        for j, t in enumerate((loss, output, target, first_tensor(inputs, floating=True))):
             parts.append(_part(("x", j), t, small, room) if isinstance(t, torch.Tensor) else None)
         self.small = small
         return tuple(parts)
