@@ -12,6 +12,13 @@
 
 #define DNNFAULT_TOKEN_ENV "DNNFAULT_TOKEN"
 
+/* The public codes mirror the protocol's (enum dnnfault_error_code). */
+_Static_assert((int)DNNFAULT_ERR_UNKNOWN_STREAM == (int)DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM &&
+		       (int)DNNFAULT_ERR_LIMIT == (int)DNNFAULT__ERROR_CODE__ERR_LIMIT &&
+		       (int)DNNFAULT_ERR_NO_SUCH_RUN == (int)DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN &&
+		       (int)DNNFAULT_ERR_AMBIGUOUS_RUN == (int)DNNFAULT__ERROR_CODE__ERR_AMBIGUOUS_RUN,
+	       "enum dnnfault_error_code differs from proto/dnnfault.proto");
+
 static double dnnfault__now(void)
 {
 	struct timespec ts;
@@ -229,6 +236,11 @@ int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout
 					  last.message);
 		if (rv < 0)
 			return rv;
+		/* The daemon never acknowledges messages of a stream it does
+		 * not know (its RunStart was refused): waiting is pointless. */
+		if (last.code == DNNFAULT_ERR_UNKNOWN_STREAM && last.stream == s->id)
+			return conn__fail(c, -EPROTO, "dnnfaultd: %s (the stream's RunStart was refused or "
+					  "never sent; nothing more of it will be acknowledged)", last.message);
 	}
 	return 0;
 }

@@ -314,6 +314,7 @@ static void work_cb(uv_work_t *req)
 	a->rv = store_read__open(a->srv->cfg->db, &r, a->err, sizeof a->err);
 	if (a->rv != 0)
 		return;
+	store_read__set_max_samples(r, (size_t)a->srv->cfg->analyze_max_samples);
 	a->rv = store_read__series(r, a->run, &s, a->err, sizeof a->err);
 	/* The reference run, if the run names one that is in the store; a
 	 * missing one leaves the run judged on its own, with a warning. */

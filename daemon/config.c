@@ -59,6 +59,7 @@ static const struct config_key keys[] = {
 	INT(stale_after_s, "300", 1, 31536000, "a running run with no data for this long is shown as stale"),
 	INT(chunk_steps, "64", 1, 4096, "steps of one rank packed into one stored row"),
 	INT(analyze_every_steps, "100", 0, 100000000, "analyse a run after this many new stored steps (or a tenth of its steps so far, if more), and when it ends; 0 turns analysis off"),
+	INT(analyze_max_samples, "10000", 100, 1000000000, "an analysis reads at most this many samples of a run, evenly thinned (NaN/Inf samples and the last kept), which bounds its memory"),
 	INT(retention_days, "0", 0, 36500, "delete runs that received nothing for this many days; 0 keeps all"),
 	{"synchronous", CONFIG_ENUM, offsetof(struct config, synchronous), "normal", 0, 0, sync_names,
 	 sync_values, "SQLite durability: normal survives a daemon crash, full also a power loss"},

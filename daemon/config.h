@@ -32,6 +32,7 @@ struct config {
 	int64_t stale_after_s;
 	int64_t chunk_steps;
 	int64_t analyze_every_steps;
+	int64_t analyze_max_samples;
 	int64_t retention_days;
 	int64_t synchronous;		/* 1 normal, 2 full (SQLite values) */
 	int64_t log_level;		/* enum log_level */

@@ -63,6 +63,16 @@ int series__set_layers(struct series *s, const struct series_layer *layers, size
 	return 0;
 }
 
+int series__reserve(struct series *s, size_t n)
+{
+	if (n <= s->cap)
+		return 0;
+	int rv = grow_steps(s, n);
+	if (rv == 0)
+		s->cap = n;
+	return rv;
+}
+
 int series__append(struct series *s, const Dnnfault__Step *m)
 {
 	if (s->n == s->cap) {

@@ -59,6 +59,10 @@ bool series__grad_ends(const struct series *s, size_t i, size_t *first, size_t *
  * (then the step's layer statistics are NaN). Returns 0 or -ENOMEM. */
 int series__append(struct series *s, const Dnnfault__Step *step);
 
+/* Makes room for n steps in all (after series__set_layers), so that a
+ * loader that knows the count does not over-allocate by doubling. */
+int series__reserve(struct series *s, size_t n);
+
 /* Sets the layer description (copies). Must come before the first append. */
 int series__set_layers(struct series *s, const struct series_layer *layers, size_t n);
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 struct store_reader {
 	sqlite3 *db;
+	size_t max_samples;	/* 0: no bound */
 };
 
 int store_read__open(const char *path, struct store_reader **out, char *err, size_t err_len)
@@ -23,6 +25,7 @@ int store_read__open(const char *path, struct store_reader **out, char *err, siz
 	struct store_reader *r = calloc(1, sizeof *r);
 	if (r == NULL)
 		return -ENOMEM;
+	r->max_samples = STORE_READ_MAX_SAMPLES;
 	if (sqlite3_open_v2(path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
 		snprintf(err, err_len, "%s", r->db ? sqlite3_errmsg(r->db) : "out of memory");
 		store_read__close(r);
@@ -560,11 +563,63 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 	return rv;
 }
 
+void store_read__set_max_samples(struct store_reader *r, size_t max)
+{
+	r->max_samples = max != 0 && max < 3 ? 3 : max;
+}
+
+/* A sample worth keeping over its neighbours when thinning: a non-finite
+ * loss or a layer that counted NaN/Inf, the onset of nan_loss/nan_tensor. */
+static bool non_finite(const Dnnfault__Step *m)
+{
+	if (m->has_loss && !isfinite(m->loss))
+		return true;
+	for (size_t k = 0; k + CHUNK_STATS_PER_LAYER <= m->n_layer_stats; k += CHUNK_STATS_PER_LAYER)
+		if (m->layer_stats[k + DNNFAULT__LAYER_STAT__NAN_COUNT] > 0 ||
+		    m->layer_stats[k + DNNFAULT__LAYER_STAT__INF_COUNT] > 0)
+			return true;
+	return false;
+}
+
+/* Every how many samples one is kept so that at most `max` are (0: all):
+ * indices 0, stride, 2 stride, ... below total - 1 (at most max - 2 of
+ * them), the last, and one NaN/Inf sample of the first bucket. */
+static uint64_t thinning_stride(uint64_t total, size_t max)
+{
+	if (max == 0 || total <= max)
+		return 1;
+	return (total - 1 + (max - 2) - 1) / (max - 2);
+}
+
+static int count_steps(sqlite3 *db, int64_t run, int64_t rank, uint64_t *total)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "SELECT total(c.n_steps) FROM step_chunks c JOIN streams s ON s.id = c.stream"
+			       " WHERE c.run = ?1 AND s.rank = ?2", -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, run);
+	sqlite3_bind_int64(st, 2, rank);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*total = (uint64_t)sqlite3_column_double(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 /* Steps of the lowest rank, decoded from its chunks: every stream of that
  * rank in the order the streams started (a resumed job adds a stream), each
- * in step order. */
-static int series_steps(sqlite3 *db, int64_t run, int64_t rank, struct series *out)
+ * in step order; thinned to `max` samples (store_read.h). */
+static int series_steps(sqlite3 *db, int64_t run, int64_t rank, size_t max, struct series *out)
 {
+	uint64_t total = 0;
+	if (count_steps(db, run, rank, &total) != 0)
+		return -EIO;
+	uint64_t stride = thinning_stride(total, max), j = 0;
+	/* The bucket has no NaN/Inf sample yet; its kept sample may be
+	 * replaced by one (never sample 0: the first bucket gets an extra). */
+	bool want_non_finite = false, replaceable = false;
+	if (series__reserve(out, (size_t)((total + stride - 1) / stride + 1)) != 0)
+		return -ENOMEM;
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(db, "SELECT c.n_steps, c.n_layers, c.data FROM step_chunks c"
 			       " JOIN streams s ON s.id = c.stream WHERE c.run = ?1 AND s.rank = ?2"
@@ -595,7 +650,17 @@ static int series_steps(sqlite3 *db, int64_t run, int64_t rank, struct series *o
 				rv = -EIO;
 				break;
 			}
-			rv = series__append(out, &m);
+			if (stride == 1 || j % stride == 0 || j + 1 == total) {
+				rv = series__append(out, &m);
+				want_non_finite = !non_finite(&m);
+				replaceable = j != 0;
+			} else if (want_non_finite && non_finite(&m)) {
+				if (replaceable)
+					out->n--;
+				rv = series__append(out, &m);
+				want_non_finite = replaceable = false;
+			}
+			j++;
 			p += used;
 			len -= used;
 		}
@@ -645,11 +710,16 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 		snprintf(err, len, "run %lld has no stream", (long long)run);
 		return NO_SUCH_RUN;
 	}
+	/* One read transaction: the count that sets the thinning and the steps
+	 * it thins are of the same snapshot, whatever the writer commits. */
+	if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return fail(r->db, err, len);
 	int rv = series_description(r->db, run, out);
 	if (rv == 0)
-		rv = series_steps(r->db, run, rank, out);
+		rv = series_steps(r->db, run, rank, r->max_samples, out);
 	if (rv == 0)
 		rv = series_epochs(r->db, run, rank, out);
+	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	if (rv != 0) {
 		snprintf(err, len, "loading run %lld: %s", (long long)run,
 			 rv == -EIO ? sqlite3_errmsg(r->db) : strerror(-rv));

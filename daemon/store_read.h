@@ -59,10 +59,21 @@ int store_read__export_page(struct store_reader *r, struct store_cursor *cur, si
 			    Dnnfault__ExportChunk **out, char *err, size_t err_len);
 
 /* Loads the telemetry of a run's lowest rank into `out` (zeroed by the
- * caller). Returns 0 or an ErrorCode with `err` set; `out` is then empty. */
+ * caller). Returns 0 or an ErrorCode with `err` set; `out` is then empty.
+ * A run of more samples than the reader's bound (store_read__set_max_samples)
+ * is thinned as it is read, so that an analysis's memory does not grow with
+ * the run: of every `stride` consecutive samples the first is kept, or
+ * instead the first that carries a NaN/Inf (a non-finite loss or a layer's
+ * NaN/Inf count), so that no such onset is lost; sample 0 and the last
+ * sample are always kept. */
 struct series;
 int store_read__series(struct store_reader *r, int64_t run, struct series *out,
 		       char *err, size_t err_len);
+
+/* The default bound; the daemon's `analyze_max_samples` sets it. */
+#define STORE_READ_MAX_SAMPLES 10000
+/* 0: no bound; otherwise at least 3 (smaller values count as 3). */
+void store_read__set_max_samples(struct store_reader *r, size_t max);
 
 /* Calls cb for every run with known labels (corpus runs; "" = healthy), in
  * id order, until cb returns non-zero (which is returned). Returns 0, that

@@ -171,8 +171,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 /* Reads acknowledgements and errors that arrive within timeout_ms, so that
  * the daemon never sees us as a slow reader. Counts rejected messages.
  * Returns the number of frames read, or a negative errno. */
+/* Reads what the daemon answered; counts rejections, keeps the first.
+ * Sets *unknown once the daemon says it does not know the stream: its
+ * RunStart was refused, and nothing more of it will be acknowledged. */
 static int drain(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms,
-		 unsigned *rejected, struct dnnfault_reply_error *first)
+		 unsigned *rejected, struct dnnfault_reply_error *first, bool *unknown)
 {
 	struct dnnfault_stream *const streams[] = {s};
 	struct dnnfault_reply_error e = {0};
@@ -180,6 +183,8 @@ static int drain(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms,
 	if (e.code != 0) {
 		if ((*rejected)++ == 0)
 			*first = e;
+		if (e.code == DNNFAULT_ERR_UNKNOWN_STREAM)
+			*unknown = true;
 	}
 	return rv;
 }
@@ -256,6 +261,7 @@ int main(int argc, char **argv)
 			  .tau = (double)o.steps / 4 + 1,
 			  .fault_step = o.steps / 5 > 5 ? o.steps / 5 : 5};
 	unsigned rejected = 0;
+	bool unknown = false;
 	struct dnnfault_reply_error first = {0};
 	float stats[N_LAYERS * DNNFAULT_STATS_PER_LAYER];
 	double epoch_loss = 0, last_loss = 0, last_acc = 0;
@@ -276,7 +282,7 @@ int main(int argc, char **argv)
 			.layer_stats = stats, .n_layers = N_LAYERS,
 		};
 		if (dnnfault_send_step(c, &s, &st) < 0 ||
-		    drain(c, &s, 0, &rejected, &first) < 0)
+		    drain(c, &s, 0, &rejected, &first, &unknown) < 0)
 			goto err_after_connect;
 		epoch_loss += loss;
 		last_loss = loss;
@@ -307,8 +313,8 @@ int main(int argc, char **argv)
 		goto err_after_connect;
 
 	/* Errors may still be on their way with the last acknowledgements. */
-	while (s.acked_seq + 1 < s.next_seq) {
-		rv = drain(c, &s, ACK_TIMEOUT_MS, &rejected, &first);
+	while (s.acked_seq + 1 < s.next_seq && !unknown) {
+		rv = drain(c, &s, ACK_TIMEOUT_MS, &rejected, &first, &unknown);
 		if (rv < 0)
 			goto err_after_connect;
 		if (rv == 0) {

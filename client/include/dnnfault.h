@@ -133,9 +133,32 @@ struct dnnfault_stream {
 	uint64_t acked_seq;	/* highest acknowledged sequence number */
 };
 
+/* The daemon's error codes (proto/dnnfault.proto, ErrorCode; docs/protocol.md,
+ * Errors), for callers that do not include the generated protobuf header. */
+enum dnnfault_error_code {
+	DNNFAULT_ERR_NONE = 0,
+	DNNFAULT_ERR_BAD_FRAME = 1,
+	DNNFAULT_ERR_FRAME_TOO_LARGE = 2,
+	DNNFAULT_ERR_BAD_MESSAGE = 3,
+	DNNFAULT_ERR_VERSION = 4,
+	DNNFAULT_ERR_AUTH = 5,
+	DNNFAULT_ERR_HANDSHAKE_REQUIRED = 6,
+	DNNFAULT_ERR_UNKNOWN_MESSAGE = 7,
+	DNNFAULT_ERR_UNKNOWN_STREAM = 8,
+	DNNFAULT_ERR_INVALID_FIELD = 9,
+	DNNFAULT_ERR_LIMIT = 10,
+	DNNFAULT_ERR_ROLE = 11,
+	DNNFAULT_ERR_TIMEOUT = 12,
+	DNNFAULT_ERR_SLOW_READER = 13,
+	DNNFAULT_ERR_SHUTTING_DOWN = 14,
+	DNNFAULT_ERR_NO_SUCH_RUN = 15,
+	DNNFAULT_ERR_INTERNAL = 16,
+	DNNFAULT_ERR_AMBIGUOUS_RUN = 17,
+};
+
 /* The last error the daemon reported about a message of ours. */
 struct dnnfault_reply_error {
-	int code;		/* Dnnfault__ErrorCode */
+	int code;		/* enum dnnfault_error_code */
 	uint64_t stream, seq;
 	bool fatal;
 	char message[256];
@@ -181,7 +204,9 @@ int dnnfault_poll(dnnfault_conn *c, struct dnnfault_stream *const *streams,
 		  struct dnnfault_reply_error *last_error);
 
 /* Waits until every message sent on `s` is acknowledged. Returns 0, or
- * -ETIMEDOUT, or another negative errno. */
+ * -ETIMEDOUT, or -EPROTO at once when the daemon answers that it does not
+ * know the stream (ERR_UNKNOWN_STREAM: its RunStart was refused, so the
+ * rest will never be acknowledged), or another negative errno. */
 int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms);
 
 const char *dnnfault_version(void);

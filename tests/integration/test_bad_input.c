@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dnnfault.h"
 #include "frame.h"
 #include "harness.h"
 
@@ -392,6 +394,32 @@ static void steps_without_layers_are_stored(void **state)
 	assert_non_null(strstr(out, "\"steps_stored\":3"));
 }
 
+/* The client library's synchronous API on a run the daemon refuses (a
+ * run id over max_name_bytes): the steps after it are of a stream the
+ * daemon does not know and are never acknowledged, so waiting for their
+ * acknowledgements ends at once with the daemon's answer instead of
+ * running into the timeout. */
+static void refused_run_ends_the_wait(void **state)
+{
+	(void)state;
+	char err[256], run_id[400];
+	memset(run_id, 'r', sizeof run_id - 1);
+	run_id[sizeof run_id - 1] = '\0';
+	dnnfault_conn *c = dnnfault_connect(d.address, DNNFAULT_ROLE_TRAINER, NULL, 5000, err,
+					    sizeof err, NULL);
+	assert_non_null(c);
+	struct dnnfault_run_info info = {.run_id = run_id, .run_name = "refused", .world_size = 1};
+	struct dnnfault_stream s;
+	assert_int_equal(dnnfault_run_start(c, &info, &s), 0);
+	for (uint64_t step = 0; step < 3; step++) {
+		struct dnnfault_step st = {.step = step, .has = DNNFAULT_HAS_LOSS, .loss = 1.0};
+		assert_true(dnnfault_send_step(c, &s, &st) > 0);
+	}
+	assert_int_equal(dnnfault_wait_acked(c, &s, 60000), -EPROTO);
+	assert_non_null(strstr(dnnfault_conn_error(c), "RunStart was refused"));
+	dnnfault_close(c);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -416,6 +444,7 @@ int main(void)
 		cmocka_unit_test(nan_and_inf_are_stored),
 		cmocka_unit_test(duplicates_are_stored_once),
 		cmocka_unit_test(steps_without_layers_are_stored),
+		cmocka_unit_test(refused_run_ends_the_wait),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

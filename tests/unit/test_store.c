@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "chunk.h"
+#include "series.h"
 #include "store.h"
 #include "store_read.h"
 
@@ -400,6 +401,134 @@ static void newer_schema_refused(void **state)
 	assert_null(s);
 }
 
+/* A run of `n` steps of one layer, in chunks of 64, whose step i has an
+ * infinite loss when loss_inf(i) and a layer that counted NaNs when
+ * nan_count(i). */
+static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_inf)(int),
+			 bool (*nan_count)(int))
+{
+	add_run(b, id, "long", "long", NULL);
+	struct store_run *r = &b->runs[b->n_runs - 1];
+	Dnnfault__Layer layer = DNNFAULT__LAYER__INIT, *layers[] = {&layer};
+	layer.name = "fc";
+	layer.type = "Linear";
+	Dnnfault__RunStart start = DNNFAULT__RUN_START__INIT;
+	start.run_id = "long";
+	start.n_layers = 1;
+	start.layers = layers;
+	r->description_len = dnnfault__run_start__get_packed_size(&start);
+	r->description = malloc(r->description_len);
+	assert_non_null(r->description);
+	dnnfault__run_start__pack(&start, r->description);
+	struct store_stream *st = STORE_BATCH_PUSH(b, streams);
+	st->id = (uint64_t)id;
+	st->run = id;
+	st->n_layers = 1;
+	st->host = strdup("node1");
+	st->time = r->time;
+	for (int first = 0; first < n; first += 64) {
+		struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
+		c->run = id;
+		c->stream = (uint64_t)id;
+		c->n_layers = 1;
+		c->first_step = (uint64_t)first;
+		c->cap = chunk__record_size(1) * 64;
+		c->data = malloc(c->cap);
+		for (int i = first; i < n && i < first + 64; i++) {
+			float stats[CHUNK_STATS_PER_LAYER] = {0};
+			stats[DNNFAULT__LAYER_STAT__NAN_COUNT] = nan_count(i) ? 3.0f : 0.0f;
+			Dnnfault__Step m = DNNFAULT__STEP__INIT;
+			m.step = (uint64_t)i;
+			m.has_loss = 1;
+			m.loss = loss_inf(i) ? INFINITY : 1.0;
+			m.n_layer_stats = CHUNK_STATS_PER_LAYER;
+			m.layer_stats = stats;
+			c->len += chunk__write_record(&m, c->data + c->len);
+			c->n_steps++;
+			c->last_step = (uint64_t)i;
+		}
+	}
+}
+
+static bool inf_at_1_and_600(int i)
+{
+	return i == 1 || i == 600;
+}
+
+static bool nan_at_537_and_from_900(int i)
+{
+	return i == 537 || i >= 900;
+}
+
+/* The steps store_read__series loads of run 1 with at most `max` samples. */
+static struct series load_thinned(const char *path, size_t max)
+{
+	struct store_reader *r;
+	char err[256];
+	assert_int_equal(store_read__open(path, &r, err, sizeof err), 0);
+	store_read__set_max_samples(r, max);
+	struct series s = {0};
+	if (store_read__series(r, 1, &s, err, sizeof err) != 0)
+		fail_msg("series: %s", err);
+	store_read__close(r);
+	return s;
+}
+
+static bool has_step(const struct series *s, uint64_t step)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->step[i] == step)
+			return true;
+	return false;
+}
+
+/* An analysis of a long run reads a bounded, evenly thinned view of it,
+ * which keeps the first and last samples and every NaN/Inf onset. */
+static void long_run_is_thinned(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_long_run(&b, 1, 1000, inf_at_1_and_600, nan_at_537_and_from_900);
+	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(st);
+
+	struct series all = load_thinned(f->path, 0), fits = load_thinned(f->path, 1000);
+	assert_int_equal(all.n, 1000);
+	assert_int_equal(fits.n, 1000);
+	series__free(&all);
+	series__free(&fits);
+
+	/* 100: every 11th of steps 0..998 (91), the last, and step 1's Inf in
+	 * the first bucket beside step 0. */
+	struct series s = load_thinned(f->path, 100);
+	assert_int_equal(s.n, 93);
+	assert_int_equal(s.step[0], 0);
+	assert_int_equal(s.step[1], 1);
+	assert_int_equal(s.step[2], 11);
+	assert_int_equal(s.step[s.n - 1], 999);
+	for (size_t i = 1; i < s.n; i++)
+		assert_true(s.step[i] > s.step[i - 1]);
+	/* 537, 600 and 900 (the NaNs' onset) replace their buckets' first
+	 * samples (528, 594, 891); the buckets after it start with NaNs and
+	 * keep their first. */
+	assert_true(has_step(&s, 537) && !has_step(&s, 528));
+	assert_true(has_step(&s, 600) && !has_step(&s, 594));
+	assert_true(has_step(&s, 900) && !has_step(&s, 891));
+	assert_true(has_step(&s, 902) && has_step(&s, 990));
+	series__free(&s);
+
+	/* The smallest bound still keeps the ends and the first Inf. */
+	s = load_thinned(f->path, 1);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.step[0], 0);
+	assert_int_equal(s.step[1], 1);
+	assert_int_equal(s.step[2], 999);
+	series__free(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +538,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(references, setup, teardown),
 		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(removed_file_stops_commits, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_run_is_thinned, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
