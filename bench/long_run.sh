@@ -4,7 +4,8 @@
 # live analysis (every 100 steps, or a tenth of the run), once with the
 # default analyze_max_samples and once without a bound; prints, per daemon,
 # its analyses, their mean time (from its counters, once the last step is
-# diagnosed) and its peak resident memory (VmHWM), read before it stops.
+# diagnosed), its peak resident memory (VmHWM) and the size of its WAL
+# file, read before it stops.
 #   bash bench/long_run.sh [STEPS [LAYERS [RATE]]]    # default 100000 100 5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,7 @@ trap 'rm -rf "$dir"' EXIT
 # stops it with SIGTERM; this stand-in reads the daemon's figures first.
 cat >"$dir/daemon" <<'EOF'
 #!/usr/bin/env bash
-sock=$2 ctl="$ROOT/build/client/dnnfaultctl"
+sock=$2 db=$4 ctl="$ROOT/build/client/dnnfaultctl"
 "$ROOT/build/daemon/dnnfaultd" "$@" $EXTRA 2>>"$OUTDIR/log" >/dev/null </dev/null &
 pid=$!
 report() {
@@ -31,7 +32,9 @@ import json, sys
 c = json.load(sys.stdin)
 n = c["analyses"]
 print("analyses %d, mean %.0f ms per analysis" % (n, c["analysis_micros"] / n / 1000 if n else float("nan")), end=", ")'
-  awk '/VmHWM/ {printf "daemon peak RSS %.0f MB\n", $2 / 1024}' "/proc/$pid/status"
+  awk '/VmHWM/ {printf "daemon peak RSS %.0f MB, ", $2 / 1024}' "/proc/$pid/status"
+  # The WAL file keeps its largest size until a checkpoint truncates it.
+  stat -c %s "$db-wal" | awk '{printf "WAL %.0f MB\n", $1 / 1048576}'
   kill -TERM "$pid"
   wait "$pid" || true
   exit 0

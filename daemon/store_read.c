@@ -11,6 +11,7 @@
 
 #include "chunk.h"
 #include "series.h"
+#include "store.h"
 
 #define NO_SUCH_RUN DNNFAULT__ERROR_CODE__ERR_NO_SUCH_RUN
 #define INTERNAL DNNFAULT__ERROR_CODE__ERR_INTERNAL
@@ -606,69 +607,137 @@ static int count_steps(sqlite3 *db, int64_t run, int64_t rank, uint64_t *total)
 	return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
-/* Steps of the lowest rank, decoded from its chunks: every stream of that
- * rank in the order the streams started (a resumed job adds a stream), each
- * in step order; thinned to `max` samples (store_read.h). */
-static int series_steps(sqlite3 *db, int64_t run, int64_t rank, size_t max, struct series *out)
+/* Keeps one sample of every `stride` (store_read.h): the bucket's first, or
+ * its first NaN/Inf sample instead; sample 0 stays and its bucket's first
+ * NaN/Inf sample comes as an extra; the last sample is always kept. */
+struct thinning {
+	uint64_t total, stride, j;	/* samples counted, 1 of `stride` kept, seen */
+	bool want_non_finite;		/* the bucket has no NaN/Inf sample yet */
+	bool replaceable;		/* its kept sample may give way to one */
+};
+
+static int thinning__offer(struct thinning *t, struct series *out, const Dnnfault__Step *m)
 {
-	uint64_t total = 0;
-	if (count_steps(db, run, rank, &total) != 0)
-		return -EIO;
-	uint64_t stride = thinning_stride(total, max), j = 0;
-	/* The bucket has no NaN/Inf sample yet; its kept sample may be
-	 * replaced by one (never sample 0: the first bucket gets an extra). */
-	bool want_non_finite = false, replaceable = false;
-	if (series__reserve(out, (size_t)((total + stride - 1) / stride + 1)) != 0)
-		return -ENOMEM;
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, "SELECT c.n_steps, c.n_layers, c.data FROM step_chunks c"
-			       " JOIN streams s ON s.id = c.stream WHERE c.run = ?1 AND s.rank = ?2"
-			       " ORDER BY s.started, s.id, c.first_step, c.rowid", -1, &st, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, run);
-	sqlite3_bind_int64(st, 2, rank);
-	float *stats = NULL;
-	size_t stats_layers = 0;
-	int rv = 0, rc;
-	while (rv == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+	int rv = 0;
+	if (t->stride == 1 || t->j % t->stride == 0 || t->j + 1 == t->total) {
+		rv = series__append(out, m);
+		t->want_non_finite = !non_finite(m);
+		t->replaceable = t->j != 0;
+	} else if (t->want_non_finite && non_finite(m)) {
+		if (t->replaceable)
+			out->n--;
+		rv = series__append(out, m);
+		t->want_non_finite = t->replaceable = false;
+	}
+	t->j++;
+	return rv;
+}
+
+/* Chunks read per statement. Each page is its own short read transaction,
+ * so that an analysis of a long run never pins the WAL for long: a
+ * snapshot held for seconds while the writer keeps committing stops the
+ * checkpoint from restarting the WAL, which then grows by everything
+ * committed meanwhile. */
+#define CHUNKS_PER_PAGE 64
+
+/* Decodes the chunks of one stream, after (first_step, rowid) = *after,
+ * into `out`, at most one page of them. Sets *more when the page was full. */
+static int stream_page(sqlite3_stmt *st, struct thinning *t, struct series *out, float **stats,
+		       size_t *stats_layers, int64_t after[2], bool *more)
+{
+	int rv = 0, rc, rows = 0;
+	sqlite3_bind_int64(st, 3, after[0]);
+	sqlite3_bind_int64(st, 4, after[1]);
+	while (rv == 0 && t->j < t->total && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		rows++;
 		size_t layers = (size_t)sqlite3_column_int64(st, 1);
-		if (layers > stats_layers || stats == NULL) {
-			free(stats);
-			stats = malloc((layers + 1) * CHUNK_STATS_PER_LAYER * sizeof *stats);
-			stats_layers = layers;
-			if (stats == NULL) {
+		if (layers > *stats_layers || *stats == NULL) {
+			free(*stats);
+			*stats = malloc((layers + 1) * CHUNK_STATS_PER_LAYER * sizeof **stats);
+			*stats_layers = layers;
+			if (*stats == NULL) {
 				rv = -ENOMEM;
 				break;
 			}
 		}
 		const uint8_t *p = sqlite3_column_blob(st, 2);
 		size_t len = (size_t)sqlite3_column_bytes(st, 2);
-		for (int i = 0; rv == 0 && i < sqlite3_column_int(st, 0); i++) {
+		/* Records past the count are newer than it: the next analysis's. */
+		for (int i = 0; rv == 0 && i < sqlite3_column_int(st, 0) && t->j < t->total; i++) {
 			Dnnfault__Step m = DNNFAULT__STEP__INIT;
-			size_t used = chunk__read_record(p, len, &m, stats, stats_layers);
+			size_t used = chunk__read_record(p, len, &m, *stats, *stats_layers);
 			if (used == 0) {
 				rv = -EIO;
 				break;
 			}
-			if (stride == 1 || j % stride == 0 || j + 1 == total) {
-				rv = series__append(out, &m);
-				want_non_finite = !non_finite(&m);
-				replaceable = j != 0;
-			} else if (want_non_finite && non_finite(&m)) {
-				if (replaceable)
-					out->n--;
-				rv = series__append(out, &m);
-				want_non_finite = replaceable = false;
-			}
-			j++;
+			rv = thinning__offer(t, out, &m);
 			p += used;
 			len -= used;
 		}
+		after[0] = sqlite3_column_int64(st, 3);
+		after[1] = sqlite3_column_int64(st, 4);
+	}
+	if (rv == 0 && t->j < t->total && rc != SQLITE_DONE)
+		rv = -EIO;	/* a busy or broken store must not look like a short run */
+	sqlite3_reset(st);	/* ends the page's read transaction */
+	*more = rv == 0 && rows == CHUNKS_PER_PAGE && t->j < t->total;
+	return rv;
+}
+
+/* Steps of the lowest rank, decoded from its chunks: every stream of that
+ * rank in the order the streams started (a resumed job adds a stream), each
+ * in step order; as many as were stored when the load began, thinned to
+ * `max` samples (store_read.h). */
+static int series_steps(sqlite3 *db, int64_t run, int64_t rank, size_t max, struct series *out)
+{
+	struct thinning t = {0};
+	if (count_steps(db, run, rank, &t.total) != 0)
+		return -EIO;
+	t.stride = thinning_stride(t.total, max);
+	if (series__reserve(out, (size_t)((t.total + t.stride - 1) / t.stride + 1)) != 0)
+		return -ENOMEM;
+	sqlite3_stmt *streams, *chunks;
+	if (sqlite3_prepare_v2(db, "SELECT id FROM streams WHERE run = ?1 AND rank = ?2 ORDER BY started, id",
+			       -1, &streams, NULL) != SQLITE_OK)
+		return -EIO;
+	if (sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data, first_step, rowid FROM step_chunks"
+			       " WHERE run = ?1 AND stream = ?2 AND (first_step, rowid) > (?3, ?4)"
+			       " ORDER BY first_step, rowid LIMIT ?5",
+			       -1, &chunks, NULL) != SQLITE_OK) {
+		sqlite3_finalize(streams);
+		return -EIO;
+	}
+	sqlite3_bind_int64(streams, 1, run);
+	sqlite3_bind_int64(streams, 2, rank);
+	sqlite3_bind_int64(chunks, 1, run);
+	sqlite3_bind_int(chunks, 5, CHUNKS_PER_PAGE);
+	/* The rank's streams first (a few rows), so that no statement stays
+	 * open across the pages. */
+	int64_t *ids = NULL;
+	size_t n_ids = 0, cap = 0;
+	int rv = 0, rc;
+	while ((rc = sqlite3_step(streams)) == SQLITE_ROW) {
+		int64_t *slot = store_batch__push((void **)&ids, &n_ids, &cap, sizeof *slot);
+		if (slot == NULL) {
+			rv = -ENOMEM;
+			break;
+		}
+		*slot = sqlite3_column_int64(streams, 0);
 	}
 	if (rv == 0 && rc != SQLITE_DONE)
-		rv = -EIO;	/* a busy or broken store must not look like a short run */
+		rv = -EIO;
+	sqlite3_finalize(streams);
+	float *stats = NULL;
+	size_t stats_layers = 0;
+	for (size_t i = 0; rv == 0 && i < n_ids; i++) {
+		sqlite3_bind_int64(chunks, 2, ids[i]);
+		int64_t after[2] = {INT64_MIN, INT64_MIN};
+		for (bool more = true; rv == 0 && more;)
+			rv = stream_page(chunks, &t, out, &stats, &stats_layers, after, &more);
+	}
 	free(stats);
-	sqlite3_finalize(st);
+	free(ids);
+	sqlite3_finalize(chunks);
 	return rv;
 }
 
@@ -710,16 +779,11 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 		snprintf(err, len, "run %lld has no stream", (long long)run);
 		return NO_SUCH_RUN;
 	}
-	/* One read transaction: the count that sets the thinning and the steps
-	 * it thins are of the same snapshot, whatever the writer commits. */
-	if (sqlite3_exec(r->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-		return fail(r->db, err, len);
 	int rv = series_description(r->db, run, out);
 	if (rv == 0)
 		rv = series_steps(r->db, run, rank, r->max_samples, out);
 	if (rv == 0)
 		rv = series_epochs(r->db, run, rank, out);
-	sqlite3_exec(r->db, "COMMIT", NULL, NULL, NULL);
 	if (rv != 0) {
 		snprintf(err, len, "loading run %lld: %s", (long long)run,
 			 rv == -EIO ? sqlite3_errmsg(r->db) : strerror(-rv));

@@ -401,7 +401,8 @@ static void newer_schema_refused(void **state)
 	assert_null(s);
 }
 
-/* A run of `n` steps of one layer, in chunks of 64, whose step i has an
+/* A run of `n` steps of one layer, in chunks of 4 (so that a load reads
+ * them in several pages, store_read.c), whose step i has an
  * infinite loss when loss_inf(i) and a layer that counted NaNs when
  * nan_count(i). */
 static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_inf)(int),
@@ -426,15 +427,15 @@ static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_i
 	st->n_layers = 1;
 	st->host = strdup("node1");
 	st->time = r->time;
-	for (int first = 0; first < n; first += 64) {
+	for (int first = 0; first < n; first += 4) {
 		struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
 		c->run = id;
 		c->stream = (uint64_t)id;
 		c->n_layers = 1;
 		c->first_step = (uint64_t)first;
-		c->cap = chunk__record_size(1) * 64;
+		c->cap = chunk__record_size(1) * 4;
 		c->data = malloc(c->cap);
-		for (int i = first; i < n && i < first + 64; i++) {
+		for (int i = first; i < n && i < first + 4; i++) {
 			float stats[CHUNK_STATS_PER_LAYER] = {0};
 			stats[DNNFAULT__LAYER_STAT__NAN_COUNT] = nan_count(i) ? 3.0f : 0.0f;
 			Dnnfault__Step m = DNNFAULT__STEP__INIT;
@@ -498,6 +499,8 @@ static void long_run_is_thinned(void **state)
 	struct series all = load_thinned(f->path, 0), fits = load_thinned(f->path, 1000);
 	assert_int_equal(all.n, 1000);
 	assert_int_equal(fits.n, 1000);
+	for (size_t i = 0; i < all.n; i++)
+		assert_int_equal(all.step[i], i);
 	series__free(&all);
 	series__free(&fits);
 
