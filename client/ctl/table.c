@@ -1,9 +1,12 @@
 #include <inttypes.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wchar.h>
 
 #include "ctl.h"
 
@@ -32,13 +35,43 @@ void table__cell(struct table *t, const char *fmt, ...)
 	t->n_cells++;
 }
 
-/* Columns of terminal cells, counting a UTF-8 sequence as one. */
+/* Terminal columns of a UTF-8 string: wcwidth() under C.UTF-8 whatever the
+ * caller's locale, so that a CJK run name takes its two columns and a
+ * combining mark none. Bytes that are not UTF-8, and every character where
+ * that locale is missing, count one column each. */
 static size_t table__width(const char *s)
 {
+	static locale_t utf8;
+	static bool tried;
+	if (!tried) {
+		utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+		tried = true;
+	}
 	size_t w = 0;
-	for (; *s != '\0'; s++)
-		if (((unsigned char)*s & 0xc0) != 0x80)
+	if (utf8 == (locale_t)0) {
+		for (; *s != '\0'; s++)
+			if (((unsigned char)*s & 0xc0) != 0x80)
+				w++;
+		return w;
+	}
+	locale_t old = uselocale(utf8);
+	mbstate_t st;
+	memset(&st, 0, sizeof st);
+	for (size_t left = strlen(s); left > 0;) {
+		wchar_t wc;
+		size_t n = mbrtowc(&wc, s, left, &st);
+		if (n == (size_t)-1 || n == (size_t)-2 || n == 0) {
+			memset(&st, 0, sizeof st);
+			n = 1;
 			w++;
+		} else {
+			int cw = wcwidth(wc);
+			w += cw < 0 ? 1 : (size_t)cw;
+		}
+		s += n;
+		left -= n;
+	}
+	uselocale(old);
 	return w;
 }
 

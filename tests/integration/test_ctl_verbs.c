@@ -471,6 +471,25 @@ static void status_and_runs_operands(void **state)
 	stop();
 }
 
+/* Table columns line up on a terminal whatever the names' scripts: a CJK
+ * character takes two columns, so "训练" (6 bytes, 2 characters) is 4 wide,
+ * and the other rows are padded to that. */
+static void tables_align_wide_characters(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int a = start_run(0x500, "训练", NULL);
+	int b = start_run(0x501, "ab", NULL);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "runs"), 0);
+	assert_non_null(strstr(out, "ID    NAME  STATE"));
+	assert_non_null(strstr(out, "\n训练  训练  running"));
+	assert_non_null(strstr(out, "\nab    ab    running"));
+	close(a);
+	close(b);
+	stop();
+}
+
 /* Usage errors of the offline verbs and of addresses: exit status 2 with
  * a message that says what is wrong; no daemon is needed. */
 static void usage_of_offline_verbs_and_addresses(void **state)
@@ -546,6 +565,7 @@ int main(void)
 		cmocka_unit_test_teardown(watch_ends_when_its_reader_goes, teardown),
 		cmocka_unit_test_teardown(label_causes, teardown),
 		cmocka_unit_test_teardown(status_and_runs_operands, teardown),
+		cmocka_unit_test_teardown(tables_align_wide_characters, teardown),
 		cmocka_unit_test_teardown(usage_of_offline_verbs_and_addresses, teardown),
 		cmocka_unit_test_teardown(train_without_faulty_runs, teardown),
 	};
