@@ -10,6 +10,9 @@
 
 #include "schema.h"
 
+/* The most a WAL file keeps once a checkpoint has restarted it. */
+#define STORE_WAL_KEEP_BYTES (64 * 1024 * 1024)
+
 enum stmt_id {
 	STMT_RUN_INSERT,
 	STMT_RUN_RANK,
@@ -218,10 +221,13 @@ int store__open(const char *path, int synchronous, struct store **out, char *err
 		goto err_after_alloc;
 	}
 	sqlite3_busy_timeout(s->db, 5000);
+	/* A burst of ingest grows the WAL; the file keeps that size after the
+	 * checkpoint restarts it unless journal_size_limit truncates it. */
 	char pragmas[256];
 	snprintf(pragmas, sizeof pragmas,
 		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = %d; PRAGMA foreign_keys = ON;"
-		 " PRAGMA wal_autocheckpoint = 4000;", synchronous);
+		 " PRAGMA wal_autocheckpoint = 4000; PRAGMA journal_size_limit = %d;", synchronous,
+		 STORE_WAL_KEEP_BYTES);
 	if (exec_fmt(s->db, err, err_len, pragmas) != 0 || migrate(s->db, err, err_len) != 0)
 		goto err_after_open;
 	/* SQLite opens a file it may not write read-only, without an error:
