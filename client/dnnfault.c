@@ -183,6 +183,19 @@ static void dnnfault__handle(dnnfault_conn *c, const Dnnfault__Envelope *env,
 	} else if (env->body_case == DNNFAULT__ENVELOPE__BODY_ERROR) {
 		const Dnnfault__Error *e = env->error;
 		conn__fail(c, -EPROTO, "dnnfaultd: %s", e->message);
+		/* A refused RunStart (always seq 1 here) or an unknown stream:
+		 * the rest of the stream will never be acknowledged. */
+		for (size_t j = 0; e->has_stream && j < n_streams; j++) {
+			struct dnnfault_stream *s = streams[j];
+			if (s->id != e->stream)
+				continue;
+			if (e->has_seq && e->seq == 1) {
+				s->refused = true;
+				snprintf(s->refusal, sizeof s->refusal, "%s", e->message);
+			} else if (e->code == DNNFAULT__ERROR_CODE__ERR_UNKNOWN_STREAM) {
+				s->refused = true;
+			}
+		}
 		if (last_error != NULL) {
 			*last_error = (struct dnnfault_reply_error){
 				.code = (int)e->code,
@@ -222,7 +235,7 @@ int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout
 	int64_t start = conn__now_ms();
 	struct dnnfault_stream *const streams[] = {s};
 	struct dnnfault_reply_error last = {0};
-	while (s->acked_seq + 1 < s->next_seq) {
+	while (!s->refused && s->acked_seq + 1 < s->next_seq) {
 		int left = conn__remaining(timeout_ms, start);
 		if (timeout_ms >= 0 && left == 0)
 			return conn__fail(c, -ETIMEDOUT,
@@ -236,11 +249,9 @@ int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout
 					  last.message);
 		if (rv < 0)
 			return rv;
-		/* The daemon never acknowledges messages of a stream it does
-		 * not know (its RunStart was refused): waiting is pointless. */
-		if (last.code == DNNFAULT_ERR_UNKNOWN_STREAM && last.stream == s->id)
-			return conn__fail(c, -EPROTO, "dnnfaultd: %s (the stream's RunStart was refused or "
-					  "never sent; nothing more of it will be acknowledged)", last.message);
 	}
+	if (s->refused)
+		return conn__fail(c, -EPROTO, "dnnfaultd refused the run%s%s; nothing more of its stream "
+				  "will be acknowledged", s->refusal[0] ? ": " : "", s->refusal);
 	return 0;
 }

@@ -592,21 +592,6 @@ static uint64_t thinning_stride(uint64_t total, size_t max)
 	return (total - 1 + (max - 2) - 1) / (max - 2);
 }
 
-static int count_steps(sqlite3 *db, int64_t run, int64_t rank, uint64_t *total)
-{
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(db, "SELECT total(c.n_steps) FROM step_chunks c JOIN streams s ON s.id = c.stream"
-			       " WHERE c.run = ?1 AND s.rank = ?2", -1, &st, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, run);
-	sqlite3_bind_int64(st, 2, rank);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		*total = (uint64_t)sqlite3_column_double(st, 0);
-	sqlite3_finalize(st);
-	return rc == SQLITE_ROW ? 0 : -EIO;
-}
-
 /* Keeps one sample of every `stride` (store_read.h): the bucket's first, or
  * its first NaN/Inf sample instead; sample 0 stays and its bucket's first
  * NaN/Inf sample comes as an extra; the last sample is always kept. */
@@ -684,6 +669,43 @@ static int stream_page(sqlite3_stmt *st, struct thinning *t, struct series *out,
 	return rv;
 }
 
+/* What of one stream a load reads: its chunks up to the last stored when
+ * the load began, so that chunks committed meanwhile (of any stream, at
+ * any step) are left to the next analysis and the count stays exact. */
+struct stream_extent {
+	int64_t stream, last_rowid;
+};
+
+/* The lowest rank's streams that have chunks, in the order they started,
+ * and their samples in all. */
+static int stream_extents(sqlite3 *db, int64_t run, int64_t rank, struct stream_extent **out,
+			  size_t *n, uint64_t *total)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "SELECT c.stream, total(c.n_steps), max(c.rowid) FROM step_chunks c"
+			       " JOIN streams s ON s.id = c.stream WHERE c.run = ?1 AND s.rank = ?2"
+			       " GROUP BY c.stream ORDER BY min(s.started), c.stream", -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, run);
+	sqlite3_bind_int64(st, 2, rank);
+	size_t cap = 0;
+	int rv = 0, rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct stream_extent *e = store_batch__push((void **)out, n, &cap, sizeof *e);
+		if (e == NULL) {
+			rv = -ENOMEM;
+			break;
+		}
+		e->stream = sqlite3_column_int64(st, 0);
+		*total += (uint64_t)sqlite3_column_double(st, 1);
+		e->last_rowid = sqlite3_column_int64(st, 2);
+	}
+	if (rv == 0 && rc != SQLITE_DONE)
+		rv = -EIO;
+	sqlite3_finalize(st);
+	return rv;
+}
+
 /* Steps of the lowest rank, decoded from its chunks: every stream of that
  * rank in the order the streams started (a resumed job adds a stream), each
  * in step order; as many as were stored when the load began, thinned to
@@ -691,52 +713,35 @@ static int stream_page(sqlite3_stmt *st, struct thinning *t, struct series *out,
 static int series_steps(sqlite3 *db, int64_t run, int64_t rank, size_t max, struct series *out)
 {
 	struct thinning t = {0};
-	if (count_steps(db, run, rank, &t.total) != 0)
-		return -EIO;
+	struct stream_extent *streams = NULL;
+	size_t n_streams = 0;
+	int rv = stream_extents(db, run, rank, &streams, &n_streams, &t.total);
 	t.stride = thinning_stride(t.total, max);
-	if (series__reserve(out, (size_t)((t.total + t.stride - 1) / t.stride + 1)) != 0)
-		return -ENOMEM;
-	sqlite3_stmt *streams, *chunks;
-	if (sqlite3_prepare_v2(db, "SELECT id FROM streams WHERE run = ?1 AND rank = ?2 ORDER BY started, id",
-			       -1, &streams, NULL) != SQLITE_OK)
-		return -EIO;
-	if (sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data, first_step, rowid FROM step_chunks"
-			       " WHERE run = ?1 AND stream = ?2 AND (first_step, rowid) > (?3, ?4)"
-			       " ORDER BY first_step, rowid LIMIT ?5",
-			       -1, &chunks, NULL) != SQLITE_OK) {
-		sqlite3_finalize(streams);
-		return -EIO;
-	}
-	sqlite3_bind_int64(streams, 1, run);
-	sqlite3_bind_int64(streams, 2, rank);
-	sqlite3_bind_int64(chunks, 1, run);
-	sqlite3_bind_int(chunks, 5, CHUNKS_PER_PAGE);
-	/* The rank's streams first (a few rows), so that no statement stays
-	 * open across the pages. */
-	int64_t *ids = NULL;
-	size_t n_ids = 0, cap = 0;
-	int rv = 0, rc;
-	while ((rc = sqlite3_step(streams)) == SQLITE_ROW) {
-		int64_t *slot = store_batch__push((void **)&ids, &n_ids, &cap, sizeof *slot);
-		if (slot == NULL) {
-			rv = -ENOMEM;
-			break;
-		}
-		*slot = sqlite3_column_int64(streams, 0);
-	}
-	if (rv == 0 && rc != SQLITE_DONE)
+	/* At most `max` are kept (thinning_stride), so this is all the room
+	 * the load takes: no doubling past the bound. */
+	if (rv == 0 && series__reserve(out, (size_t)(max != 0 && t.total > max ? max : t.total)) != 0)
+		rv = -ENOMEM;
+	sqlite3_stmt *chunks = NULL;
+	if (rv == 0 && sqlite3_prepare_v2(db, "SELECT n_steps, n_layers, data, first_step, rowid FROM step_chunks"
+					  " WHERE run = ?1 AND stream = ?2 AND (first_step, rowid) > (?3, ?4)"
+					  " AND rowid <= ?6 ORDER BY first_step, rowid LIMIT ?5",
+					  -1, &chunks, NULL) != SQLITE_OK)
 		rv = -EIO;
-	sqlite3_finalize(streams);
+	if (rv == 0) {
+		sqlite3_bind_int64(chunks, 1, run);
+		sqlite3_bind_int(chunks, 5, CHUNKS_PER_PAGE);
+	}
 	float *stats = NULL;
 	size_t stats_layers = 0;
-	for (size_t i = 0; rv == 0 && i < n_ids; i++) {
-		sqlite3_bind_int64(chunks, 2, ids[i]);
+	for (size_t i = 0; rv == 0 && i < n_streams; i++) {
+		sqlite3_bind_int64(chunks, 2, streams[i].stream);
+		sqlite3_bind_int64(chunks, 6, streams[i].last_rowid);
 		int64_t after[2] = {INT64_MIN, INT64_MIN};
 		for (bool more = true; rv == 0 && more;)
 			rv = stream_page(chunks, &t, out, &stats, &stats_layers, after, &more);
 	}
 	free(stats);
-	free(ids);
+	free(streams);
 	sqlite3_finalize(chunks);
 	return rv;
 }

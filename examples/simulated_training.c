@@ -169,13 +169,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 }
 
 /* Reads acknowledgements and errors that arrive within timeout_ms, so that
- * the daemon never sees us as a slow reader. Counts rejected messages.
- * Returns the number of frames read, or a negative errno. */
-/* Reads what the daemon answered; counts rejections, keeps the first.
- * Sets *unknown once the daemon says it does not know the stream: its
- * RunStart was refused, and nothing more of it will be acknowledged. */
+ * the daemon never sees us as a slow reader. Counts the polls that brought
+ * a rejection and keeps the first one's error. Returns the number of frames
+ * read, or a negative errno. */
 static int drain(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms,
-		 unsigned *rejected, struct dnnfault_reply_error *first, bool *unknown)
+		 unsigned *rejected, struct dnnfault_reply_error *first)
 {
 	struct dnnfault_stream *const streams[] = {s};
 	struct dnnfault_reply_error e = {0};
@@ -183,8 +181,6 @@ static int drain(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms,
 	if (e.code != 0) {
 		if ((*rejected)++ == 0)
 			*first = e;
-		if (e.code == DNNFAULT_ERR_UNKNOWN_STREAM)
-			*unknown = true;
 	}
 	return rv;
 }
@@ -261,7 +257,6 @@ int main(int argc, char **argv)
 			  .tau = (double)o.steps / 4 + 1,
 			  .fault_step = o.steps / 5 > 5 ? o.steps / 5 : 5};
 	unsigned rejected = 0;
-	bool unknown = false;
 	struct dnnfault_reply_error first = {0};
 	float stats[N_LAYERS * DNNFAULT_STATS_PER_LAYER];
 	double epoch_loss = 0, last_loss = 0, last_acc = 0;
@@ -282,7 +277,7 @@ int main(int argc, char **argv)
 			.layer_stats = stats, .n_layers = N_LAYERS,
 		};
 		if (dnnfault_send_step(c, &s, &st) < 0 ||
-		    drain(c, &s, 0, &rejected, &first, &unknown) < 0)
+		    drain(c, &s, 0, &rejected, &first) < 0)
 			goto err_after_connect;
 		epoch_loss += loss;
 		last_loss = loss;
@@ -313,8 +308,9 @@ int main(int argc, char **argv)
 		goto err_after_connect;
 
 	/* Errors may still be on their way with the last acknowledgements. */
-	while (s.acked_seq + 1 < s.next_seq && !unknown) {
-		rv = drain(c, &s, ACK_TIMEOUT_MS, &rejected, &first, &unknown);
+	/* A refused run is never acknowledged further: stop waiting. */
+	while (s.acked_seq + 1 < s.next_seq && !s.refused) {
+		rv = drain(c, &s, ACK_TIMEOUT_MS, &rejected, &first);
 		if (rv < 0)
 			goto err_after_connect;
 		if (rv == 0) {
@@ -327,6 +323,11 @@ int main(int argc, char **argv)
 		}
 	}
 	dnnfault_close(c);
+	if (s.refused) {
+		fprintf(stderr, "simulated_training: dnnfaultd refused the run: %s\n",
+			s.refusal[0] ? s.refusal : "its stream is unknown to the daemon");
+		return 1;
+	}
 	if (rejected > 0) {
 		fprintf(stderr, "simulated_training: dnnfaultd rejected %u message(s); "
 				"first: seq %llu: %s\n", rejected,

@@ -131,6 +131,11 @@ struct dnnfault_stream {
 	uint64_t id;		/* random, nonzero */
 	uint64_t next_seq;	/* sequence number of the next message */
 	uint64_t acked_seq;	/* highest acknowledged sequence number */
+	/* Set by dnnfault_poll when the daemon refused the stream's RunStart or
+	 * answered that it does not know the stream: nothing more of it will
+	 * be acknowledged. `refusal` holds the RunStart's error, if read. */
+	bool refused;
+	char refusal[128];
 };
 
 /* The daemon's error codes (proto/dnnfault.proto, ErrorCode; docs/protocol.md,
@@ -197,16 +202,17 @@ int64_t dnnfault_send_run_end(dnnfault_conn *c, struct dnnfault_stream *s,
 /* Reads what the daemon sent within timeout_ms (0: only what is there now,
  * -1: wait for at least one frame): acknowledgements advance acked_seq of
  * the matching stream in `streams`; an error reply is copied to *last_error
- * (when not NULL). Returns the number of frames handled, or a negative
+ * (when not NULL), and one that refuses a stream in `streams` marks it
+ * `refused`. Returns the number of frames handled, or a negative
  * errno (-EPIPE when the daemon closed the connection). */
 int dnnfault_poll(dnnfault_conn *c, struct dnnfault_stream *const *streams,
 		  size_t n_streams, int timeout_ms,
 		  struct dnnfault_reply_error *last_error);
 
 /* Waits until every message sent on `s` is acknowledged. Returns 0, or
- * -ETIMEDOUT, or -EPROTO at once when the daemon answers that it does not
- * know the stream (ERR_UNKNOWN_STREAM: its RunStart was refused, so the
- * rest will never be acknowledged), or another negative errno. */
+ * -ETIMEDOUT, or -EPROTO as soon as the stream is `refused` (already, or by
+ * a reply read while waiting; the error names the refusal), or another
+ * negative errno. */
 int dnnfault_wait_acked(dnnfault_conn *c, struct dnnfault_stream *s, int timeout_ms);
 
 const char *dnnfault_version(void);

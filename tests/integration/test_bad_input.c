@@ -416,7 +416,25 @@ static void refused_run_ends_the_wait(void **state)
 		assert_true(dnnfault_send_step(c, &s, &st) > 0);
 	}
 	assert_int_equal(dnnfault_wait_acked(c, &s, 60000), -EPROTO);
-	assert_non_null(strstr(dnnfault_conn_error(c), "RunStart was refused"));
+	assert_true(s.refused);
+	assert_non_null(strstr(dnnfault_conn_error(c), "dnnfaultd refused the run: run_id longer than"));
+	dnnfault_close(c);
+
+	/* The same when the replies were read by polls before the wait, as a
+	 * client that polls after each send does (docs/client.md). */
+	c = dnnfault_connect(d.address, DNNFAULT_ROLE_TRAINER, NULL, 5000, err, sizeof err, NULL);
+	assert_non_null(c);
+	assert_int_equal(dnnfault_run_start(c, &info, &s), 0);
+	struct dnnfault_stream *const streams[] = {&s};
+	for (uint64_t step = 0; step < 3; step++) {
+		struct dnnfault_step st = {.step = step, .has = DNNFAULT_HAS_LOSS, .loss = 1.0};
+		assert_true(dnnfault_send_step(c, &s, &st) > 0);
+	}
+	for (int i = 0; i < 100 && !s.refused; i++)
+		assert_true(dnnfault_poll(c, streams, 1, 100, NULL) >= 0);
+	assert_true(s.refused);
+	assert_string_equal(s.refusal + strlen(s.refusal) - strlen("bytes"), "bytes");
+	assert_int_equal(dnnfault_wait_acked(c, &s, 60000), -EPROTO);
 	dnnfault_close(c);
 }
 
