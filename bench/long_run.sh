@@ -4,8 +4,8 @@
 # live analysis (every 100 steps, or a tenth of the run), once with the
 # default analyze_max_samples and once without a bound; prints, per daemon,
 # its analyses, their mean time (from its counters, once the last step is
-# diagnosed), its peak resident memory (VmHWM) and the size of its WAL
-# file, read before it stops.
+# diagnosed), its peak resident memory (VmHWM), the size of its WAL file
+# and the time `dnnfaultctl export` takes for the run, read before it stops.
 #   bash bench/long_run.sh [STEPS [LAYERS [RATE]]]    # default 100000 100 5000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,14 @@ n = c["analyses"]
 print("analyses %d, mean %.0f ms per analysis" % (n, c["analysis_micros"] / n / 1000 if n else float("nan")), end=", ")'
   awk '/VmHWM/ {printf "daemon peak RSS %.0f MB, ", $2 / 1024}' "/proc/$pid/status"
   # The WAL file keeps its largest size until a checkpoint truncates it.
-  stat -c %s "$db-wal" | awk '{printf "WAL %.0f MB\n", $1 / 1048576}'
+  stat -c %s "$db-wal" | awk '{printf "WAL %.0f MB, ", $1 / 1048576}'
+  # Export reads the whole run in pages (what a user's `export` costs).
+  local run t0 t1
+  run=$("$ctl" --address "unix:$sock" --json runs | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["id"])')
+  t0=$(date +%s.%N)
+  "$ctl" --address "unix:$sock" export "$run" --format jsonl | wc -l >"$OUTDIR/export.lines"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" -v n="$(cat "$OUTDIR/export.lines")" 'BEGIN {printf "export of %d steps %.1f s\n", n, b - a}'
   kill -TERM "$pid"
   wait "$pid" || true
   exit 0

@@ -448,51 +448,74 @@ static int append_chunk(Dnnfault__ExportChunk *c, uint64_t stream, const uint8_t
 	return 0;
 }
 
+/* Chunks one export page considers at most. */
+#define EXPORT_PAGE_CHUNKS 256
+
 int store_read__export_page(struct store_reader *r, struct store_cursor *cur, size_t max_bytes,
 			    Dnnfault__ExportChunk **out, char *err, size_t len)
 {
-	sqlite3_stmt *st;
+	/* The order needs a sort (rank comes from the join); sorting only the
+	 * keys of the next EXPORT_PAGE_CHUNKS chunks (a top-K sort) and then
+	 * fetching their data by rowid keeps each page's cost near its size.
+	 * Sorting whole rows, data included, for every page made an export
+	 * quadratic in the run's bytes (27 s for 130 MB, docs/benchmarks.md). */
+	sqlite3_stmt *keys, *data;
 	if (sqlite3_prepare_v2(r->db,
-			       "SELECT s.rank, c.first_step, c.rowid, c.stream, c.n_steps, c.data"
-			       " FROM step_chunks c JOIN streams s ON s.id = c.stream"
+			       "SELECT c.rowid, s.rank, c.first_step FROM step_chunks c JOIN streams s ON s.id = c.stream"
 			       " WHERE c.run = ?1 AND (s.rank, c.first_step, c.rowid) > (?2, ?3, ?4)"
-			       " ORDER BY s.rank, c.first_step, c.rowid", -1, &st, NULL) != SQLITE_OK)
+			       " ORDER BY s.rank, c.first_step, c.rowid LIMIT ?5", -1, &keys, NULL) != SQLITE_OK)
 		return fail(r->db, err, len);
-	sqlite3_bind_int64(st, 1, cur->run);
-	sqlite3_bind_int64(st, 2, cur->rank);
-	sqlite3_bind_int64(st, 3, cur->first_step);
-	sqlite3_bind_int64(st, 4, cur->rowid);
+	if (sqlite3_prepare_v2(r->db, "SELECT stream, n_steps, data FROM step_chunks WHERE rowid = ?1", -1,
+			       &data, NULL) != SQLITE_OK) {
+		sqlite3_finalize(keys);
+		return fail(r->db, err, len);
+	}
+	sqlite3_bind_int64(keys, 1, cur->run);
+	sqlite3_bind_int64(keys, 2, cur->rank);
+	sqlite3_bind_int64(keys, 3, cur->first_step);
+	sqlite3_bind_int64(keys, 4, cur->rowid);
+	sqlite3_bind_int(keys, 5, EXPORT_PAGE_CHUNKS);
 	Dnnfault__ExportChunk *c = malloc(sizeof *c);
 	if (c == NULL) {
-		sqlite3_finalize(st);
+		sqlite3_finalize(keys);
+		sqlite3_finalize(data);
 		return INTERNAL;
 	}
 	dnnfault__export_chunk__init(c);
 	size_t bytes = 0;
-	int rc = SQLITE_DONE;
-	while (bytes < max_bytes && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		cur->rank = sqlite3_column_int64(st, 0);
-		cur->first_step = sqlite3_column_int64(st, 1);
-		cur->rowid = sqlite3_column_int64(st, 2);
-		size_t n = (size_t)sqlite3_column_bytes(st, 5);
-		if (append_chunk(c, (uint64_t)sqlite3_column_int64(st, 3), sqlite3_column_blob(st, 5), n,
-				 (size_t)sqlite3_column_int64(st, 4)) != 0) {
-			snprintf(err, len, "corrupt or unreadable step chunk %lld", (long long)cur->rowid);
-			sqlite3_finalize(st);
-			protobuf_c_message_free_unpacked(&c->base, NULL);
-			return INTERNAL;
+	int rows = 0, rc = SQLITE_DONE, code = 0;
+	while (code == 0 && bytes < max_bytes && (rc = sqlite3_step(keys)) == SQLITE_ROW) {
+		rows++;
+		int64_t rowid = sqlite3_column_int64(keys, 0);
+		sqlite3_bind_int64(data, 1, rowid);
+		if (sqlite3_step(data) != SQLITE_ROW) {
+			code = fail(r->db, err, len);
+			break;
 		}
+		size_t n = (size_t)sqlite3_column_bytes(data, 2);
+		if (append_chunk(c, (uint64_t)sqlite3_column_int64(data, 0), sqlite3_column_blob(data, 2), n,
+				 (size_t)sqlite3_column_int64(data, 1)) != 0) {
+			snprintf(err, len, "corrupt or unreadable step chunk %lld", (long long)rowid);
+			code = INTERNAL;
+			break;
+		}
+		sqlite3_reset(data);
+		cur->rank = sqlite3_column_int64(keys, 1);
+		cur->first_step = sqlite3_column_int64(keys, 2);
+		cur->rowid = rowid;
 		bytes += n;
 	}
-	if (rc == SQLITE_DONE)
+	if (code == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+		code = fail(r->db, err, len);
+	/* The last page: the keys ran out before the page's limits did. */
+	if (code == 0 && rc == SQLITE_DONE && rows < EXPORT_PAGE_CHUNKS)
 		cur->done = 1;
-	else if (rc != SQLITE_ROW) {
-		int code = fail(r->db, err, len);
-		sqlite3_finalize(st);
+	sqlite3_finalize(keys);
+	sqlite3_finalize(data);
+	if (code != 0) {
 		protobuf_c_message_free_unpacked(&c->base, NULL);
 		return code;
 	}
-	sqlite3_finalize(st);
 	*out = c;
 	return 0;
 }
