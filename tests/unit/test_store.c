@@ -533,6 +533,54 @@ static void long_run_is_thinned(void **state)
 	series__free(&s);
 }
 
+/* Steps of run 1 as export pages of at most `max_bytes` deliver them; the
+ * number of pages in *pages. */
+static int export_steps(const char *path, size_t max_bytes, uint64_t *steps, int cap, int *pages)
+{
+	struct store_reader *r;
+	char err[256];
+	assert_int_equal(store_read__open(path, &r, err, sizeof err), 0);
+	struct store_cursor cur = {.run = 1, .rank = -1, .first_step = -1, .rowid = -1};
+	int n = 0;
+	for (*pages = 0; !cur.done; (*pages)++) {
+		Dnnfault__ExportChunk *x;
+		assert_int_equal(store_read__export_page(r, &cur, max_bytes, &x, err, sizeof err), 0);
+		for (size_t i = 0; i < x->n_steps; i++) {
+			assert_true(n < cap);
+			steps[n++] = x->steps[i]->step;
+		}
+		protobuf_c_message_free_unpacked(&x->base, NULL);
+		assert_true(*pages < 10000);
+	}
+	store_read__close(r);
+	return n;
+}
+
+/* An export of more chunks than one page considers (store_read.c): every
+ * step once, in order, whatever the page's size in bytes. */
+static void export_pages_cover_a_long_run(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_long_run(&b, 1, 1100, inf_at_1_and_600, nan_at_537_and_from_900);	/* 275 chunks */
+	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(st);
+	static uint64_t steps[1200];
+	const size_t sizes[] = {1 << 20, 1, 3000};
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		int pages;
+		assert_int_equal(export_steps(f->path, sizes[k], steps, 1200, &pages), 1100);
+		for (int i = 0; i < 1100; i++)
+			assert_int_equal(steps[i], i);
+		assert_true(pages >= 2);	/* 256 chunks at most per page */
+		if (sizes[k] == 1)
+			assert_true(pages >= 275);	/* one chunk per page */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +591,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(removed_file_stops_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_run_is_thinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(export_pages_cover_a_long_run, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
