@@ -66,6 +66,8 @@ struct analyze {
 	uint64_t step;
 	char health[16];
 	uint64_t micros;
+	size_t samples;		/* read for the analysis, of */
+	uint64_t stored;	/* those stored (more when thinned) */
 	uint8_t *message;
 	size_t message_len;
 };
@@ -368,6 +370,8 @@ static void work_cb(uv_work_t *req)
 		dnnfault__diagnosis__pack(&d, a->message);
 	for (size_t i = 0; i < d.n_symptoms; i++)
 		protobuf_c_message_free_unpacked(&items[i]->base, NULL);
+	a->samples = s.n;
+	a->stored = s.n_stored;
 	series__free(&s);
 	series__free(&ref);
 	a->micros = (uint64_t)((server__now() - t0) * 1e6);
@@ -389,6 +393,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		a->swap_pending = false;
 	}
 	if (status == 0 && a->rv == 0) {
+		log_debug("run %lld analysed at step %llu: %zu of %llu samples, %.1f ms", (long long)a->run,
+			  (unsigned long long)a->step, a->samples, (unsigned long long)a->stored,
+			  (double)a->micros / 1000.0);
 		metrics.analyses++;
 		metrics.analysis_micros += a->micros;
 		ingest__add_diagnosis(a->srv->ingest, a->run, a->step, a->health, a->message,

@@ -25,6 +25,7 @@ struct series_layer {
 
 struct series {
 	size_t n, cap;			/* steps, and room for them */
+	uint64_t n_stored;		/* steps stored when loaded: more than n when thinned */
 	uint64_t *step;
 	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
 	double *col[SERIES_N_COLS];

@@ -740,6 +740,7 @@ static int series_steps(sqlite3 *db, int64_t run, int64_t rank, size_t max, stru
 	size_t n_streams = 0;
 	int rv = stream_extents(db, run, rank, &streams, &n_streams, &t.total);
 	t.stride = thinning_stride(t.total, max);
+	out->n_stored = t.total;
 	/* At most `max` are kept (thinning_stride), so this is all the room
 	 * the load takes: no doubling past the bound. */
 	if (rv == 0 && series__reserve(out, (size_t)(max != 0 && t.total > max ? max : t.total)) != 0)

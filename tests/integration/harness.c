@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -52,7 +53,12 @@ void harness__start(struct daemon *d, const char *const *args)
 	argv[n] = NULL;
 	d->pid = fork();
 	if (d->pid == 0) {
+		/* A failed assertion skips the test's stop: the daemon must not
+		 * outlive the test (nor hold its output open, which keeps meson
+		 * waiting until the test's timeout). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(fd, 1);
 		dup2(fd, 2);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -156,6 +157,46 @@ static void resumed_run(void **state)
 	harness__cleanup(&d);
 }
 
+/* The samples the last analysis of a run read, from the daemon's debug log
+ * ("run N analysed at step S: K of T samples"), for T == stored. */
+static long samples_read(uint64_t stored)
+{
+	FILE *f = fopen(d.log, "r");
+	assert_non_null(f);
+	char line[512], tail[64];
+	long kept = -1;
+	snprintf(tail, sizeof tail, " of %llu samples", (unsigned long long)stored);
+	while (fgets(line, sizeof line, f) != NULL) {
+		char *at = strstr(line, tail), *colon = strstr(line, "analysed at step");
+		if (at != NULL && colon != NULL && (colon = strchr(colon, ':')) != NULL)
+			kept = strtol(colon + 1, NULL, 10);
+	}
+	fclose(f);
+	return kept;
+}
+
+/* A run longer than analyze_max_samples is analysed on a thinned view
+ * (every 11th of its 1,000 samples here): at most 100 samples are read,
+ * the NaN onset at step 537, which no 11th sample falls on, is still
+ * reported at 537, and the analysis reaches the run's last step. */
+static void long_run_is_analysed_thinned(void **state)
+{
+	(void)state;
+	const char *args[] = {"--analyze-max-samples", "100", "--model", "none", "--log-level", "debug", NULL};
+	harness__start(&d, args);
+	stream_run(0x8180, "long-nan", 1000, 537);
+	char out[8192];
+	wait_for("long-nan", "\"diagnosed_step\":999", out, sizeof out);
+	assert_non_null(strstr(out, "{\"id\":\"nan_loss\",\"first_step\":537,\"layer\":null}"));
+	assert_non_null(strstr(out, "{\"id\":\"nan_tensor\",\"first_step\":537,\"layer\":\"fc2\"}"));
+	assert_non_null(strstr(out, "\"steps_stored\":1000"));
+	assert_true(harness__counter(&d, "analysis_failures") == 0);
+	long kept = samples_read(1000);
+	assert_true(kept > 50 && kept <= 100);
+	assert_int_equal(harness__stop(&d, SIGTERM), 0);
+	harness__cleanup(&d);
+}
+
 /* Sends a LabelRequest and returns the response (free with frame__free). */
 static Dnnfault__ControlResponse *label(int fd, const char *run, char **causes, size_t n,
 					Dnnfault__Envelope **env_out)
@@ -244,6 +285,7 @@ int main(void)
 		cmocka_unit_test(nan_run_shows_its_symptoms),
 		cmocka_unit_test(labels_are_set_through_the_writer),
 		cmocka_unit_test(resumed_run),
+		cmocka_unit_test(long_run_is_analysed_thinned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
