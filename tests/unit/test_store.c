@@ -402,7 +402,7 @@ static void newer_schema_refused(void **state)
 }
 
 /* A run of `n` steps of one layer, in chunks of 4 (so that a load reads
- * them in several pages, store_read.c), whose step i has an
+ * them in several pages, store_series.c), whose step i has an
  * infinite loss when loss_inf(i) and a layer that counted NaNs when
  * nan_count(i). */
 static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_inf)(int),
