@@ -127,7 +127,7 @@ struct thinning {
 static int thinning__offer(struct thinning *t, struct series *out, const Dnnfault__Step *m)
 {
 	int rv = 0;
-	if (t->stride == 1 || t->j % t->stride == 0 || t->j + 1 == t->total) {
+	if (t->j % t->stride == 0 || t->j + 1 == t->total) {
 		rv = series__append(out, m);
 		t->want_non_finite = !non_finite(m);
 		t->replaceable = t->j != 0;
@@ -170,7 +170,8 @@ static int stream_page(sqlite3_stmt *st, struct thinning *t, struct series *out,
 		}
 		const uint8_t *p = sqlite3_column_blob(st, 2);
 		size_t len = (size_t)sqlite3_column_bytes(st, 2);
-		/* Records past the count are newer than it: the next analysis's. */
+		/* The rowid bounds hold the load to the counted chunks; the count
+		 * still caps it, so the thinning's "last sample" stays the last. */
 		for (int i = 0; rv == 0 && i < sqlite3_column_int(st, 0) && t->j < t->total; i++) {
 			Dnnfault__Step m = DNNFAULT__STEP__INIT;
 			size_t used = chunk__read_record(p, len, &m, *stats, *stats_layers);

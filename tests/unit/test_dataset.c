@@ -22,6 +22,7 @@
 #include "series.h"
 #include "store.h"
 #include "store_read.h"
+#include "store_builder.h"
 
 struct fixture {
 	char dir[64];
@@ -64,25 +65,7 @@ static void add_run(struct store_batch *b, int64_t id, const char *name, const c
 	r->labels = strdup(labels);
 	r->reference = reference ? strdup(reference) : NULL;
 	/* The description the client sends first: one layer, the plan. */
-	Dnnfault__Layer layer = DNNFAULT__LAYER__INIT, *layers[] = {&layer};
-	layer.name = "fc";
-	layer.type = "Linear";
-	Dnnfault__RunStart start = DNNFAULT__RUN_START__INIT;
-	start.run_id = (char *)name;
-	start.n_layers = 1;
-	start.layers = layers;
-	start.has_planned_steps = 1;
-	start.planned_steps = (uint64_t)n;
-	r->description_len = dnnfault__run_start__get_packed_size(&start);
-	r->description = malloc(r->description_len);
-	assert_non_null(r->description);
-	dnnfault__run_start__pack(&start, r->description);
-	struct store_stream *s = STORE_BATCH_PUSH(b, streams);
-	s->id = (uint64_t)id;
-	s->run = id;
-	s->n_layers = 1;
-	s->host = strdup("node1");
-	s->time = r->time;
+	store_builder__one_layer_run(b, r, name, (uint64_t)n);
 
 	struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
 	c->run = id;

@@ -19,6 +19,7 @@
 #include "series.h"
 #include "store.h"
 #include "store_read.h"
+#include "store_builder.h"
 
 struct fixture {
 	char dir[64];
@@ -409,24 +410,7 @@ static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_i
 			 bool (*nan_count)(int))
 {
 	add_run(b, id, "long", "long", NULL);
-	struct store_run *r = &b->runs[b->n_runs - 1];
-	Dnnfault__Layer layer = DNNFAULT__LAYER__INIT, *layers[] = {&layer};
-	layer.name = "fc";
-	layer.type = "Linear";
-	Dnnfault__RunStart start = DNNFAULT__RUN_START__INIT;
-	start.run_id = "long";
-	start.n_layers = 1;
-	start.layers = layers;
-	r->description_len = dnnfault__run_start__get_packed_size(&start);
-	r->description = malloc(r->description_len);
-	assert_non_null(r->description);
-	dnnfault__run_start__pack(&start, r->description);
-	struct store_stream *st = STORE_BATCH_PUSH(b, streams);
-	st->id = (uint64_t)id;
-	st->run = id;
-	st->n_layers = 1;
-	st->host = strdup("node1");
-	st->time = r->time;
+	store_builder__one_layer_run(b, &b->runs[b->n_runs - 1], "long", 0);
 	for (int first = 0; first < n; first += 4) {
 		struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
 		c->run = id;
