@@ -10,6 +10,7 @@ void summary_json__write(struct json *j, const Dnnfault__RunSummary *s)
 	json__kstring(j, "health", s->health);
 	json__kopt_double(j, "fault_probability", s->has_fault_probability, s->fault_probability);
 	json__kopt_double(j, "shortfall", s->has_shortfall, s->shortfall);
+	json__kopt_uint(j, "skipped_steps", s->has_skipped_steps, s->skipped_steps);
 	json__key(j, "symptoms");
 	json__begin_array(j);
 	for (size_t i = 0; i < s->n_symptoms; i++) {

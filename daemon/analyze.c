@@ -68,6 +68,7 @@ struct analyze {
 	uint64_t micros;
 	size_t samples;		/* read for the analysis, of */
 	uint64_t stored;	/* those stored (more when thinned) */
+	size_t skipped;		/* left out: overflow steps skipped */
 	uint8_t *message;
 	size_t message_len;
 };
@@ -343,11 +344,13 @@ static void work_cb(uv_work_t *req)
 		if ((items[d.n_symptoms] = make_symptom(&found[i], &s)) != NULL)
 			d.n_symptoms++;
 	d.symptoms = items;
-	a->step = s.n ? s.step[s.n - 1] : 0;
+	a->step = s.n || s.n_skipped ? s.last_step : 0;
 	d.has_step = d.has_time = d.has_steps_analysed = 1;
 	d.step = a->step;
 	d.time = server__now();
 	d.steps_analysed = s.n;
+	d.has_skipped_steps = 1;
+	d.skipped_steps = s.n_skipped;
 	/* Without a model, health stays unknown rather than guessed. */
 	snprintf(a->health, sizeof a->health, "unknown");
 	Dnnfault__Cause msgs[CAUSE_COUNT], *order[CAUSE_COUNT];
@@ -372,6 +375,7 @@ static void work_cb(uv_work_t *req)
 		protobuf_c_message_free_unpacked(&items[i]->base, NULL);
 	a->samples = s.n;
 	a->stored = s.n_stored;
+	a->skipped = s.n_skipped;
 	series__free(&s);
 	series__free(&ref);
 	a->micros = (uint64_t)((server__now() - t0) * 1e6);
@@ -393,9 +397,9 @@ static void after_work_cb(uv_work_t *req, int status)
 		a->swap_pending = false;
 	}
 	if (status == 0 && a->rv == 0) {
-		log_debug("run %lld analysed at step %llu: %zu of %llu samples, %.1f ms", (long long)a->run,
-			  (unsigned long long)a->step, a->samples, (unsigned long long)a->stored,
-			  (double)a->micros / 1000.0);
+		log_debug("run %lld analysed at step %llu: %zu of %llu samples (%zu more left out: skipped on overflow), %.1f ms",
+			  (long long)a->run, (unsigned long long)a->step, a->samples,
+			  (unsigned long long)a->stored, a->skipped, (double)a->micros / 1000.0);
 		metrics.analyses++;
 		metrics.analysis_micros += a->micros;
 		ingest__add_diagnosis(a->srv->ingest, a->run, a->step, a->health, a->message,

@@ -103,6 +103,17 @@ int series__append(struct series *s, const Dnnfault__Step *m)
 	return 0;
 }
 
+void series__move(struct series *s, size_t to, size_t from)
+{
+	s->step[to] = s->step[from];
+	for (int c = 0; c < SERIES_N_COLS; c++) {
+		s->col[c][to] = s->col[c][from];
+		s->has[c][to] = s->has[c][from];
+	}
+	size_t per = s->n_layers * CHUNK_STATS_PER_LAYER;
+	memcpy(s->stats + to * per, s->stats + from * per, per * sizeof *s->stats);
+}
+
 int series__append_epoch(struct series *s, const Dnnfault__Epoch *e)
 {
 	size_t n = s->n_epochs + 1;

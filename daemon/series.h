@@ -27,6 +27,10 @@ struct series {
 	size_t n, cap;			/* steps, and room for them */
 	uint64_t n_stored;		/* steps stored when loaded: more than n when thinned */
 	uint64_t *step;
+	/* Samples the loader left out: steps that the training loop skipped
+	 * on overflowing gradients (skipped_steps.h). */
+	size_t n_skipped;
+	uint64_t last_step;		/* the last loaded, left out or not */
 	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
 	double *col[SERIES_N_COLS];
 	uint8_t *has[SERIES_N_COLS];
@@ -59,6 +63,10 @@ bool series__grad_ends(const struct series *s, size_t i, size_t *first, size_t *
 /* Appends one step; `layer_stats` holds n_layers x 16 floats or is NULL
  * (then the step's layer statistics are NaN). Returns 0 or -ENOMEM. */
 int series__append(struct series *s, const Dnnfault__Step *step);
+
+/* Copies sample `from` over sample `to` (to < from), for a pass that
+ * leaves samples out. */
+void series__move(struct series *s, size_t to, size_t from);
 
 /* Makes room for n steps in all (after series__set_layers), so that a
  * loader that knows the count does not over-allocate by doubling. */

@@ -179,6 +179,8 @@ static void take_diagnosis(Dnnfault__RunSummary *s, sqlite3_stmt *st, int col)
 	s->fault_probability = d->fault_probability;
 	s->has_shortfall = d->has_shortfall;
 	s->shortfall = d->shortfall;
+	s->has_skipped_steps = d->has_skipped_steps;
+	s->skipped_steps = d->skipped_steps;
 	/* The summary takes over the diagnosis' arrays. */
 	s->n_symptoms = d->n_symptoms;
 	s->symptoms = d->symptoms;

@@ -65,7 +65,8 @@ int store_read__export_page(struct store_reader *r, struct store_cursor *cur, si
  * the run: of every `stride` consecutive samples the first is kept, or
  * instead the first that carries a NaN/Inf (a non-finite loss or a layer's
  * NaN/Inf count), so that no such onset is lost; sample 0 and the last
- * sample are always kept. */
+ * sample are always kept. Overflow steps that the training loop skipped
+ * are left out (skipped_steps.h); the thinning does not prefer them. */
 struct series;
 int store_read__series(struct store_reader *r, int64_t run, struct series *out,
 		       char *err, size_t err_len);

@@ -14,6 +14,7 @@
 
 #include "chunk.h"
 #include "series.h"
+#include "skipped_steps.h"
 #include "store.h"
 #include "store_read_private.h"
 
@@ -93,16 +94,19 @@ void store_read__set_max_samples(struct store_reader *r, size_t max)
 }
 
 /* A sample worth keeping over its neighbours when thinning: a non-finite
- * loss or a layer that counted NaN/Inf, the onset of nan_loss/nan_tensor. */
+ * loss or a layer that counted NaN/Inf, the onset of nan_loss/nan_tensor;
+ * not an overflow step that the training loop skipped (skipped_steps.h),
+ * which mixed-precision runs have now and then all along. */
 static bool non_finite(const Dnnfault__Step *m)
 {
 	if (m->has_loss && !isfinite(m->loss))
 		return true;
-	for (size_t k = 0; k + CHUNK_STATS_PER_LAYER <= m->n_layer_stats; k += CHUNK_STATS_PER_LAYER)
-		if (m->layer_stats[k + DNNFAULT__LAYER_STAT__NAN_COUNT] > 0 ||
-		    m->layer_stats[k + DNNFAULT__LAYER_STAT__INF_COUNT] > 0)
-			return true;
-	return false;
+	bool any = false;
+	for (size_t k = 0; k + CHUNK_STATS_PER_LAYER <= m->n_layer_stats && !any; k += CHUNK_STATS_PER_LAYER)
+		any = m->layer_stats[k + DNNFAULT__LAYER_STAT__NAN_COUNT] > 0 ||
+		      m->layer_stats[k + DNNFAULT__LAYER_STAT__INF_COUNT] > 0;
+	return any && !skipped_steps__signature(m->layer_stats, m->n_layer_stats / CHUNK_STATS_PER_LAYER,
+						m->has_loss, m->loss);
 }
 
 /* Every how many samples one is kept so that at most `max` are (0: all):
@@ -312,8 +316,10 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 	int rv = series_description(r->db, run, out);
 	if (rv == 0)
 		rv = series_steps(r->db, run, rank, r->max_samples, out);
-	if (rv == 0)
+	if (rv == 0) {
+		out->n_skipped = skipped_steps__leave_out(out);
 		rv = series_epochs(r->db, run, rank, out);
+	}
 	if (rv != 0) {
 		snprintf(err, len, "loading run %lld: %s", (long long)run,
 			 rv == -EIO ? sqlite3_errmsg(r->db) : strerror(-rv));

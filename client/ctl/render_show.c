@@ -43,6 +43,9 @@ static void show__summary(const Dnnfault__RunSummary *s, FILE *out)
 		text__u64(b, sizeof b, s->has_steps_stored, s->steps_stored));
 	fprintf(out, ", %s dropped by clients)\n",
 		text__u64(a, sizeof a, s->has_dropped, s->dropped));
+	if (s->has_skipped_steps && s->skipped_steps > 0)
+		fprintf(out, SHOW_KEY "%" PRIu64 " sampled, skipped by the training loop on overflowing gradients\n",
+			"skipped", s->skipped_steps);
 	fprintf(out, SHOW_KEY "%s\n", "started", text__time(a, sizeof a, s->has_started, s->started));
 	fprintf(out, SHOW_KEY "%s\n", "updated", text__time(a, sizeof a, s->has_updated, s->updated));
 	fprintf(out, SHOW_KEY "%s of ", "ranks", text__u64(a, sizeof a, s->has_ranks, s->ranks));

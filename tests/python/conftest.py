@@ -71,6 +71,16 @@ class Daemon:
     def status(self, run):
         return json.loads(self.ctl("--json", "status", run).stdout)["runs"][0]
 
+    def final_status(self, run, timeout=60):
+        """The run's status once its last stored step has been diagnosed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.status(run)
+            if s["state"] == "completed" and s.get("diagnosed_step") == s["step"]:
+                return s
+            time.sleep(0.2)
+        raise AssertionError("run %s was not diagnosed to its end: %s" % (run, s))
+
     def show(self, run):
         return json.loads(self.ctl("--json", "show", run).stdout)
 

@@ -509,3 +509,36 @@ def test_cuda_sampled_steps_do_not_wait(daemon):
     for r in rows:
         assert num(r["layers"]["0"]["weight_norm"]) == pytest.approx(norms[r["step"]].item(),
                                                                       rel=1e-5)
+
+
+def test_cuda_grad_scaler_skips_are_left_out(daemon):
+    """Mixed precision as users run it: autocast to float16 and the real
+    GradScaler, from a scale that overflows the first steps' gradients.
+    The steps it skipped are left out of the analysis (docs/symptoms.md,
+    "Steps the training loop skipped"): no nan_tensor, no unchanged_weights,
+    and skipped_steps counts them."""
+    torch.manual_seed(7)
+    model = mlp(hidden=256).to(DEV)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    lf = nn.CrossEntropyLoss()
+    scaler = torch.cuda.amp.GradScaler(init_scale=2.0 ** 30, growth_interval=25)
+    x, y = _data()
+    skipped = []
+    with dnnfault.watch(model, opt, lf, run="cuda-amp", every=1, address=daemon.address) as mon:
+        for t, xb, yb in _batches(x, y, 64, 120):
+            opt.zero_grad()
+            with torch.autocast("cuda", dtype=torch.float16):
+                out = model(xb)
+                loss = lf(out, yb)
+            scaler.scale(loss).backward()
+            before = scaler.get_scale()
+            scaler.step(opt)
+            scaler.update()
+            if scaler.get_scale() < before:
+                skipped.append(t)
+            mon.step(loss, output=out, target=yb, inputs=xb)
+    assert skipped and skipped[0] == 0 and len(skipped) < 30, skipped
+    status = daemon.final_status("cuda-amp")
+    found = {s["id"] for s in status["symptoms"]}
+    assert not found & {"nan_tensor", "unchanged_weights"}, status
+    assert status["skipped_steps"] == len(skipped), (status, skipped)

@@ -25,31 +25,20 @@ def train_digits(daemon, run, *extra):
                    capture_output=True)
 
 
-def final_diagnosis(daemon, run, timeout=60):
-    """The run's status once its last stored step has been diagnosed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = daemon.status(run)
-        if s["state"] == "completed" and s.get("diagnosed_step") == s["step"]:
-            return s
-        time.sleep(0.2)
-    raise AssertionError("run %s was not diagnosed to its end: %s" % (run, s))
-
-
 @pytest.mark.skipif(not os.path.exists(BUNDLE), reason="no default model bundle")
 def test_lr_high_ranked_first_and_healthy_stays_healthy(daemon):
     model = daemon.ctl("--json", "model").stdout
     assert '"loaded":true' in model.replace(" ", "")
 
     train_digits(daemon, "digits-lr-high", "--fault", "lr_high", "--seed", "3")
-    faulty = final_diagnosis(daemon, "digits-lr-high")
+    faulty = daemon.final_status("digits-lr-high")
     assert faulty["health"] in ("faulty", "suspect"), faulty
     assert faulty["causes"], faulty
     assert faulty["causes"][0]["id"] == "lr_high", faulty["causes"]
     assert "learning rate" in faulty["causes"][0]["fix"]
 
     train_digits(daemon, "digits-healthy", "--seed", "3")
-    healthy = final_diagnosis(daemon, "digits-healthy")
+    healthy = daemon.final_status("digits-healthy")
     assert healthy["health"] == "healthy", healthy
 
 
@@ -62,30 +51,30 @@ def test_with_a_reference_run(daemon):
     with open(BUNDLE) as f:
         assert "\nfault_ref threshold " in f.read(), "the default bundle has no reference detector"
     train_digits(daemon, "digits-base", "--seed", "1")
-    assert final_diagnosis(daemon, "digits-base")["health"] == "healthy"
+    assert daemon.final_status("digits-base")["health"] == "healthy"
 
     train_digits(daemon, "digits-rerun", "--seed", "4", "--reference", "digits-base")
-    rerun = final_diagnosis(daemon, "digits-rerun")
+    rerun = daemon.final_status("digits-rerun")
     assert rerun["reference"] == "digits-base"
     assert rerun["health"] == "healthy", rerun
     # How far its validation accuracy fell short of the reference's: two
     # seeds of one healthy program, within a few points.
     assert abs(rerun["shortfall"]) < 0.05, rerun
-    assert final_diagnosis(daemon, "digits-base")["shortfall"] is None
+    assert daemon.final_status("digits-base")["shortfall"] is None
 
     train_digits(daemon, "digits-lr-high", "--seed", "4", "--fault", "lr_high", "--reference", "digits-base")
-    faulty = final_diagnosis(daemon, "digits-lr-high")
+    faulty = daemon.final_status("digits-lr-high")
     assert faulty["health"] in ("faulty", "suspect"), faulty
     assert faulty["causes"][0]["id"] == "lr_high", faulty["causes"]
 
     # Naming a reference after the run ended judges it again at once.
     train_digits(daemon, "digits-late", "--seed", "5")
-    final_diagnosis(daemon, "digits-late")
+    daemon.final_status("digits-late")
     before = analyses(daemon)
     daemon.ctl("reference", "digits-late", "digits-base")
     deadline = time.monotonic() + 30
     while analyses(daemon) == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert analyses(daemon) == before + 1
-    late = final_diagnosis(daemon, "digits-late")
+    late = daemon.final_status("digits-late")
     assert late["reference"] == "digits-base" and late["health"] == "healthy", late

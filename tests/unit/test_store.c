@@ -407,7 +407,7 @@ static void newer_schema_refused(void **state)
  * infinite loss when loss_inf(i) and a layer that counted NaNs when
  * nan_count(i). */
 static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_inf)(int),
-			 bool (*nan_count)(int))
+			 bool (*nan_count)(int), bool (*skipped)(int))
 {
 	add_run(b, id, "long", "long", NULL);
 	store_builder__one_layer_run(b, &b->runs[b->n_runs - 1], "long", 0);
@@ -422,6 +422,11 @@ static void add_long_run(struct store_batch *b, int64_t id, int n, bool (*loss_i
 		for (int i = first; i < n && i < first + 4; i++) {
 			float stats[CHUNK_STATS_PER_LAYER] = {0};
 			stats[DNNFAULT__LAYER_STAT__NAN_COUNT] = nan_count(i) ? 3.0f : 0.0f;
+			if (skipped != NULL && skipped(i)) {
+				/* An overflow the loop skipped (skipped_steps.h). */
+				stats[DNNFAULT__LAYER_STAT__GRAD_NORM] = INFINITY;
+				stats[DNNFAULT__LAYER_STAT__INF_COUNT] = 5.0f;
+			}
 			Dnnfault__Step m = DNNFAULT__STEP__INIT;
 			m.step = (uint64_t)i;
 			m.has_loss = 1;
@@ -475,7 +480,7 @@ static void long_run_is_thinned(void **state)
 	struct store *st = open_store(f->path);
 	struct store_batch b = {0};
 	char err[256];
-	add_long_run(&b, 1, 1000, inf_at_1_and_600, nan_at_537_and_from_900);
+	add_long_run(&b, 1, 1000, inf_at_1_and_600, nan_at_537_and_from_900, NULL);
 	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
 	store_batch__free(&b);
 	store__close(st);
@@ -517,6 +522,45 @@ static void long_run_is_thinned(void **state)
 	series__free(&s);
 }
 
+static bool never(int i)
+{
+	(void)i;
+	return false;
+}
+
+static bool skipped_at_300_and_301(int i)
+{
+	return i == 300 || i == 301;
+}
+
+/* Overflow steps that the training loop skipped are left out of the
+ * analysis's view, and the thinning does not take them for NaN onsets. */
+static void skipped_steps_are_left_out(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_long_run(&b, 1, 1000, never, never, skipped_at_300_and_301);
+	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(st);
+
+	struct series s = load_thinned(f->path, 0);
+	assert_int_equal(s.n, 998);
+	assert_int_equal(s.n_skipped, 2);
+	assert_int_equal(s.n_stored, 1000);
+	assert_int_equal(s.last_step, 999);
+	assert_true(has_step(&s, 299) && !has_step(&s, 300) && !has_step(&s, 301) && has_step(&s, 302));
+	series__free(&s);
+	/* Thinned to every 11th: 297 starts the bucket of 300 and stays. */
+	s = load_thinned(f->path, 100);
+	assert_int_equal(s.n, 92);
+	assert_int_equal(s.n_skipped, 0);
+	assert_true(has_step(&s, 297) && !has_step(&s, 300));
+	series__free(&s);
+}
+
 /* Steps of run 1 as export pages of at most `max_bytes` deliver them; the
  * number of pages in *pages. */
 static int export_steps(const char *path, size_t max_bytes, uint64_t *steps, int cap, int *pages)
@@ -548,7 +592,7 @@ static void export_pages_cover_a_long_run(void **state)
 	struct store *st = open_store(f->path);
 	struct store_batch b = {0};
 	char err[256];
-	add_long_run(&b, 1, 1100, inf_at_1_and_600, nan_at_537_and_from_900);	/* 275 chunks */
+	add_long_run(&b, 1, 1100, inf_at_1_and_600, nan_at_537_and_from_900, NULL);	/* 275 chunks */
 	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
 	store_batch__free(&b);
 	store__close(st);
@@ -575,6 +619,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(newer_schema_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(removed_file_stops_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_run_is_thinned, setup, teardown),
+		cmocka_unit_test_setup_teardown(skipped_steps_are_left_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(export_pages_cover_a_long_run, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
