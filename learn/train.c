@@ -70,6 +70,13 @@ static int check_corpus(const struct dataset *d, char *err, size_t len)
 				causes__name((enum cause_id)c));
 	if (missing > 0)
 		fprintf(stderr, ": %s nothing (cv_f1 0)\n", missing == 1 ? "its model learns" : "their models learn");
+	/* Selection holds programs out: with one, nothing is left to learn
+	 * from, and the bundle keeps the default thresholds. */
+	if (d->n_groups < 2)
+		fprintf(stderr, "dnnfaultctl: the corpus has runs of one program (%s): cross-validation holds"
+			" programs out, so its figures are 0 and the thresholds stay at 0.5; the models are"
+			" trained on all runs but have not been checked on any other program\n",
+			d->n_groups ? d->groups[0] : "-");
 	return 0;
 }
 

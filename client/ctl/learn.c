@@ -104,8 +104,8 @@ int learn__main(int argc, char **argv)
 		size_t with = 0;
 		for (size_t i = 0; i < d.n; i++)
 			with += d.meta[i].reference != 0;
-		fprintf(stderr, "%zu rows of %zu programs from %s, %zu with a reference run\n", d.n, d.n_groups,
-			pos[0], with);
+		fprintf(stderr, "%zu rows of %zu program%s from %s, %zu with a reference run\n", d.n, d.n_groups,
+			d.n_groups == 1 ? "" : "s", pos[0], with);
 	}
 	FILE *out = stdout;
 	if (!train && pos[1] != NULL && (out = fopen(pos[1], "w")) == NULL) {

@@ -546,6 +546,30 @@ static void train_without_faulty_runs(void **state)
 	stop();
 }
 
+/* train on runs of one program: the bundle is written, and stderr says
+ * that nothing checked it on another program. */
+static void train_on_one_program_warns(void **state)
+{
+	(void)state;
+	const char *args[] = {"--model", "none", NULL};
+	harness__start(&d, args);
+	int calm = start_run(0x510, "digits-calm", NULL), hot = start_run(0x511, "digits-hot", NULL);
+	send_nan_steps(calm, 0x510, 20);
+	send_nan_steps(hot, 0x511, 20);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "label digits-calm healthy"), 0);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, "label digits-hot lr_high"), 0);
+	char cmd[512], bundle[200];
+	snprintf(bundle, sizeof bundle, "%s/bundle", d.dir);
+	snprintf(cmd, sizeof cmd, "train '%s' '%s' --quiet 2>&1 >/dev/null", d.db, bundle);
+	assert_int_equal(harness__ctl(&d, out, sizeof out, cmd), 0);
+	assert_non_null(strstr(out, "dnnfaultctl: the corpus has runs of one program (digits): cross-validation"));
+	snprintf(cmd, sizeof cmd, "%s/bundle.txt", bundle);
+	assert_int_equal(access(cmd, F_OK), 0);
+	close(calm);
+	close(hot);
+	stop();
+}
+
 static int teardown(void **state)
 {
 	(void)state;
@@ -558,6 +582,7 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(model_info_without_a_model, teardown),
+		cmocka_unit_test_teardown(train_on_one_program_warns, teardown),
 		cmocka_unit_test_teardown(model_reload_of_a_broken_bundle, teardown),
 		cmocka_unit_test_teardown(watch_an_empty_daemon, teardown),
 		cmocka_unit_test_teardown(watch_prints_changes, teardown),
