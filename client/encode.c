@@ -68,8 +68,8 @@ static int scratch__layers(struct run_start_scratch *s,
 		l->activation = LEND(src->activation);
 		l->has_param_count = src->param_count != 0;
 		l->param_count = src->param_count;
-		l->has_trainable_count = src->trainable_count != 0;
-		l->trainable_count = src->trainable_count;
+		l->has_trainable_count = src->trainable_count != 0 || src->frozen;
+		l->trainable_count = src->frozen ? 0 : src->trainable_count;
 		l->params = &s->shape_ptrs[k];
 		l->n_params = src->n_params;
 		for (size_t j = 0; j < src->n_params; j++, k++) {

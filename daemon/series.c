@@ -57,6 +57,7 @@ int series__set_layers(struct series *s, const struct series_layer *layers, size
 		s->layers[i].activation = strdup(layers[i].activation ? layers[i].activation : "");
 		s->layers[i].param_count = layers[i].param_count;
 		s->layers[i].fan_in = layers[i].fan_in;
+		s->layers[i].frozen = layers[i].frozen;
 		if (!s->layers[i].name || !s->layers[i].type || !s->layers[i].activation)
 			return -ENOMEM;
 	}
@@ -112,6 +113,28 @@ void series__move(struct series *s, size_t to, size_t from)
 	}
 	size_t per = s->n_layers * CHUNK_STATS_PER_LAYER;
 	memcpy(s->stats + to * per, s->stats + from * per, per * sizeof *s->stats);
+}
+
+void series__keep_layers(struct series *s, const bool *keep)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < s->n; i++)
+		for (size_t l = 0; l < s->n_layers; l++)
+			if (keep[l])
+				memmove(s->stats + kept++ * CHUNK_STATS_PER_LAYER,
+					s->stats + (i * s->n_layers + l) * CHUNK_STATS_PER_LAYER,
+					CHUNK_STATS_PER_LAYER * sizeof *s->stats);
+	size_t n = 0;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		if (keep[l]) {
+			s->layers[n++] = s->layers[l];
+			continue;
+		}
+		free(s->layers[l].name);
+		free(s->layers[l].type);
+		free(s->layers[l].activation);
+	}
+	s->n_layers = n;
 }
 
 int series__append_epoch(struct series *s, const Dnnfault__Epoch *e)

@@ -21,6 +21,7 @@ struct series_layer {
 	char *name, *type, *activation;	/* activation "" when unknown */
 	uint64_t param_count;
 	uint64_t fan_in;		/* inputs per unit of its first weight, 0 if unknown */
+	bool frozen;			/* parameters, none of them trainable */
 };
 
 struct series {
@@ -31,6 +32,8 @@ struct series {
 	 * on overflowing gradients (skipped_steps.h). */
 	size_t n_skipped;
 	uint64_t last_step;		/* the last loaded, left out or not */
+	/* Layers the loader left out: frozen ones (store_read.h). */
+	size_t n_frozen;
 	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
 	double *col[SERIES_N_COLS];
 	uint8_t *has[SERIES_N_COLS];
@@ -67,6 +70,10 @@ int series__append(struct series *s, const Dnnfault__Step *step);
 /* Copies sample `from` over sample `to` (to < from), for a pass that
  * leaves samples out. */
 void series__move(struct series *s, size_t to, size_t from);
+
+/* Leaves out the layers l with keep[l] false, from the description and
+ * from every sample's statistics, in place; the others keep their order. */
+void series__keep_layers(struct series *s, const bool *keep);
 
 /* Makes room for n steps in all (after series__set_layers), so that a
  * loader that knows the count does not over-allocate by doubling. */

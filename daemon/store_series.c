@@ -66,7 +66,10 @@ static int series_description(sqlite3 *db, int64_t run, struct series *out)
 		layers[i] = (struct series_layer){.name = m->layers[i]->name, .type = m->layers[i]->type,
 						  .activation = m->layers[i]->activation,
 						  .param_count = m->layers[i]->param_count,
-					  .fan_in = fan_in(m->layers[i])};
+						  .fan_in = fan_in(m->layers[i]),
+						  .frozen = m->layers[i]->param_count > 0 &&
+							    m->layers[i]->has_trainable_count &&
+							    m->layers[i]->trainable_count == 0};
 	if (rv == 0)
 		rv = series__set_layers(out, layers, m->n_layers);
 	free(layers);
@@ -298,6 +301,28 @@ static int series_epochs(sqlite3 *db, int64_t run, int64_t rank, struct series *
 	return rv;
 }
 
+/* Leaves out the frozen layers (store_read.h), unless every layer with
+ * parameters is frozen: then nothing can learn, which is for the detectors
+ * to see. Returns how many it left out, or -ENOMEM. */
+static int leave_out_frozen(struct series *s)
+{
+	size_t frozen = 0, trainable = 0;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		frozen += s->layers[l].frozen;
+		trainable += !s->layers[l].frozen && s->layers[l].param_count > 0;
+	}
+	if (frozen == 0 || trainable == 0)
+		return 0;
+	bool *keep = malloc(s->n_layers * sizeof *keep);
+	if (keep == NULL)
+		return -ENOMEM;
+	for (size_t l = 0; l < s->n_layers; l++)
+		keep[l] = !s->layers[l].frozen;
+	series__keep_layers(s, keep);
+	free(keep);
+	return (int)frozen;
+}
+
 int store_read__series(struct store_reader *r, int64_t run, struct series *out, char *err, size_t len)
 {
 	sqlite3_stmt *st;
@@ -316,7 +341,8 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 	int rv = series_description(r->db, run, out);
 	if (rv == 0)
 		rv = series_steps(r->db, run, rank, r->max_samples, out);
-	if (rv == 0) {
+	if (rv == 0 && (rv = leave_out_frozen(out)) >= 0) {
+		out->n_frozen = (size_t)rv;
 		out->n_skipped = skipped_steps__leave_out(out);
 		rv = series_epochs(r->db, run, rank, out);
 	}

@@ -150,9 +150,9 @@ static char *show__shapes(const Dnnfault__Layer *l)
 
 static void show__layers(const Dnnfault__RunStart *rs, FILE *out)
 {
-	static const char *const heads[] = {"NAME", "TYPE", "ACTIVATION", "PARAMS", "SHAPES"};
+	static const char *const heads[] = {"NAME", "TYPE", "ACTIVATION", "PARAMS", "TRAINABLE", "SHAPES"};
 	struct table t;
-	table__init(&t, 5, heads);
+	table__init(&t, 6, heads);
 	for (size_t i = 0; i < rs->n_layers; i++) {
 		const Dnnfault__Layer *l = rs->layers[i];
 		char n[24];
@@ -161,6 +161,10 @@ static void show__layers(const Dnnfault__RunStart *rs, FILE *out)
 		table__cell(&t, "%s", text__str(l->type));
 		table__cell(&t, "%s", text__str(l->activation));
 		table__cell(&t, "%s", text__u64(n, sizeof n, l->has_param_count, l->param_count));
+		/* A frozen layer is left out of the analysis (docs/symptoms.md). */
+		bool frozen = l->has_trainable_count && l->trainable_count == 0 && l->param_count > 0;
+		table__cell(&t, "%s", frozen ? "frozen"
+					     : text__u64(n, sizeof n, l->has_trainable_count, l->trainable_count));
 		table__cell(&t, "%s", shapes);
 		free(shapes);
 	}

@@ -54,6 +54,9 @@ struct dnnfault_layer {
 	const char *activation;
 	uint64_t param_count;
 	uint64_t trainable_count;
+	/* None of its parameters is trainable (requires_grad off: a frozen
+	 * layer); trainable_count's 0 would read as "not given". */
+	bool frozen;
 	const struct dnnfault_shape *params;
 	size_t n_params;
 };

@@ -1,6 +1,6 @@
 """What users do that the main tests do not: odd timeouts, names the
-daemon would refuse, gradient accumulation, models that move or cannot be
-described yet, outputs that are not one tensor. Monitoring must neither
+daemon would refuse, gradient accumulation, frozen layers, models that move
+or cannot be described yet, outputs that are not one tensor. Monitoring must neither
 raise into the loop nor hang, and what it stores must still be right."""
 
 import math
@@ -150,6 +150,36 @@ def test_gradient_accumulation_has_no_zero_updates(daemon):
             mon.step(1.0, output=out, target=y[:16])
     assert all(0 < num(l["update_ratio"]) < 1
                for r in daemon.export("accumulate-2") for l in r["layers"].values())
+
+
+def test_frozen_layers_are_left_out_of_the_analysis(daemon):
+    # Fine-tuning: the first layer is frozen (requires_grad off) on purpose.
+    # Its weights never move, which must not read as unchanged_weights or
+    # update_ratio. The same layer trainable but missing from the optimizer
+    # is a bug, and is reported.
+    x, y = digits()
+    for run, freeze in (("frozen-stem", True), ("forgotten-stem", False)):
+        torch.manual_seed(5)
+        model = mlp()
+        if freeze:
+            model[0].requires_grad_(False)
+        opt = torch.optim.Adam([p for m in list(model)[1:] for p in m.parameters()], lr=1e-3)
+        with dnnfault.watch(model, opt, run=run, address=daemon.address, every=1) as mon:
+            train(model, opt, mon, 60, x=x, y=y)
+        found = {s["id"]: s for s in daemon.final_status(run)["symptoms"]}
+        layers = {l["name"]: l for l in daemon.show(run)["layers"]}
+        if freeze:
+            assert layers["0"]["trainable_count"] == 0
+            table = daemon.ctl("show", run).stdout
+            rows = [line.split() for line in table.splitlines()]
+            assert [r[4] for r in rows if r[:2] == ["0", "Linear"]] == ["frozen"], table
+            assert not found.keys() & {"unchanged_weights", "update_ratio"}, found
+        else:
+            assert layers["0"]["trainable_count"] == layers["0"]["param_count"]
+            assert found["unchanged_weights"]["layer"] == "0", found
+        # Stored as sent either way: the frozen layer's weights are there.
+        norms = {num(r["layers"]["0"]["weight_norm"]) for r in daemon.export(run)}
+        assert len(norms) == 1 and norms.pop() > 0
 
 
 def test_a_model_moved_to_the_other_path_keeps_its_activations(daemon):

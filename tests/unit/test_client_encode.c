@@ -52,8 +52,9 @@ static void test_run_start_every_field(void **state)
 	const uint64_t wdims[] = {128, 784}, bdims[] = {128};
 	const struct dnnfault_shape shapes[] = {{"weight", wdims, 2}, {"bias", bdims, 1}};
 	const struct dnnfault_layer layers[] = {
-		{"fc1", "Linear", "relu", 100480, 100000, shapes, 2},
-		{"head", NULL, NULL, 0, 0, NULL, 0},
+		{"fc1", "Linear", "relu", 100480, 100000, false, shapes, 2},
+		{"head", NULL, NULL, 0, 0, false, NULL, 0},
+		{"stem", "Conv2d", NULL, 864, 0, true, NULL, 0},
 	};
 	const struct dnnfault_kv opt[] = {
 		{"lr", NULL, 0.1, true}, {"nesterov", "true", 0, false},
@@ -64,7 +65,7 @@ static void test_run_start_every_field(void **state)
 		.run_id = "run-1", .run_name = "mnist", .rank = 3, .world_size = 4,
 		.host = "gpu7", .pid = 4242, .framework = "pytorch",
 		.framework_version = "2.3.0", .task = DNNFAULT_TASK_CLASSIFICATION,
-		.num_classes = 10, .layers = layers, .n_layers = 2, .loss_fn = "CrossEntropyLoss",
+		.num_classes = 10, .layers = layers, .n_layers = 3, .loss_fn = "CrossEntropyLoss",
 		.optimizer = "SGD", .optimizer_params = opt, .n_optimizer_params = 2,
 		.batch_size = 64, .planned_epochs = 5, .planned_steps = 4690,
 		.dataset_size = 60000, .tags = tags, .n_tags = 1, .labels = labels,
@@ -95,7 +96,7 @@ static void test_run_start_every_field(void **state)
 	assert_true(rs->has_dataset_size && rs->dataset_size == 60000);
 	assert_true(rs->has_time && rs->time == ctx.now);
 
-	assert_int_equal(rs->n_layers, 2);
+	assert_int_equal(rs->n_layers, 3);
 	const Dnnfault__Layer *l = rs->layers[0];
 	assert_string_equal(l->name, "fc1");
 	assert_string_equal(l->type, "Linear");
@@ -117,6 +118,10 @@ static void test_run_start_every_field(void **state)
 	assert_false(l->has_param_count);
 	assert_false(l->has_trainable_count);
 	assert_int_equal(l->n_params, 0);
+	/* Frozen: a trainable count of 0 is sent, not left out. */
+	l = rs->layers[2];
+	assert_true(l->has_param_count && l->param_count == 864);
+	assert_true(l->has_trainable_count && l->trainable_count == 0);
 
 	assert_int_equal(rs->n_optimizer_params, 2);
 	assert_string_equal(rs->optimizer_params[0]->key, "lr");

@@ -561,6 +561,80 @@ static void skipped_steps_are_left_out(void **state)
 	series__free(&s);
 }
 
+/* Run `id` with three layers, stem frozen when `frozen` is 1 (all three
+ * when 3), 10 steps whose weight norm is 10 * layer + step. */
+static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
+{
+	add_run(b, id, id == 1 ? "frozen" : "all-frozen", NULL, NULL);
+	Dnnfault__Layer l[3] = {DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT};
+	Dnnfault__Layer *layers[] = {&l[0], &l[1], &l[2]};
+	const char *names[] = {"stem", "fc", "head"};
+	for (int k = 0; k < 3; k++) {
+		l[k].name = (char *)names[k];
+		l[k].has_param_count = 1;
+		l[k].param_count = 100;
+		/* head leaves its trainable count out: not known, not frozen */
+		l[k].has_trainable_count = k < 2 || frozen == 3;
+		l[k].trainable_count = k < frozen ? 0 : 100;
+	}
+	store_builder__run(b, &b->runs[b->n_runs - 1], id == 1 ? "frozen" : "all-frozen", 0, layers, 3);
+	struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
+	c->run = id;
+	c->stream = (uint64_t)id;
+	c->n_layers = 3;
+	c->cap = chunk__record_size(3) * 10;
+	c->data = malloc(c->cap);
+	for (int i = 0; i < 10; i++) {
+		float stats[3 * CHUNK_STATS_PER_LAYER] = {0};
+		for (int k = 0; k < 3; k++)
+			stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
+		Dnnfault__Step m = DNNFAULT__STEP__INIT;
+		m.step = (uint64_t)i;
+		m.n_layer_stats = 3 * CHUNK_STATS_PER_LAYER;
+		m.layer_stats = stats;
+		c->len += chunk__write_record(&m, c->data + c->len);
+		c->n_steps++;
+		c->last_step = (uint64_t)i;
+	}
+}
+
+/* A frozen layer (parameters, none trainable) is left out of the
+ * analysis's view, with its statistics; a model frozen whole is not. */
+static void frozen_layers_are_left_out(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_frozen_run(&b, 1, 1);
+	add_frozen_run(&b, 2, 3);
+	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(st);
+
+	struct store_reader *r;
+	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
+	struct series s = {0};
+	assert_int_equal(store_read__series(r, 1, &s, err, sizeof err), 0);
+	assert_int_equal(s.n, 10);
+	assert_int_equal(s.n_frozen, 1);
+	assert_int_equal(s.n_layers, 2);
+	assert_string_equal(s.layers[0].name, "fc");
+	assert_string_equal(s.layers[1].name, "head");
+	for (size_t i = 0; i < s.n; i++) {
+		assert_true(series__stat(&s, i, 0, DNNFAULT__LAYER_STAT__WEIGHT_NORM) == (float)(10 + i));
+		assert_true(series__stat(&s, i, 1, DNNFAULT__LAYER_STAT__WEIGHT_NORM) == (float)(20 + i));
+	}
+	series__free(&s);
+	assert_int_equal(store_read__series(r, 2, &s, err, sizeof err), 0);
+	assert_int_equal(s.n_frozen, 0);
+	assert_int_equal(s.n_layers, 3);
+	assert_true(s.layers[0].frozen && s.layers[2].frozen);
+	assert_true(series__stat(&s, 9, 2, DNNFAULT__LAYER_STAT__WEIGHT_NORM) == 29.0f);
+	series__free(&s);
+	store_read__close(r);
+}
+
 /* Steps of run 1 as export pages of at most `max_bytes` deliver them; the
  * number of pages in *pages. */
 static int export_steps(const char *path, size_t max_bytes, uint64_t *steps, int cap, int *pages)
@@ -620,6 +694,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(removed_file_stops_commits, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_run_is_thinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(skipped_steps_are_left_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(frozen_layers_are_left_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(export_pages_cover_a_long_run, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

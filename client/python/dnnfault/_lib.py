@@ -43,7 +43,7 @@ class Shape(ctypes.Structure):
 
 class Layer(ctypes.Structure):
     _fields_ = [("name", _c_str), ("type", _c_str), ("activation", _c_str),
-                ("param_count", _u64), ("trainable_count", _u64),
+                ("param_count", _u64), ("trainable_count", _u64), ("frozen", ctypes.c_bool),
                 ("params", ctypes.POINTER(Shape)), ("n_params", ctypes.c_size_t)]
 
 
@@ -265,6 +265,7 @@ def run_info(desc, keep):
         larr[i].name, larr[i].type, larr[i].activation = strs
         larr[i].param_count = l["param_count"]
         larr[i].trainable_count = l["trainable_count"]
+        larr[i].frozen = l["param_count"] > 0 and l["trainable_count"] == 0
         larr[i].params = shapes
         larr[i].n_params = len(l["params"])
     keep.append(larr)

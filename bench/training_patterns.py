@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""What dnnfaultd says about healthy runs that train in ways the corpus
+does not: frozen layers (fine-tuning) and loss scaling that skips steps
+whose gradients overflowed (mixed precision, GradScaler's arithmetic), next
+to the faults they must not hide: a layer missing from the optimizer, and
+overflow that never clears. Trains a digits MLP (64-128-64-10, Adam 1e-3,
+560 steps) once per pattern and sampling interval while a real dnnfaultd
+with the default bundle watches, and prints each run's health, fault
+probability, symptoms and skipped steps.
+
+    /usr/bin/python3 bench/training_patterns.py [--daemon PATH] [--every 1,50]
+
+--daemon runs another build's dnnfaultd (e.g. an older one, to compare)."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "client", "python"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
+os.environ.setdefault("DNNFAULT_LIBRARY", os.path.join(ROOT, "build", "client", "libdnnfault.so"))
+import dnnfault  # noqa: E402
+from helpers import batches, digits  # noqa: E402
+
+STEPS = 560
+
+
+class Float16(nn.Module):
+    """float16 storage of an activation, so that its gradient is rounded to
+    float16 and overflows as under autocast (on any device)."""
+
+    def forward(self, x):
+        return x.half().float()
+
+
+def model_for(pattern):
+    if pattern.startswith("scaled"):
+        return nn.Sequential(nn.Linear(64, 128), Float16(), nn.ReLU(), nn.Linear(128, 64), Float16(),
+                             nn.ReLU(), nn.Linear(64, 10), Float16())
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def train(pattern, every, address, run):
+    torch.manual_seed(0)
+    x, y = digits()
+    model = model_for(pattern)
+    params = list(model.parameters())
+    if pattern == "frozen stem":
+        model[0].requires_grad_(False)
+        params = [p for p in params if p.requires_grad]
+    elif pattern == "stem not in the optimizer":
+        params = [p for m in list(model)[1:] for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    scale = {"scaled from 2^30": 2.0 ** 30, "scaled, always overflowing": float("inf")}.get(pattern)
+    skipped, good = 0, 0
+    with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
+                        steps=STEPS, batch_size=32) as mon:
+        for t, xb, yb in batches(x, y, 32, STEPS):
+            opt.zero_grad()
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            if scale is None:
+                loss.backward()
+                opt.step()
+            else:  # GradScaler's arithmetic: skip on overflow, halve; double every 200 good steps
+                (loss * scale).backward()
+                grads = [p.grad for p in model.parameters()]
+                if all(bool(torch.isfinite(g).all()) for g in grads):
+                    for g in grads:
+                        g.div_(scale)
+                    opt.step()
+                    good += 1
+                    scale = scale * 2 if good % 200 == 0 else scale
+                else:
+                    skipped += 1
+                    scale = scale / 2 if scale != float("inf") else scale
+            mon.step(loss, output=out, target=yb, inputs=xb)
+    return skipped
+
+
+def final_status(ctl, address, run):
+    for _ in range(300):
+        s = json.loads(subprocess.run([ctl, "--address", address, "--json", "status", run],
+                                      capture_output=True, text=True, check=True).stdout)["runs"][0]
+        if s.get("diagnosed_step") == s.get("step"):
+            return s
+        time.sleep(0.1)
+    raise SystemExit("run %s was not diagnosed to its end" % run)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--daemon", default=os.path.join(ROOT, "build", "daemon", "dnnfaultd"))
+    ap.add_argument("--every", default="1,50")
+    args = ap.parse_args()
+    ctl = os.path.join(ROOT, "build", "client", "dnnfaultctl")
+    patterns = ["plain", "frozen stem", "stem not in the optimizer", "scaled from 2^30",
+                "scaled, always overflowing"]
+    with tempfile.TemporaryDirectory() as tmp:
+        address = "unix:" + os.path.join(tmp, "s")
+        with open(os.path.join(tmp, "log"), "wb") as log:
+            daemon = subprocess.Popen([args.daemon, "--socket", os.path.join(tmp, "s"),
+                                       "--db", os.path.join(tmp, "db")], stdout=log, stderr=log)
+        try:
+            for _ in range(200):
+                if subprocess.run([ctl, "--address", address, "version"],
+                                  capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.05)
+            print("| pattern | every | steps skipped by the loop | health | fault probability "
+                  "| symptoms (first step, layer) | skipped_steps |")
+            print("|---|---|---|---|---|---|---|")
+            for every in [int(e) for e in args.every.split(",")]:
+                for k, pattern in enumerate(patterns):
+                    run = "pattern-%d-%d" % (k, every)
+                    skipped = train(pattern, every, address, run)
+                    s = final_status(ctl, address, run)
+                    symptoms = ", ".join("%s@%s%s" % (x["id"], x["first_step"],
+                                                      "[%s]" % x["layer"] if x["layer"] else "")
+                                         for x in s["symptoms"]) or "-"
+                    p = s.get("fault_probability")
+                    print("| %s | %d | %d | %s | %s | %s | %s |" % (
+                        pattern, every, skipped, s["health"], "%.2f" % p if p is not None else "-",
+                        symptoms, s.get("skipped_steps", "-")))
+        finally:
+            daemon.terminate()
+            daemon.wait()
+
+
+if __name__ == "__main__":
+    main()
