@@ -14,6 +14,7 @@ probability, symptoms and skipped steps.
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def train(pattern, every, address, run):
     elif pattern == "stem not in the optimizer":
         params = [p for m in list(model)[1:] for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
+    schedule = {"warm-up from 0 (100 steps)": lambda t: min(1.0, t / 100),
+                "cosine decay to 0": lambda t: 0.5 * (1 + math.cos(math.pi * t / STEPS)),
+                "linear decay to 0": lambda t: 1 - t / STEPS}.get(pattern)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
     loss_fn = nn.CrossEntropyLoss()
     scale = {"scaled from 2^30": 2.0 ** 30, "scaled, always overflowing": float("inf")}.get(pattern)
     skipped, good = 0, 0
@@ -84,6 +89,8 @@ def train(pattern, every, address, run):
                     skipped += 1
                     scale = scale / 2 if scale != float("inf") else scale
             mon.step(loss, output=out, target=yb, inputs=xb)
+            if sched is not None:
+                sched.step()
     return skipped
 
 
@@ -101,10 +108,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--daemon", default=os.path.join(ROOT, "build", "daemon", "dnnfaultd"))
     ap.add_argument("--every", default="1,50")
+    ap.add_argument("--patterns", default=None, help="indices into the list, e.g. 0,5")
     args = ap.parse_args()
     ctl = os.path.join(ROOT, "build", "client", "dnnfaultctl")
     patterns = ["plain", "frozen stem", "stem not in the optimizer", "scaled from 2^30",
-                "scaled, always overflowing"]
+                "scaled, always overflowing", "warm-up from 0 (100 steps)", "cosine decay to 0",
+                "linear decay to 0"]
+    if args.patterns:
+        patterns = [patterns[int(k)] for k in args.patterns.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         address = "unix:" + os.path.join(tmp, "s")
         with open(os.path.join(tmp, "log"), "wb") as log:
@@ -130,7 +141,7 @@ def main():
                     p = s.get("fault_probability")
                     print("| %s | %d | %d | %s | %s | %s | %s |" % (
                         pattern, every, skipped, s["health"], "%.2f" % p if p is not None else "-",
-                        symptoms, s.get("skipped_steps", "-")))
+                        symptoms, "-" if s.get("skipped_steps") is None else s["skipped_steps"]))
         finally:
             daemon.terminate()
             daemon.wait()

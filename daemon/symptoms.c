@@ -25,6 +25,7 @@ const struct symptom_thresholds symptom_defaults = {
 	.unchanged_rtol = 1e-5,
 	.update_low = 1e-5,
 	.update_high = 1e-1,
+	.lr_scheduled_frac = 0.01,
 	.large_weight = 5,
 	.input_range = 1,
 	.input_mean = 0.2,
@@ -111,9 +112,22 @@ static void gradients(const struct series *s, size_t i, const struct symptom_thr
 		holds(x, SYMPTOM_vanishing_gradient, (int)first);
 }
 
-/* Rules about one layer at one sample. */
+/* The highest finite learning rate of the series; NaN without one. */
+static double lr_peak(const struct series *s)
+{
+	double peak = NAN;
+	for (size_t i = 0; i < s->n; i++) {
+		double lr = s->col[SERIES_LR][i];
+		if (s->has[SERIES_LR][i] && isfinite(lr) && !(lr <= peak))
+			peak = lr;
+	}
+	return peak;
+}
+
+/* Rules about one layer at one sample; `scheduled_low`: a schedule has the
+ * learning rate far below its peak, so small updates are expected. */
 static void layer_rules(const struct series *s, size_t i, size_t l, const struct symptom_thresholds *t,
-			struct sample *x)
+			bool scheduled_low, struct sample *x)
 {
 	const struct series_layer *layer = &s->layers[l];
 	if (STAT(s, i, l, NAN_COUNT) > 0 || STAT(s, i, l, INF_COUNT) > 0)
@@ -125,7 +139,7 @@ static void layer_rules(const struct series *s, size_t i, size_t l, const struct
 	    STAT(s, i, l, ACT_SATURATED_FRAC) > t->saturated_frac)
 		holds(x, SYMPTOM_saturated_activation, (int)l);
 	float ratio = STAT(s, i, l, UPDATE_RATIO);
-	if (isfinite(ratio) && (ratio < t->update_low || ratio > t->update_high))
+	if (isfinite(ratio) && ((ratio < t->update_low && !scheduled_low) || ratio > t->update_high))
 		holds(x, SYMPTOM_update_ratio, (int)l);
 	if (STAT(s, i, l, WEIGHT_MAX_ABS) > t->large_weight)
 		holds(x, SYMPTOM_large_weights, (int)l);
@@ -136,7 +150,7 @@ static void layer_rules(const struct series *s, size_t i, size_t l, const struct
 		float w = STAT(s, i, l, WEIGHT_NORM), v = STAT(s, i - 1, l, WEIGHT_NORM);
 		unchanged = isfinite(w) && fabsf(v - w) <= (float)t->unchanged_rtol * fabsf(w);
 	}
-	if (unchanged)
+	if (unchanged && !scheduled_low)
 		holds(x, SYMPTOM_unchanged_weights, (int)l);
 }
 
@@ -291,13 +305,16 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 	struct found f[SYMPTOM_COUNT];
 	struct inputs in = {0};
 	memset(f, 0, sizeof f);
+	double peak = lr_peak(s);
 	for (size_t i = 0; i < s->n; i++) {
 		struct sample x;
 		memset(&x, 0, sizeof x);
 		global_rules(s, i, t, &in, &x);
 		gradients(s, i, t, &x);
+		double lr = s->col[SERIES_LR][i];
+		bool scheduled_low = s->has[SERIES_LR][i] && lr < t->lr_scheduled_frac * peak;
 		for (size_t l = 0; l < s->n_layers; l++)
-			layer_rules(s, i, l, t, &x);
+			layer_rules(s, i, l, t, scheduled_low, &x);
 		track(f, &x, s->step[i], t);
 	}
 	epoch_rules(s, t, f);

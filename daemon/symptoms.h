@@ -48,6 +48,10 @@ struct symptom_thresholds {
 	size_t unchanged_checks;	/* weights unchanged over this many samples (5): */
 	double unchanged_rtol;		/* |dw|/|w| below this (1e-5) */
 	double update_low, update_high;	/* |dw|/|w| outside [1e-5, 1e-1] */
+	/* Samples whose learning rate is below this share of the run's
+	 * highest (0.01) are not judged for small updates: a schedule turned
+	 * the learning rate down (warm-up, decay to 0) on purpose. */
+	double lr_scheduled_frac;
 	double large_weight;		/* |w| above (5) */
 	double input_range;		/* inputs outside [-r, r] (1) ... */
 	double input_mean;		/* ... with |mean| above this (0.2) or std far from 1 */

@@ -132,6 +132,42 @@ static void step_rules(void **state)
 	}
 }
 
+/* Small updates where a schedule turned the learning rate down (decay to
+ * 0 at the end) are expected; the same updates at a learning rate that
+ * was always that low are lr_low's symptoms. */
+static void scheduled_low_learning_rates_are_not_judged(void **state)
+{
+	(void)state;
+	for (int always_low = 0; always_low < 2; always_low++) {
+		struct builder b;
+		begin(&b);
+		for (uint64_t i = 0; i < 30; i++) {
+			set_healthy(&b, i);
+			b.step.has_lr = 1;
+			b.step.lr = always_low ? 1e-6 : 1e-3;
+			if (i >= 20) {
+				/* decayed to under 1% of the peak: tiny, then no updates */
+				b.step.lr = 9e-6 * (double)(29 - i) / 9.0;
+				for (int l = 0; l < L; l++)
+					b.stats[l * 16 + S(UPDATE_RATIO)] = i < 25 ? 1e-7f : 0.0f;
+			}
+			push(&b);
+		}
+		struct symptom out[SYMPTOM_COUNT];
+		size_t n = symptoms__detect(&b.s, &symptom_defaults, out);
+		const struct symptom *ratio = find(out, n, SYMPTOM_update_ratio),
+				     *unchanged = find(out, n, SYMPTOM_unchanged_weights);
+		if (always_low) {
+			assert_true(ratio != NULL && ratio->first_step == 200);
+			assert_true(unchanged != NULL && unchanged->first_step == 200);
+		} else {
+			assert_null(ratio);
+			assert_null(unchanged);
+		}
+		series__free(&b.s);
+	}
+}
+
 static void saturation_only_for_sigmoid_tanh(void **state)
 {
 	(void)state;
@@ -294,6 +330,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(healthy_has_no_symptoms),
 		cmocka_unit_test(step_rules),
+		cmocka_unit_test(scheduled_low_learning_rates_are_not_judged),
 		cmocka_unit_test(saturation_only_for_sigmoid_tanh),
 		cmocka_unit_test(single_blips_do_not_fire),
 		cmocka_unit_test(epoch_rules),
