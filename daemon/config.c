@@ -76,6 +76,8 @@ static const struct config_key keys[] = {
 	REAL(symptom_update_low, "1e-5", "update_ratio: |dw|/|w| below this"),
 	REAL(symptom_update_high, "1e-1", "update_ratio: |dw|/|w| above this"),
 	INT(symptom_persist, "3", 1, 1000, "samples in a row a noisy per-sample rule must hold"),
+	INT(symptom_loss_window_steps, "500", 0, 1000000000,
+	    "loss_not_decreasing: each of its two windows (10 samples) spans at least this many steps; 0: 10 samples"),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])

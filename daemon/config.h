@@ -39,6 +39,7 @@ struct config {
 	double symptom_loss_max, symptom_explode_ratio, symptom_vanish_ratio, symptom_dead_frac,
 	       symptom_saturated_frac, symptom_large_weight, symptom_update_low, symptom_update_high;
 	int64_t symptom_persist;
+	int64_t symptom_loss_window_steps;
 };
 
 /* Fills every key with its default. */

@@ -173,15 +173,26 @@ struct inputs {
 	size_t n;
 };
 
+/* The loss window in samples: loss_window, or more where the samples are
+ * so dense that it spans fewer than loss_window_steps steps. */
+static size_t loss_window_of(const struct series *s, const struct symptom_thresholds *t)
+{
+	size_t w = t->loss_window;
+	if (t->loss_window_steps == 0 || s->n < 2 || s->step[s->n - 1] <= s->step[0])
+		return w;
+	double spacing = (double)(s->step[s->n - 1] - s->step[0]) / (double)(s->n - 1);
+	double need = ceil((double)t->loss_window_steps / spacing);
+	return need > (double)w ? (need < (double)s->n ? (size_t)need : s->n) : w;
+}
+
 static void global_rules(const struct series *s, size_t i, const struct symptom_thresholds *t,
-			 struct inputs *in, struct sample *x)
+			 size_t w, struct inputs *in, struct sample *x)
 {
 	double loss = s->col[SERIES_LOSS][i];
 	if (s->has[SERIES_LOSS][i] && (!isfinite(loss) || loss >= t->loss_max))
 		holds(x, SYMPTOM_nan_loss, -1);
 	/* SageMaker-style: the last window's mean loss is no lower than the
 	 * window before it. */
-	size_t w = t->loss_window;
 	if (w > 0 && i + 1 >= 2 * w) {
 		double now = window_mean(s, i + 1 - w, w), before = window_mean(s, i + 1 - 2 * w, w);
 		if (isfinite(now) && isfinite(before) && now >= before)
@@ -306,10 +317,11 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 	struct inputs in = {0};
 	memset(f, 0, sizeof f);
 	double peak = lr_peak(s);
+	size_t w = loss_window_of(s, t);
 	for (size_t i = 0; i < s->n; i++) {
 		struct sample x;
 		memset(&x, 0, sizeof x);
-		global_rules(s, i, t, &in, &x);
+		global_rules(s, i, t, w, &in, &x);
 		gradients(s, i, t, &x);
 		double lr = s->col[SERIES_LR][i];
 		bool scheduled_low = s->has[SERIES_LR][i] && lr < t->lr_scheduled_frac * peak;

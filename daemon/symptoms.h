@@ -41,6 +41,11 @@ struct symptom_thresholds {
 	double dead_frac;		/* ReLU outputs <= 0 at least this share (0.7) */
 	double saturated_frac;		/* sigmoid/tanh pre-activations |x|>5 over this share (0.5) */
 	size_t loss_window;		/* samples without a new best loss (10) */
+	/* ... and at least enough samples to span this many steps: 10
+	 * minibatch losses of a densely sampled run are noise. 0 (the
+	 * features') counts samples only; users see 500, the span of 10
+	 * samples at the client's default interval. */
+	uint64_t loss_window_steps;
 	double unstable_swing;		/* accuracy change per check at least (0.03) ... */
 	double unstable_share;		/* ... on at least this share of checks (0.2) */
 	double slow_gain;		/* best per-check accuracy gain below (0.01) */

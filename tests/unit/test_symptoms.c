@@ -168,6 +168,41 @@ static void scheduled_low_learning_rates_are_not_judged(void **state)
 	}
 }
 
+/* A flat loss from sample 12 of 60, sampled every `every` steps: whether
+ * loss_not_decreasing fires with windows of at least `window_steps`. */
+static bool flat_loss_fires(uint64_t every, uint64_t window_steps)
+{
+	struct builder b;
+	begin(&b);
+	for (uint64_t i = 0; i < 60; i++) {
+		set_healthy(&b, i);
+		b.step.step = i * every;
+		if (i >= 12)
+			m_flat_loss(&b, i);
+		push(&b);
+	}
+	struct symptom_thresholds t = symptom_defaults;
+	t.loss_window_steps = window_steps;
+	struct symptom out[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&b.s, &t, out);
+	bool fired = find(out, n, SYMPTOM_loss_not_decreasing) != NULL;
+	series__free(&b.s);
+	return fired;
+}
+
+/* Users' windows span at least 500 steps: 10 samples of a run sampled at
+ * every step are 10 minibatch losses, noise rather than a trend. The
+ * features' windows are 10 samples whatever the interval. */
+static void loss_window_spans_steps(void **state)
+{
+	(void)state;
+	assert_true(flat_loss_fires(1, 0));
+	assert_false(flat_loss_fires(1, 500));
+	assert_true(flat_loss_fires(50, 500));
+	assert_true(flat_loss_fires(20, 500));	/* windows of 25 samples fit in 60 */
+	assert_false(flat_loss_fires(5, 500));	/* of 100 do not */
+}
+
 static void saturation_only_for_sigmoid_tanh(void **state)
 {
 	(void)state;
@@ -331,6 +366,7 @@ int main(void)
 		cmocka_unit_test(healthy_has_no_symptoms),
 		cmocka_unit_test(step_rules),
 		cmocka_unit_test(scheduled_low_learning_rates_are_not_judged),
+		cmocka_unit_test(loss_window_spans_steps),
 		cmocka_unit_test(saturation_only_for_sigmoid_tanh),
 		cmocka_unit_test(single_blips_do_not_fire),
 		cmocka_unit_test(epoch_rules),
