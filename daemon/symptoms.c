@@ -25,7 +25,6 @@ const struct symptom_thresholds symptom_defaults = {
 	.unchanged_rtol = 1e-5,
 	.update_low = 1e-5,
 	.update_high = 1e-1,
-	.lr_scheduled_frac = 0.01,
 	.large_weight = 5,
 	.input_range = 1,
 	.input_mean = 0.2,
@@ -124,8 +123,9 @@ static double lr_peak(const struct series *s)
 	return peak;
 }
 
-/* Rules about one layer at one sample; `scheduled_low`: a schedule has the
- * learning rate far below its peak, so small updates are expected. */
+/* Rules about one layer at one sample; `scheduled_low`: near its planned
+ * end, a schedule has the learning rate far below its peak, so small
+ * updates are expected. */
 static void layer_rules(const struct series *s, size_t i, size_t l, const struct symptom_thresholds *t,
 			bool scheduled_low, struct sample *x)
 {
@@ -324,7 +324,9 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 		global_rules(s, i, t, w, &in, &x);
 		gradients(s, i, t, &x);
 		double lr = s->col[SERIES_LR][i];
-		bool scheduled_low = s->has[SERIES_LR][i] && lr < t->lr_scheduled_frac * peak;
+		bool scheduled_low = t->lr_scheduled_frac > 0 && s->planned_steps > 0 &&
+				     (double)s->step[i] >= 0.9 * (double)s->planned_steps &&
+				     s->has[SERIES_LR][i] && lr < t->lr_scheduled_frac * peak;
 		for (size_t l = 0; l < s->n_layers; l++)
 			layer_rules(s, i, l, t, scheduled_low, &x);
 		track(f, &x, s->step[i], t);

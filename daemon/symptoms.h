@@ -43,8 +43,8 @@ struct symptom_thresholds {
 	size_t loss_window;		/* samples without a new best loss (10) */
 	/* ... and at least enough samples to span this many steps: 10
 	 * minibatch losses of a densely sampled run are noise. 0 (the
-	 * features') counts samples only; users see 500, the span of 10
-	 * samples at the client's default interval. */
+	 * features') counts samples only; users see symptom_loss_window_steps
+	 * (500: the span of 10 samples at the client's default interval). */
 	uint64_t loss_window_steps;
 	double unstable_swing;		/* accuracy change per check at least (0.03) ... */
 	double unstable_share;		/* ... on at least this share of checks (0.2) */
@@ -53,9 +53,10 @@ struct symptom_thresholds {
 	size_t unchanged_checks;	/* weights unchanged over this many samples (5): */
 	double unchanged_rtol;		/* |dw|/|w| below this (1e-5) */
 	double update_low, update_high;	/* |dw|/|w| outside [1e-5, 1e-1] */
-	/* Samples whose learning rate is below this share of the run's
-	 * highest (0.01) are not judged for small updates: a schedule turned
-	 * the learning rate down (warm-up, decay to 0) on purpose. */
+	/* Samples in the last tenth of the planned steps whose learning rate
+	 * is below this share of the run's highest are not judged for small
+	 * updates: a schedule decays it to 0 on purpose. Users see
+	 * SYMPTOM_LR_SCHEDULED_FRAC; 0 (the features') judges every sample. */
 	double lr_scheduled_frac;
 	double large_weight;		/* |w| above (5) */
 	double input_range;		/* inputs outside [-r, r] (1) ... */
@@ -65,6 +66,8 @@ struct symptom_thresholds {
 };
 
 extern const struct symptom_thresholds symptom_defaults;
+
+#define SYMPTOM_LR_SCHEDULED_FRAC 0.01
 
 struct symptom {
 	enum symptom_id id;

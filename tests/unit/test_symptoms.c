@@ -132,39 +132,51 @@ static void step_rules(void **state)
 	}
 }
 
-/* Small updates where a schedule turned the learning rate down (decay to
- * 0 at the end) are expected; the same updates at a learning rate that
- * was always that low are lr_low's symptoms. */
+/* 50 samples of a run planned for 500 steps; from sample `from` on, the
+ * updates are tiny, then 0, and the learning rate of 1e-3 decays below 1%
+ * of it (or stays at 1e-6 throughout when `always_low`). The first step of
+ * `id` under the users' thresholds (lr_scheduled_frac) or the features'
+ * (`frac` 0); UINT64_MAX when it did not fire. */
+static uint64_t small_updates_onset(uint64_t from, bool always_low, double frac, enum symptom_id id)
+{
+	struct builder b;
+	begin(&b);
+	b.s.planned_steps = 500;
+	for (uint64_t i = 0; i < 50; i++) {
+		set_healthy(&b, i);
+		b.step.has_lr = 1;
+		b.step.lr = always_low ? 1e-6 : 1e-3;
+		if (i >= from) {
+			if (!always_low)
+				b.step.lr = 9e-6 * (double)(49 - i) / (double)(49 - from);
+			for (int l = 0; l < L; l++)
+				b.stats[l * 16 + S(UPDATE_RATIO)] = i < from + 2 ? 1e-7f : 0.0f;
+		}
+		push(&b);
+	}
+	struct symptom_thresholds t = symptom_defaults;
+	t.lr_scheduled_frac = frac;
+	struct symptom out[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&b.s, &t, out);
+	const struct symptom *x = find(out, n, id);
+	uint64_t first = x != NULL ? x->first_step : UINT64_MAX;
+	series__free(&b.s);
+	return first;
+}
+
+/* Small updates where a schedule decays the learning rate to 0 in the last
+ * tenth of the plan are expected (users do not see them); the same early
+ * in the run (a schedule stepped too often), or at a learning rate that
+ * was always that low, are symptoms; the features judge every sample. */
 static void scheduled_low_learning_rates_are_not_judged(void **state)
 {
 	(void)state;
-	for (int always_low = 0; always_low < 2; always_low++) {
-		struct builder b;
-		begin(&b);
-		for (uint64_t i = 0; i < 30; i++) {
-			set_healthy(&b, i);
-			b.step.has_lr = 1;
-			b.step.lr = always_low ? 1e-6 : 1e-3;
-			if (i >= 20) {
-				/* decayed to under 1% of the peak: tiny, then no updates */
-				b.step.lr = 9e-6 * (double)(29 - i) / 9.0;
-				for (int l = 0; l < L; l++)
-					b.stats[l * 16 + S(UPDATE_RATIO)] = i < 25 ? 1e-7f : 0.0f;
-			}
-			push(&b);
-		}
-		struct symptom out[SYMPTOM_COUNT];
-		size_t n = symptoms__detect(&b.s, &symptom_defaults, out);
-		const struct symptom *ratio = find(out, n, SYMPTOM_update_ratio),
-				     *unchanged = find(out, n, SYMPTOM_unchanged_weights);
-		if (always_low) {
-			assert_true(ratio != NULL && ratio->first_step == 200);
-			assert_true(unchanged != NULL && unchanged->first_step == 200);
-		} else {
-			assert_null(ratio);
-			assert_null(unchanged);
-		}
-		series__free(&b.s);
+	const enum symptom_id ids[] = {SYMPTOM_update_ratio, SYMPTOM_unchanged_weights};
+	for (size_t k = 0; k < 2; k++) {
+		assert_true(small_updates_onset(45, false, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]) == UINT64_MAX);
+		assert_int_equal(small_updates_onset(45, false, 0, ids[k]), 450);
+		assert_int_equal(small_updates_onset(20, false, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]), 200);
+		assert_int_equal(small_updates_onset(45, true, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]), 450);
 	}
 }
 
