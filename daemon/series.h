@@ -32,7 +32,7 @@ struct series {
 	 * on overflowing gradients (skipped_steps.h). */
 	size_t n_skipped;
 	uint64_t last_step;		/* the last loaded, left out or not */
-	/* Layers the loader left out: frozen ones (store_read.h). */
+	/* Layers the loader left out: frozen ones (store_series.c). */
 	size_t n_frozen;
 	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
 	double *col[SERIES_N_COLS];

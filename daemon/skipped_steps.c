@@ -41,7 +41,10 @@ size_t skipped_steps__leave_out(struct series *s)
 		s->last_step = s->step[s->n - 1];
 	for (size_t i = 0; i < s->n;) {
 		size_t end = i;
-		while (end < s->n && s->n_layers > 0 && has_signature(s, end))
+		/* A run of them ends where the steps go back (a resumed job's
+		 * next stream): the span is measured within one stretch. */
+		while (end < s->n && s->n_layers > 0 && has_signature(s, end) &&
+		       (end == i || s->step[end] > s->step[end - 1]))
 			end++;
 		if (end > i && s->step[end - 1] - s->step[i] < SKIPPED_STEPS_SPAN_MAX) {
 			i = end;	/* a streak that cleared, or may still */

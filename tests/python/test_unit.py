@@ -2,6 +2,7 @@
 
 import logging
 import math
+import shutil
 import subprocess
 import sys
 import os
@@ -137,6 +138,17 @@ def test_missing_library_is_a_noop():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
     assert r.stderr.count("cannot load libdnnfault") == 1
+
+
+def test_soname_matches_the_build():
+    # _lib's structs mirror one major version of the library: the one meson
+    # builds (client/meson.build's soversion), which the library's own
+    # soname link in the build tree names.
+    built = os.path.realpath(os.environ["DNNFAULT_LIBRARY"])
+    assert os.path.exists(os.path.join(os.path.dirname(built), _lib.SONAME))
+    if shutil.which("objdump"):
+        r = subprocess.run(["objdump", "-p", built], capture_output=True, text=True)
+        assert "SONAME               %s" % _lib.SONAME in r.stdout, r.stdout
 
 
 def test_bad_every_falls_back(caplog):

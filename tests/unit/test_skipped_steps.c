@@ -147,6 +147,29 @@ static void runs_spanning_more_than_16_steps_stay(void **state)
 	series__free(&b.s);
 }
 
+/* A resumed job sends steps again from an earlier one: a run of skipped
+ * steps does not reach across (its span would wrap around). */
+static void runs_end_where_the_steps_go_back(void **state)
+{
+	(void)state;
+	struct builder b;
+	begin(&b);
+	const uint64_t steps[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+	for (uint64_t i = 0; i < 20; i++) {
+		if (i == 8 || i == 9 || i == 10 || i == 11)
+			set_skipped(&b, i);
+		else
+			set_healthy(&b, i);
+		b.step.step = steps[i];
+		push(&b);
+	}
+	assert_int_equal(skipped_steps__leave_out(&b.s), 4);
+	assert_int_equal(b.s.n, 16);
+	assert_int_equal(b.s.step[7], 7);
+	assert_int_equal(b.s.step[8], 7);	/* the resumed stream's, after 5 and 6 left out */
+	series__free(&b.s);
+}
+
 static void a_series_of_skips_only_empties(void **state)
 {
 	(void)state;
@@ -169,6 +192,7 @@ int main(void)
 		cmocka_unit_test(the_signature_is_an_overflow_that_reached_nothing),
 		cmocka_unit_test(short_runs_of_skips_are_left_out),
 		cmocka_unit_test(runs_spanning_more_than_16_steps_stay),
+		cmocka_unit_test(runs_end_where_the_steps_go_back),
 		cmocka_unit_test(a_series_of_skips_only_empties),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,9 @@
 Only this module knows the C structs; they mirror dnnfault.h field for
 field and must change with it. The library is found, in this order, through
 $DNNFAULT_LIBRARY, the path meson wrote into _paths.py at install time, the
-linker's search path (ctypes.util.find_library), and the soname.
+linker's search path (ctypes.util.find_library), and the soname. Only a
+library of this soname is taken from the search path: another major
+version lays its structs out differently.
 """
 
 import ctypes
@@ -123,6 +125,10 @@ _SIGNATURES = {
 _OPTIONAL = {"dnnfault_query_status", "dnnfault_reduce", "dnnfault_finish"}
 
 
+# The major version whose structs this module mirrors (client/meson.build).
+SONAME = "libdnnfault.so.1"
+
+
 class LibraryError(OSError):
     pass
 
@@ -138,9 +144,9 @@ def _candidates():
     except ImportError:
         pass
     found = ctypes.util.find_library("dnnfault")
-    if found:
+    if found == SONAME:
         out.append(found)
-    out.append("libdnnfault.so.0")
+    out.append(SONAME)
     return out
 
 
