@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """What dnnfaultd says about healthy runs that train in ways the corpus
-does not: frozen layers (fine-tuning) and loss scaling that skips steps
-whose gradients overflowed (mixed precision, GradScaler's arithmetic), next
-to the faults they must not hide: a layer missing from the optimizer, and
-overflow that never clears. Trains a digits MLP (64-128-64-10, Adam 1e-3,
-560 steps) once per pattern and sampling interval while a real dnnfaultd
-with the default bundle watches, and prints each run's health, fault
-probability, symptoms and skipped steps.
+does not, next to the faults they must not hide: a frozen first layer
+(fine-tuning) against one missing from the optimizer; loss scaling that
+skips the steps whose gradients overflowed (mixed precision, GradScaler's
+arithmetic) against a scale that always overflows; learning-rate schedules
+that warm up from 0 or decay to 0; and a text-shaped model with a large
+default-initialised embedding against one initialised far too large.
+Trains a digits MLP (64-128-64-10, Adam 1e-3, 560 steps; the embedding
+patterns read the digits as tokens) once per pattern and sampling interval
+while a real dnnfaultd with the default bundle watches, and prints each
+run's health, fault probability, symptoms and skipped steps.
 
-    /usr/bin/python3 bench/training_patterns.py [--daemon PATH] [--every 1,50]
+    /usr/bin/python3 bench/training_patterns.py [--daemon PATH] [--every 1,50] [--patterns 0,5]
 
 --daemon runs another build's dnnfaultd (e.g. an older one, to compare)."""
 
@@ -42,7 +45,30 @@ class Float16(nn.Module):
         return x.half().float()
 
 
+class TokenNet(nn.Module):
+    """The digits as 64 tokens each (a pixel's position and value hashed into
+    a 100,000-word vocabulary), embedded, averaged and classified: a text
+    model's shape on the same data."""
+
+    VOCAB = 100000
+
+    def __init__(self, init_std=None):
+        super().__init__()
+        self.emb = nn.Embedding(self.VOCAB, 64)
+        if init_std is not None:
+            nn.init.normal_(self.emb.weight, std=init_std)
+        self.fc = nn.Linear(64, 64)
+        self.out = nn.Linear(64, 10)
+
+    def forward(self, x):
+        values = ((x * 3).round().clamp(-8, 8) + 8).long()
+        tokens = (torch.arange(64) * 17 + values) * 7919 % self.VOCAB
+        return self.out(torch.relu(self.fc(self.emb(tokens).mean(1))))
+
+
 def model_for(pattern):
+    if pattern.startswith("embedding"):
+        return TokenNet(init_std=10.0 if "std 10" in pattern else None)
     if pattern.startswith("scaled"):
         return nn.Sequential(nn.Linear(64, 128), Float16(), nn.ReLU(), nn.Linear(128, 64), Float16(),
                              nn.ReLU(), nn.Linear(64, 10), Float16())
@@ -113,7 +139,8 @@ def main():
     ctl = os.path.join(ROOT, "build", "client", "dnnfaultctl")
     patterns = ["plain", "frozen stem", "stem not in the optimizer", "scaled from 2^30",
                 "scaled, always overflowing", "warm-up from 0 (100 steps)", "cosine decay to 0",
-                "linear decay to 0"]
+                "linear decay to 0", "embedding 100k x 64, default init",
+                "embedding initialised with std 10"]
     if args.patterns:
         patterns = [patterns[int(k)] for k in args.patterns.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

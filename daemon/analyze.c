@@ -306,6 +306,7 @@ static void thresholds_from(const struct config *c, struct symptom_thresholds *t
 	t->persist = (size_t)c->symptom_persist;
 	t->loss_window_steps = (uint64_t)c->symptom_loss_window_steps;
 	t->lr_scheduled_frac = SYMPTOM_LR_SCHEDULED_FRAC;
+	t->embedding_large_std = SYMPTOM_EMBEDDING_LARGE_STD;
 }
 
 /* Worker thread: load the run, run the detectors and the model, pack a

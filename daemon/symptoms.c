@@ -87,6 +87,11 @@ static bool is_act(const struct series_layer *l, const char *a)
 	return strcasecmp(l->activation, a) == 0;
 }
 
+static bool is_embedding(const struct series_layer *l)
+{
+	return strcmp(l->type, "Embedding") == 0 || strcmp(l->type, "EmbeddingBag") == 0;
+}
+
 static void gradients(const struct series *s, size_t i, const struct symptom_thresholds *t,
 		      struct sample *x)
 {
@@ -141,7 +146,10 @@ static void layer_rules(const struct series *s, size_t i, size_t l, const struct
 	float ratio = STAT(s, i, l, UPDATE_RATIO);
 	if (isfinite(ratio) && ((ratio < t->update_low && !scheduled_low) || ratio > t->update_high))
 		holds(x, SYMPTOM_update_ratio, (int)l);
-	if (STAT(s, i, l, WEIGHT_MAX_ABS) > t->large_weight)
+	bool large = STAT(s, i, l, WEIGHT_MAX_ABS) > t->large_weight;
+	if (large && t->embedding_large_std > 0 && is_embedding(layer))
+		large = STAT(s, i, l, WEIGHT_STD) > t->embedding_large_std;
+	if (large)
 		holds(x, SYMPTOM_large_weights, (int)l);
 	/* Unchanged: the relative update is below rtol; without update ratios
 	 * (a client that does not send them), the norm did not move. */

@@ -58,6 +58,11 @@ struct symptom_thresholds {
 	 * updates: a schedule decays it to 0 on purpose. Users see
 	 * SYMPTOM_LR_SCHEDULED_FRAC; 0 (the features') judges every sample. */
 	double lr_scheduled_frac;
+	/* An Embedding's default initialisation is N(0, 1), whose largest of
+	 * a million draws is about 5: an Embedding layer's weights count as
+	 * large only when their std is above this too. Users see
+	 * SYMPTOM_EMBEDDING_LARGE_STD; 0 (the features') looks at |w| alone. */
+	double embedding_large_std;
 	double large_weight;		/* |w| above (5) */
 	double input_range;		/* inputs outside [-r, r] (1) ... */
 	double input_mean;		/* ... with |mean| above this (0.2) or std far from 1 */
@@ -68,6 +73,7 @@ struct symptom_thresholds {
 extern const struct symptom_thresholds symptom_defaults;
 
 #define SYMPTOM_LR_SCHEDULED_FRAC 0.01
+#define SYMPTOM_EMBEDDING_LARGE_STD 2.0
 
 struct symptom {
 	enum symptom_id id;

@@ -180,6 +180,42 @@ static void scheduled_low_learning_rates_are_not_judged(void **state)
 	}
 }
 
+/* fc1 as an Embedding whose largest weight is 5.5 with std `std`: whether
+ * large_weights fires under the users' thresholds or the features'. */
+static bool large_embedding_fires(float std, bool users)
+{
+	struct builder b;
+	begin(&b);
+	free(b.s.layers[0].type);
+	b.s.layers[0].type = strdup("Embedding");
+	assert_non_null(b.s.layers[0].type);
+	for (uint64_t i = 0; i < 10; i++) {
+		set_healthy(&b, i);
+		b.stats[S(WEIGHT_MAX_ABS)] = 5.5f;
+		b.stats[S(WEIGHT_STD)] = std;
+		push(&b);
+	}
+	struct symptom_thresholds t = symptom_defaults;
+	if (users)
+		t.embedding_large_std = SYMPTOM_EMBEDDING_LARGE_STD;
+	struct symptom out[SYMPTOM_COUNT];
+	size_t n = symptoms__detect(&b.s, &t, out);
+	const struct symptom *x = find(out, n, SYMPTOM_large_weights);
+	series__free(&b.s);
+	return x != NULL && x->layer == 0;
+}
+
+/* A default-initialised Embedding (N(0, 1)) reaches |w| 5 in a large
+ * vocabulary: users see large_weights on it only once its weights spread
+ * beyond that; the features keep AutoTrainer's |w| > 5. */
+static void embeddings_are_large_by_their_spread(void **state)
+{
+	(void)state;
+	assert_false(large_embedding_fires(1.0f, true));
+	assert_true(large_embedding_fires(1.0f, false));
+	assert_true(large_embedding_fires(3.0f, true));
+}
+
 /* A flat loss from sample 12 of 60, sampled every `every` steps: whether
  * loss_not_decreasing fires with windows of at least `window_steps`. */
 static bool flat_loss_fires(uint64_t every, uint64_t window_steps)
@@ -379,6 +415,7 @@ int main(void)
 		cmocka_unit_test(step_rules),
 		cmocka_unit_test(scheduled_low_learning_rates_are_not_judged),
 		cmocka_unit_test(loss_window_spans_steps),
+		cmocka_unit_test(embeddings_are_large_by_their_spread),
 		cmocka_unit_test(saturation_only_for_sigmoid_tanh),
 		cmocka_unit_test(single_blips_do_not_fire),
 		cmocka_unit_test(epoch_rules),
