@@ -4,7 +4,7 @@ does not, next to the faults they must not hide: a frozen first layer
 (fine-tuning) against one missing from the optimizer; loss scaling that
 skips the steps whose gradients overflowed (mixed precision, GradScaler's
 arithmetic) against a scale that always overflows; learning-rate schedules
-that warm up from 0 or decay to 0; and a text-shaped model with a large
+that warm up from 0, decay to 0 or restart; and a text-shaped model with a large
 default-initialised embedding against one initialised far too large.
 Trains a digits MLP (64-128-64-10, Adam 1e-3, 560 steps; the embedding
 patterns read the digits as tokens) once per pattern and sampling interval
@@ -88,7 +88,9 @@ def train(pattern, every, address, run):
     opt = torch.optim.Adam(params, lr=1e-3)
     schedule = {"warm-up from 0 (100 steps)": lambda t: min(1.0, t / 100),
                 "cosine decay to 0": lambda t: 0.5 * (1 + math.cos(math.pi * t / STEPS)),
-                "linear decay to 0": lambda t: 1 - t / STEPS}.get(pattern)
+                "linear decay to 0": lambda t: 1 - t / STEPS,
+                "cosine with warm restarts (every 100 steps)":
+                    lambda t: 0.5 * (1 + math.cos(math.pi * (t % 100) / 100))}.get(pattern)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
     loss_fn = nn.CrossEntropyLoss()
     scale = {"scaled from 2^30": 2.0 ** 30, "scaled, always overflowing": float("inf")}.get(pattern)
@@ -140,7 +142,7 @@ def main():
     patterns = ["plain", "frozen stem", "stem not in the optimizer", "scaled from 2^30",
                 "scaled, always overflowing", "warm-up from 0 (100 steps)", "cosine decay to 0",
                 "linear decay to 0", "embedding 100k x 64, default init",
-                "embedding initialised with std 10"]
+                "embedding initialised with std 10", "cosine with warm restarts (every 100 steps)"]
     if args.patterns:
         patterns = [patterns[int(k)] for k in args.patterns.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

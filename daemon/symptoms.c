@@ -128,9 +128,9 @@ static double lr_peak(const struct series *s)
 	return peak;
 }
 
-/* Rules about one layer at one sample; `scheduled_low`: near its planned
- * end, a schedule has the learning rate far below its peak, so small
- * updates are expected. */
+/* Rules about one layer at one sample; `scheduled_low`: a schedule has the
+ * learning rate far below its peak near the planned end, or before it
+ * raises it again, so small updates are expected. */
 static void layer_rules(const struct series *s, size_t i, size_t l, const struct symptom_thresholds *t,
 			bool scheduled_low, struct sample *x)
 {
@@ -325,6 +325,12 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 	struct inputs in = {0};
 	memset(f, 0, sizeof f);
 	double peak = lr_peak(s);
+	/* The last sample whose learning rate is back above the floor: low
+	 * stretches before it end in a restart (SGDR), not a collapse. */
+	size_t last_high = 0;
+	for (size_t i = 0; t->lr_scheduled_frac > 0 && i < s->n; i++)
+		if (s->has[SERIES_LR][i] && s->col[SERIES_LR][i] >= t->lr_scheduled_frac * peak)
+			last_high = i;
 	size_t w = loss_window_of(s, t);
 	for (size_t i = 0; i < s->n; i++) {
 		struct sample x;
@@ -332,8 +338,8 @@ size_t symptoms__detect(const struct series *s, const struct symptom_thresholds 
 		global_rules(s, i, t, w, &in, &x);
 		gradients(s, i, t, &x);
 		double lr = s->col[SERIES_LR][i];
-		bool scheduled_low = t->lr_scheduled_frac > 0 && s->planned_steps > 0 &&
-				     (double)s->step[i] >= 0.9 * (double)s->planned_steps &&
+		bool near_end = s->planned_steps > 0 && (double)s->step[i] >= 0.9 * (double)s->planned_steps;
+		bool scheduled_low = t->lr_scheduled_frac > 0 && (near_end || i < last_high) &&
 				     s->has[SERIES_LR][i] && lr < t->lr_scheduled_frac * peak;
 		for (size_t l = 0; l < s->n_layers; l++)
 			layer_rules(s, i, l, t, scheduled_low, &x);

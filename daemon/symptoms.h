@@ -53,9 +53,10 @@ struct symptom_thresholds {
 	size_t unchanged_checks;	/* weights unchanged over this many samples (5): */
 	double unchanged_rtol;		/* |dw|/|w| below this (1e-5) */
 	double update_low, update_high;	/* |dw|/|w| outside [1e-5, 1e-1] */
-	/* Samples in the last tenth of the planned steps whose learning rate
-	 * is below this share of the run's highest are not judged for small
-	 * updates: a schedule decays it to 0 on purpose. Users see
+	/* Samples whose learning rate is below this share of the run's
+	 * highest are not judged for small updates when they lie in the last
+	 * tenth of the planned steps or the rate rises again after them: a
+	 * schedule decays it to 0 (and restarts) on purpose. Users see
 	 * SYMPTOM_LR_SCHEDULED_FRAC; 0 (the features') judges every sample. */
 	double lr_scheduled_frac;
 	/* An Embedding's default initialisation is N(0, 1), whose largest of

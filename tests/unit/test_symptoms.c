@@ -132,12 +132,14 @@ static void step_rules(void **state)
 	}
 }
 
-/* 50 samples of a run planned for 500 steps; from sample `from` on, the
- * updates are tiny, then 0, and the learning rate of 1e-3 decays below 1%
- * of it (or stays at 1e-6 throughout when `always_low`). The first step of
- * `id` under the users' thresholds (lr_scheduled_frac) or the features'
- * (`frac` 0); UINT64_MAX when it did not fire. */
-static uint64_t small_updates_onset(uint64_t from, bool always_low, double frac, enum symptom_id id)
+/* 50 samples of a run planned for 500 steps; from sample `from` until
+ * `until` (then a restart: as before), the updates are tiny, then 0, and
+ * the learning rate of 1e-3 decays below 1% of it (or stays at 1e-6
+ * throughout when `always_low`). The first step of `id` under the users'
+ * thresholds (lr_scheduled_frac) or the features' (`frac` 0); UINT64_MAX
+ * when it did not fire. */
+static uint64_t small_updates_onset_until(uint64_t from, uint64_t until, bool always_low, double frac,
+					  enum symptom_id id)
 {
 	struct builder b;
 	begin(&b);
@@ -146,7 +148,7 @@ static uint64_t small_updates_onset(uint64_t from, bool always_low, double frac,
 		set_healthy(&b, i);
 		b.step.has_lr = 1;
 		b.step.lr = always_low ? 1e-6 : 1e-3;
-		if (i >= from) {
+		if (i >= from && i < until) {
 			if (!always_low)
 				b.step.lr = 9e-6 * (double)(49 - i) / (double)(49 - from);
 			for (int l = 0; l < L; l++)
@@ -164,10 +166,16 @@ static uint64_t small_updates_onset(uint64_t from, bool always_low, double frac,
 	return first;
 }
 
+static uint64_t small_updates_onset(uint64_t from, bool always_low, double frac, enum symptom_id id)
+{
+	return small_updates_onset_until(from, 50, always_low, frac, id);
+}
+
 /* Small updates where a schedule decays the learning rate to 0 in the last
- * tenth of the plan are expected (users do not see them); the same early
- * in the run (a schedule stepped too often), or at a learning rate that
- * was always that low, are symptoms; the features judge every sample. */
+ * tenth of the plan, or before it restarts (SGDR), are expected (users do
+ * not see them); the same early in the run without a restart (a schedule
+ * stepped too often), or at a learning rate that was always that low, are
+ * symptoms; the features judge every sample. */
 static void scheduled_low_learning_rates_are_not_judged(void **state)
 {
 	(void)state;
@@ -177,6 +185,9 @@ static void scheduled_low_learning_rates_are_not_judged(void **state)
 		assert_int_equal(small_updates_onset(45, false, 0, ids[k]), 450);
 		assert_int_equal(small_updates_onset(20, false, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]), 200);
 		assert_int_equal(small_updates_onset(45, true, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]), 450);
+		assert_true(small_updates_onset_until(20, 30, false, SYMPTOM_LR_SCHEDULED_FRAC, ids[k]) ==
+			    UINT64_MAX);
+		assert_int_equal(small_updates_onset_until(20, 30, false, 0, ids[k]), 200);
 	}
 }
 
