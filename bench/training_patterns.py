@@ -32,17 +32,9 @@ sys.path.insert(0, os.path.join(ROOT, "client", "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 os.environ.setdefault("DNNFAULT_LIBRARY", os.path.join(ROOT, "build", "client", "libdnnfault.so"))
 import dnnfault  # noqa: E402
-from helpers import batches, digits  # noqa: E402
+from helpers import Float16, LossScaler, batches, digits  # noqa: E402
 
 STEPS = 560
-
-
-class Float16(nn.Module):
-    """float16 storage of an activation, so that its gradient is rounded to
-    float16 and overflows as under autocast (on any device)."""
-
-    def forward(self, x):
-        return x.half().float()
 
 
 class TokenNet(nn.Module):
@@ -94,28 +86,19 @@ def train(pattern, every, address, run):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule) if schedule else None
     loss_fn = nn.CrossEntropyLoss()
     scale = {"scaled from 2^30": 2.0 ** 30, "scaled, always overflowing": float("inf")}.get(pattern)
-    skipped, good = 0, 0
+    scaler = LossScaler(scale, growth_interval=200) if scale is not None else None
+    skipped = 0
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
                         steps=STEPS, batch_size=32) as mon:
         for t, xb, yb in batches(x, y, 32, STEPS):
             opt.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
-            if scale is None:
+            if scaler is None:
                 loss.backward()
                 opt.step()
-            else:  # GradScaler's arithmetic: skip on overflow, halve; double every 200 good steps
-                (loss * scale).backward()
-                grads = [p.grad for p in model.parameters()]
-                if all(bool(torch.isfinite(g).all()) for g in grads):
-                    for g in grads:
-                        g.div_(scale)
-                    opt.step()
-                    good += 1
-                    scale = scale * 2 if good % 200 == 0 else scale
-                else:
-                    skipped += 1
-                    scale = scale / 2 if scale != float("inf") else scale
+            else:
+                skipped += not scaler.backward_and_step(loss, model, opt)
             mon.step(loss, output=out, target=yb, inputs=xb)
             if sched is not None:
                 sched.step()

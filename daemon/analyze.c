@@ -348,7 +348,7 @@ static void work_cb(uv_work_t *req)
 		if ((items[d.n_symptoms] = make_symptom(&found[i], &s)) != NULL)
 			d.n_symptoms++;
 	d.symptoms = items;
-	a->step = s.n || s.n_skipped ? s.last_step : 0;
+	a->step = s.last_step;
 	d.has_step = d.has_time = d.has_steps_analysed = 1;
 	d.step = a->step;
 	d.time = server__now();

@@ -1,4 +1,5 @@
-"""A small real training job: an MLP on sklearn's digits."""
+"""A small real training job: an MLP on sklearn's digits; and loss scaling
+as mixed precision does it, on any device."""
 
 import time
 
@@ -56,3 +57,38 @@ def train(model, opt, mon, steps, batch=64, on_step=None, loss_fn=None, seed=0, 
         if on_step is not None:
             on_step(t, model, out, loss)
     return longest
+
+
+class Float16(nn.Module):
+    """float16 storage of an activation, so that its gradient is rounded to
+    float16 too and overflows as under autocast, on any device."""
+
+    def forward(self, x):
+        return x.half().float()
+
+
+class LossScaler:
+    """GradScaler's arithmetic: the loss is multiplied by `scale`; a step
+    whose gradients overflow is skipped and the scale halved, otherwise the
+    gradients are unscaled and applied, and the scale doubles after every
+    `growth_interval` applied steps."""
+
+    def __init__(self, scale, growth_interval):
+        self.scale = scale
+        self.growth_interval = growth_interval
+        self.good = 0
+
+    def backward_and_step(self, loss, model, opt):
+        """Returns whether the optimizer stepped."""
+        (loss * self.scale).backward()
+        grads = [p.grad for p in model.parameters()]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            self.scale /= 2
+            return False
+        for g in grads:
+            g.div_(self.scale)
+        opt.step()
+        self.good += 1
+        if self.good % self.growth_interval == 0:
+            self.scale *= 2
+        return True

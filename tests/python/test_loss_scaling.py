@@ -15,14 +15,7 @@ from torch import nn
 
 import dnnfault
 from conftest import num
-from helpers import batches, digits
-
-
-class Float16(nn.Module):
-    """float16 storage of an activation: the gradient is rounded too."""
-
-    def forward(self, x):
-        return x.half().float()
+from helpers import Float16, LossScaler, batches, digits
 
 
 def model_in_float16():
@@ -38,24 +31,14 @@ def train_scaled(daemon, run, scale, steps=120, every=1, growth_interval=50):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     x, y = digits()
-    skipped, good = [], 0
+    scaler, skipped = LossScaler(scale, growth_interval), []
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=daemon.address) as mon:
         for t, xb, yb in batches(x, y, 32, steps):
             opt.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
-            (loss * scale).backward()
-            grads = [p.grad for p in model.parameters()]
-            if all(bool(torch.isfinite(g).all()) for g in grads):
-                for g in grads:
-                    g.div_(scale)
-                opt.step()
-                good += 1
-                if good % growth_interval == 0:
-                    scale *= 2
-            else:
+            if not scaler.backward_and_step(loss, model, opt):
                 skipped.append(t)
-                scale /= 2
             mon.step(loss, output=out, target=yb, inputs=xb)
     return skipped
 
