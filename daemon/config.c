@@ -40,6 +40,8 @@ static const struct config_key keys[] = {
 	STR(socket, "", "Unix socket path (default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/dnnfault or /tmp/dnnfault-UID, + /dnnfaultd.sock)"),
 	STR(listen, "", "TCP listener HOST:PORT; off when empty; a non-loopback host requires token"),
 	STR(token, "", "shared secret TCP clients must present"),
+	STR(metrics_listen, "", "Prometheus endpoint HOST:PORT (GET /metrics); off when empty; a non-loopback host requires metrics_token"),
+	STR(metrics_token, "", "bearer token scrapers must present (Authorization: Bearer ...)"),
 	STR(db, "", "SQLite database (default: $STATE_DIRECTORY, $XDG_STATE_HOME/dnnfault or ~/.local/state/dnnfault, + /dnnfault.db)"),
 	STR(model, "", "model bundle directory (default: the installed bundle, else the source tree's models/default; none: off)"),
 	{"socket_mode", CONFIG_OCTAL, offsetof(struct config, socket_mode), "0660", 0, 0777, NULL, NULL,
@@ -61,6 +63,7 @@ static const struct config_key keys[] = {
 	INT(analyze_every_steps, "100", 0, 100000000, "analyse a run after this many new stored steps (or a tenth of its steps so far, if more), and when it ends; 0 turns analysis off"),
 	INT(analyze_max_samples, "10000", 100, 1000000000, "an analysis reads at most this many samples of a run, evenly thinned (NaN/Inf samples and the last kept), which bounds its memory"),
 	INT(retention_days, "0", 0, 36500, "delete runs that received nothing for this many days; 0 keeps all"),
+	INT(metrics_max_runs, "200", 0, 100000, "runs with per-run series on the metrics endpoint, most recently updated first"),
 	{"synchronous", CONFIG_ENUM, offsetof(struct config, synchronous), "normal", 0, 0, sync_names,
 	 sync_values, "SQLite durability: normal survives a daemon crash, full also a power loss"},
 	{"log_level", CONFIG_ENUM, offsetof(struct config, log_level), "info", 0, 0, level_names,
@@ -262,35 +265,47 @@ int config__resolve_paths(struct config *c, char *err, size_t err_len)
 	return 0;
 }
 
+/* A TCP listener setting: HOST:PORT with an IP address or localhost, and
+ * a token where others can reach it. */
+static int check_listener(const char *key, const char *value, const char *token_key, bool has_token,
+			  char *err, size_t err_len)
+{
+	struct address a;
+	/* An IPv6 host without brackets would parse, but could not be written
+	 * back as an address that clients read the same way. */
+	if (address__parse(value, &a) != 0 || a.kind != ADDRESS_TCP ||
+	    (strchr(a.host, ':') != NULL && value[0] != '[')) {
+		snprintf(err, err_len, "%s: '%s' is not HOST:PORT (PORT 1..65535, an IPv6 host in brackets)",
+			 key, value);
+		return -EINVAL;
+	}
+	unsigned char ip[16];
+	if (strcmp(a.host, "localhost") != 0 && inet_pton(AF_INET, a.host, ip) != 1 &&
+	    inet_pton(AF_INET6, a.host, ip) != 1) {
+		snprintf(err, err_len, "%s: '%s' is not an IP address or localhost", key, a.host);
+		return -EINVAL;
+	}
+	if (!address__is_loopback_host(a.host) && !has_token) {
+		snprintf(err, err_len, "%s: %s is not a loopback address; set %s to accept remote clients",
+			 key, a.host, token_key);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int config__check(const struct config *c, char *err, size_t err_len)
 {
 	if (strlen(c->socket) >= ADDRESS_PATH_MAX) {
 		snprintf(err, err_len, "socket path longer than %d bytes: %s", ADDRESS_PATH_MAX - 1, c->socket);
 		return -ENAMETOOLONG;
 	}
-	if (c->listen[0] == '\0')
-		return 0;
-	struct address a;
-	/* An IPv6 host without brackets would parse, but could not be written
-	 * back as an address that clients read the same way. */
-	if (address__parse(c->listen, &a) != 0 || a.kind != ADDRESS_TCP ||
-	    (strchr(a.host, ':') != NULL && c->listen[0] != '[')) {
-		snprintf(err, err_len, "listen: '%s' is not HOST:PORT (PORT 1..65535, an IPv6 host in brackets)",
-			 c->listen);
-		return -EINVAL;
-	}
-	unsigned char ip[16];
-	if (strcmp(a.host, "localhost") != 0 && inet_pton(AF_INET, a.host, ip) != 1 &&
-	    inet_pton(AF_INET6, a.host, ip) != 1) {
-		snprintf(err, err_len, "listen: '%s' is not an IP address or localhost", a.host);
-		return -EINVAL;
-	}
-	if (!address__is_loopback_host(a.host) && c->token[0] == '\0') {
-		snprintf(err, err_len, "listen: %s is not a loopback address; set token to accept remote clients",
-			 a.host);
-		return -EPERM;
-	}
-	return 0;
+	int rv = 0;
+	if (c->listen[0] != '\0')
+		rv = check_listener("listen", c->listen, "token", c->token[0] != '\0', err, err_len);
+	if (rv == 0 && c->metrics_listen[0] != '\0')
+		rv = check_listener("metrics_listen", c->metrics_listen, "metrics_token",
+				    c->metrics_token[0] != '\0', err, err_len);
+	return rv;
 }
 
 static void format_value(const struct config *c, const struct config_key *k, char *buf, size_t len)
@@ -324,7 +339,8 @@ void config__print(const struct config *c, FILE *out)
 	for (size_t i = 0; i < N_KEYS; i++) {
 		char value[CONFIG_STR_MAX];
 		/* Never echo the secret. */
-		if (strcmp(keys[i].name, "token") == 0 && c->token[0] != '\0')
+		if ((strcmp(keys[i].name, "token") == 0 && c->token[0] != '\0') ||
+		    (strcmp(keys[i].name, "metrics_token") == 0 && c->metrics_token[0] != '\0'))
 			snprintf(value, sizeof value, "(set)");
 		else
 			format_value(c, &keys[i], value, sizeof value);

@@ -14,6 +14,8 @@ struct config {
 	char socket[CONFIG_STR_MAX];	/* Unix socket path; "" = default */
 	char listen[CONFIG_STR_MAX];	/* HOST:PORT; "" = no TCP */
 	char token[CONFIG_STR_MAX];
+	char metrics_listen[CONFIG_STR_MAX];	/* HOST:PORT of the Prometheus endpoint; "" = off */
+	char metrics_token[CONFIG_STR_MAX];
 	char db[CONFIG_STR_MAX];	/* "" = default state directory */
 	char model[CONFIG_STR_MAX];
 	int64_t socket_mode;
@@ -34,6 +36,7 @@ struct config {
 	int64_t analyze_every_steps;
 	int64_t analyze_max_samples;
 	int64_t retention_days;
+	int64_t metrics_max_runs;
 	int64_t synchronous;		/* 1 normal, 2 full (SQLite values) */
 	int64_t log_level;		/* enum log_level */
 	double symptom_loss_max, symptom_explode_ratio, symptom_vanish_ratio, symptom_dead_frac,
@@ -59,8 +62,8 @@ int config__load_file(struct config *c, const char *path, char *err, size_t err_
 int config__resolve_paths(struct config *c, char *err, size_t err_len);
 
 /* Checks what each value's own bounds cannot: the socket path's length and
- * the TCP listener (HOST:PORT, an IP address or localhost, a token where
- * others can reach it), so that a setting the daemon could not use is a
+ * the TCP listeners, streaming and metrics (HOST:PORT, an IP address or
+ * localhost, a token where others can reach it), so that a setting the daemon could not use is a
  * configuration error (exit 2) before anything is created. Returns 0 or a
  * negative errno with the reason in err. */
 int config__check(const struct config *c, char *err, size_t err_len);

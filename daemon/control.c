@@ -350,8 +350,9 @@ struct counters {
 	size_t n;
 };
 
-static void add_counter(const char *name, uint64_t value, void *arg)
+static void add_counter(const char *name, const char *help, uint64_t value, void *arg)
 {
+	(void)help;
 	struct counters *k = arg;
 	if (k->n == sizeof k->items / sizeof k->items[0])
 		return;
@@ -445,7 +446,7 @@ void control__handle(struct conn *c, Dnnfault__Envelope *env)
 	}
 	if (r->verb_case == DNNFAULT__CONTROL_REQUEST__VERB_STATS) {
 		struct counters k = {.n = 0};
-		metrics__each(add_counter, &k);
+		metrics__each(&metrics, add_counter, &k);
 		Dnnfault__StatsResponse s = DNNFAULT__STATS_RESPONSE__INIT;
 		s.n_counters = k.n;
 		s.counters = k.ptrs;

@@ -20,9 +20,10 @@ void metrics__count_error(int code)
 		first[code - 1]++;
 }
 
-void metrics__each(void (*fn)(const char *name, uint64_t value, void *arg), void *arg)
+void metrics__each(const struct metrics *m,
+		   void (*fn)(const char *name, const char *help, uint64_t value, void *arg), void *arg)
 {
-#define METRICS_VISIT(name) fn(#name, metrics.name, arg);
+#define METRICS_VISIT(name, help) fn(#name, help, m->name, arg);
 	METRICS_COUNTERS(METRICS_VISIT)
 #undef METRICS_VISIT
 }

@@ -20,6 +20,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_http.h"
 #include "model.h"
 #include "store.h"
 
@@ -208,24 +209,26 @@ static int listen_unix(struct server *s)
 	return 0;
 }
 
-/* Checks the TCP setting before anything is created: a listener others can
- * reach must have a token. */
-static int check_tcp(const struct config *cfg, struct sockaddr_storage *ss)
+/* Resolves a TCP listener's HOST:PORT (config__check has vetted it) before
+ * anything is created: a listener others can reach must have a token. */
+int server__tcp_address(const char *key, const char *value, bool has_token, const char *token_key,
+			struct sockaddr_storage *ss)
 {
 	struct address a;
-	if (address__parse(cfg->listen, &a) != 0 || a.kind != ADDRESS_TCP) {
-		log_error("listen: '%s' is not HOST:PORT", cfg->listen);
+	if (address__parse(value, &a) != 0 || a.kind != ADDRESS_TCP) {
+		log_error("%s: '%s' is not HOST:PORT", key, value);
 		return -EINVAL;
 	}
-	if (!address__is_loopback_host(a.host) && cfg->token[0] == '\0') {
-		log_error("listen: %s is not a loopback address; set token to accept remote clients", a.host);
+	if (!address__is_loopback_host(a.host) && !has_token) {
+		log_error("%s: %s is not a loopback address; set %s to accept remote clients", key, a.host,
+			  token_key);
 		return -EPERM;
 	}
 	const char *host = strcmp(a.host, "localhost") == 0 ? "127.0.0.1" : a.host;
 	int rv = strchr(host, ':') != NULL ? uv_ip6_addr(host, a.port, (struct sockaddr_in6 *)ss)
 					   : uv_ip4_addr(host, a.port, (struct sockaddr_in *)ss);
 	if (rv != 0)
-		log_error("listen: '%s' is not an IP address", a.host);
+		log_error("%s: '%s' is not an IP address", key, a.host);
 	return rv;
 }
 
@@ -337,6 +340,7 @@ static void close_listeners(struct server *s)
 		uv_close((uv_handle_t *)&s->tcp_listener, NULL);
 		s->has_tcp = false;
 	}
+	metrics_http__stop(s->metrics_http);
 }
 
 /* Closes the daemon's own handles, so that the loop ends once the
@@ -439,7 +443,8 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	s->max_conns = raise_fd_limit((size_t)cfg->max_connections);
 
 	struct sockaddr_storage tcp_addr;
-	if (cfg->listen[0] != '\0' && (rv = check_tcp(cfg, &tcp_addr)) != 0)
+	if (cfg->listen[0] != '\0' &&
+	    (rv = server__tcp_address("listen", cfg->listen, cfg->token[0] != '\0', "token", &tcp_addr)) != 0)
 		return rv;
 	/* Checked again when binding; asked first so that a second daemon on
 	 * the same socket leaves no new database behind. */
@@ -471,6 +476,8 @@ int server__init(struct server *s, uv_loop_t *loop, const struct config *cfg)
 	if ((rv = listen_unix(s)) != 0)
 		return rv;
 	if (cfg->listen[0] != '\0' && (rv = listen_tcp(s, &tcp_addr)) != 0)
+		return rv;
+	if (cfg->metrics_listen[0] != '\0' && (rv = metrics_http__start(&s->metrics_http, s)) != 0)
 		return rv;
 
 	/* SIGHUP too: a daemon started by hand stops cleanly with its terminal. */
@@ -514,6 +521,8 @@ void server__close(struct server *s)
 	close_handles(s);
 	/* Let the close callbacks run before the loop is closed. */
 	uv_run(s->loop, UV_RUN_DEFAULT);
+	metrics_http__free(s->metrics_http);
+	s->metrics_http = NULL;
 	ingest__free(s->ingest);
 	s->ingest = NULL;
 	analyze__free(s->analyze);

@@ -14,6 +14,7 @@
 struct conn;
 struct analyze;
 struct ingest;
+struct metrics_http;
 struct store;
 
 struct server {
@@ -24,6 +25,7 @@ struct server {
 	struct store *store;
 	struct ingest *ingest;
 	struct analyze *analyze;
+	struct metrics_http *metrics_http;	/* NULL unless metrics_listen is set */
 
 	uv_pipe_t unix_listener;
 	uv_tcp_t tcp_listener;
@@ -52,6 +54,13 @@ void server__close(struct server *s);
 
 /* Called by conn when its handles are closed and nothing refers to it. */
 void server__forget(struct server *s, struct conn *c);
+
+/* Resolves a TCP listener setting (`key` names it in the log) into an
+ * address to bind; refuses a host others can reach unless has_token.
+ * Returns 0 or a negative errno after logging why. */
+struct sockaddr_storage;
+int server__tcp_address(const char *key, const char *value, bool has_token, const char *token_key,
+			struct sockaddr_storage *ss);
 
 /* Current wall-clock time in unix seconds. */
 double server__now(void);

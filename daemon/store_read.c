@@ -299,6 +299,20 @@ out:
 	return 0;
 }
 
+int store_read__count_runs(struct store_reader *r, uint64_t *n, char *err, size_t len)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(r->db, "SELECT count(*) FROM runs", -1, &st, NULL) != SQLITE_OK)
+		return store_read__fail(r->db, err, len);
+	int rv = 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*n = (uint64_t)sqlite3_column_int64(st, 0);
+	else
+		rv = store_read__fail(r->db, err, len);
+	sqlite3_finalize(st);
+	return rv;
+}
+
 /* Appends an unpacked message (epoch or run end) from a BLOB column. */
 void *store_read__unpack(const ProtobufCMessageDescriptor *d, sqlite3_stmt *st, int col)
 {

@@ -39,6 +39,9 @@ int store_read__status(struct store_reader *r, char *const *runs, size_t n, uint
 		       const struct store_read_opts *o, Dnnfault__StatusResponse **out,
 		       char *err, size_t err_len);
 
+/* How many runs the store holds. Returns 0 or an ErrorCode with `err` set. */
+int store_read__count_runs(struct store_reader *r, uint64_t *n, char *err, size_t err_len);
+
 /* The summary of one run by its store id. */
 int store_read__status_of(struct store_reader *r, int64_t id, const struct store_read_opts *o,
 			  Dnnfault__StatusResponse **out, char *err, size_t err_len);
