@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define METRICS_HTTP_MAX_CONNS 16
+#define METRICS_HTTP_MAX_CONNS 8
 #define METRICS_HTTP_HEAD_MAX 8192
 
 struct server;

@@ -8,7 +8,7 @@ packages=(
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev
   libxgboost-dev libcmocka-dev libsystemd-dev systemd
   sqlite3 valgrind xz-utils
-  python3 python3-torch python3-numpy python3-sklearn python3-pytest
+  python3 python3-torch python3-numpy python3-sklearn python3-pytest python3-prometheus-client
 )
 
 missing=()

@@ -115,6 +115,21 @@ static void check(void **state)
 		assert_int_equal(config__check(&c, err, sizeof err), cases[i].rv);
 	}
 	assert_int_equal(config__set(&c, "listen", "", err, sizeof err), 0);
+	/* The metrics endpoint follows the same rules with its own token:
+	 * the streaming token does not open it to others. */
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_int_equal(config__set(&c, "metrics_listen", cases[i].listen, err, sizeof err), 0);
+		assert_int_equal(config__set(&c, "metrics_token", cases[i].token, err, sizeof err), 0);
+		assert_int_equal(config__check(&c, err, sizeof err), cases[i].rv);
+		if (cases[i].rv != 0)
+			assert_non_null(strstr(err, "metrics_listen"));
+	}
+	assert_int_equal(config__set(&c, "metrics_listen", "0.0.0.0:9464", err, sizeof err), 0);
+	assert_int_equal(config__set(&c, "metrics_token", "", err, sizeof err), 0);
+	assert_int_equal(config__set(&c, "token", "s3cret", err, sizeof err), 0);
+	assert_int_equal(config__check(&c, err, sizeof err), -EPERM);
+	assert_string_equal(err, "metrics_listen: 0.0.0.0 is not a loopback address; set metrics_token to accept remote clients");
+	assert_int_equal(config__set(&c, "metrics_listen", "", err, sizeof err), 0);
 	char path[160];
 	memset(path, 'a', sizeof path - 1);
 	path[0] = '/';
@@ -175,13 +190,16 @@ static void print_hides_token(void **state)
 	char err[256];
 	config__defaults(&c);
 	assert_int_equal(config__set(&c, "token", "s3cret", err, sizeof err), 0);
+	assert_int_equal(config__set(&c, "metrics_token", "m3trics", err, sizeof err), 0);
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	config__print(&c, f);
 	fclose(f);
 	assert_null(strstr(buf, "s3cret"));
-	assert_non_null(strstr(buf, "token = (set)"));
+	assert_null(strstr(buf, "m3trics"));
+	assert_non_null(strstr(buf, "\ntoken = (set)"));
+	assert_non_null(strstr(buf, "\nmetrics_token = (set)"));
 	assert_non_null(strstr(buf, "socket_mode = 0660"));
 	free(buf);
 }
