@@ -179,6 +179,11 @@ def test_prometheus_scrapes_the_daemon(scraped, tmp_path):
         assert [r["metric"]["health"] for r in got] == [st["health"]]
         up = query('up{job="dnnfaultd"}')
         assert up and up[0]["value"][1] == "1"
+        # docs/metrics.md's query: the most likely cause of each faulty run.
+        if st["health"] == "faulty":
+            top = query('topk by (run) (1, dnnfault_run_cause_probability * on (run_id) group_left '
+                        'dnnfault_run_health{health="faulty"})')
+            assert [r["metric"]["cause"] for r in top] == [st["causes"][0]["id"]]
         # The last scrape's own verdict: no sample was refused.
         refused = query('scrape_samples_post_metric_relabeling{job="dnnfaultd"} - scrape_samples_scraped')
         assert refused and float(refused[0]["value"][1]) == 0
