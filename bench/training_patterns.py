@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """What dnnfaultd says about healthy runs that train in ways the corpus
 does not, next to the faults they must not hide: a frozen first layer
-(fine-tuning) against one missing from the optimizer; loss scaling that
+(fine-tuning) against one missing from the optimizer; a first layer
+unfrozen after 200 steps, or frozen after 200, against one unfrozen while
+the optimizer was built without it; loss scaling that
 skips the steps whose gradients overflowed (mixed precision, GradScaler's
 arithmetic) against a scale that always overflows; learning-rate schedules
 that warm up from 0, decay to 0 or restart; and a text-shaped model with a large
@@ -75,6 +77,11 @@ def train(pattern, every, address, run):
     if pattern == "frozen stem":
         model[0].requires_grad_(False)
         params = [p for p in params if p.requires_grad]
+    elif pattern == "stem frozen for 200 steps, then unfrozen":
+        model[0].requires_grad_(False)  # in the optimizer all along, as fine-tuning recipes do
+    elif pattern == "stem frozen for 200 steps, then unfrozen, not in the optimizer":
+        model[0].requires_grad_(False)
+        params = [p for p in params if p.requires_grad]  # the bug: built from the trainable ones
     elif pattern == "stem not in the optimizer":
         params = [p for m in list(model)[1:] for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3)
@@ -91,6 +98,8 @@ def train(pattern, every, address, run):
     with dnnfault.watch(model, opt, loss_fn, run=run, every=every, address=address,
                         steps=STEPS, batch_size=32) as mon:
         for t, xb, yb in batches(x, y, 32, STEPS):
+            if pattern.startswith(("stem frozen", "stem trained")) and t == 200:
+                model[0].requires_grad_("unfrozen" in pattern)
             opt.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
@@ -125,7 +134,9 @@ def main():
     patterns = ["plain", "frozen stem", "stem not in the optimizer", "scaled from 2^30",
                 "scaled, always overflowing", "warm-up from 0 (100 steps)", "cosine decay to 0",
                 "linear decay to 0", "embedding 100k x 64, default init",
-                "embedding initialised with std 10", "cosine with warm restarts (every 100 steps)"]
+                "embedding initialised with std 10", "cosine with warm restarts (every 100 steps)",
+                "stem frozen for 200 steps, then unfrozen", "stem trained 200 steps, then frozen",
+                "stem frozen for 200 steps, then unfrozen, not in the optimizer"]
     if args.patterns:
         patterns = [patterns[int(k)] for k in args.patterns.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

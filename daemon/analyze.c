@@ -70,6 +70,7 @@ struct analyze {
 	uint64_t stored;	/* those stored (more when thinned) */
 	size_t skipped;		/* left out: overflow steps skipped */
 	size_t frozen;		/* layers left out */
+	size_t frozen_samples;	/* layer-samples left out: frozen then */
 	uint8_t *message;
 	size_t message_len;
 };
@@ -381,6 +382,7 @@ static void work_cb(uv_work_t *req)
 	a->stored = s.n_stored;
 	a->skipped = s.n_skipped;
 	a->frozen = s.n_frozen;
+	a->frozen_samples = s.n_frozen_samples;
 	series__free(&s);
 	series__free(&ref);
 	a->micros = (uint64_t)((server__now() - t0) * 1e6);
@@ -403,9 +405,9 @@ static void after_work_cb(uv_work_t *req, int status)
 	}
 	if (status == 0 && a->rv == 0) {
 		log_debug("run %lld analysed at step %llu: %zu of %llu samples (%zu more left out: skipped on"
-			  " overflow; %zu frozen layers left out), %.1f ms",
+			  " overflow; %zu frozen layers and %zu frozen layer-samples left out), %.1f ms",
 			  (long long)a->run, (unsigned long long)a->step, a->samples, (unsigned long long)a->stored,
-			  a->skipped, a->frozen, (double)a->micros / 1000.0);
+			  a->skipped, a->frozen, a->frozen_samples, (double)a->micros / 1000.0);
 		metrics.analyses++;
 		metrics.analysis_micros += a->micros;
 		ingest__add_diagnosis(a->srv->ingest, a->run, a->step, a->health, a->message,

@@ -32,8 +32,9 @@ struct series {
 	 * on overflowing gradients (skipped_steps.h). */
 	size_t n_skipped;
 	uint64_t last_step;		/* the last loaded, left out or not */
-	/* Layers the loader left out: frozen ones (store_series.c). */
-	size_t n_frozen;
+	/* Layers the loader left out: frozen ones (store_series.c); and
+	 * layer-samples it blanked: a layer frozen at some samples only. */
+	size_t n_frozen, n_frozen_samples;
 	/* col[c][i]; NaN where absent (has[c][i] == 0) or where NaN was sent. */
 	double *col[SERIES_N_COLS];
 	uint8_t *has[SERIES_N_COLS];

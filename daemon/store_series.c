@@ -301,26 +301,72 @@ static int series_epochs(sqlite3 *db, int64_t run, int64_t rank, struct series *
 	return rv;
 }
 
-/* Leaves out the frozen layers (store_read.h), unless every layer with
- * parameters is frozen: then nothing can learn, which is for the detectors
- * to see. Returns how many it left out, or -ENOMEM. */
+/* The layer's gradient was computed at sample i: a number, or a non-finite
+ * one that its NaN/Inf counts account for. */
+static bool grad_computed(const struct series *s, size_t i, size_t l)
+{
+	return !isnan(series__stat(s, i, l, DNNFAULT__LAYER_STAT__GRAD_NORM)) ||
+	       series__stat(s, i, l, DNNFAULT__LAYER_STAT__NAN_COUNT) > 0 ||
+	       series__stat(s, i, l, DNNFAULT__LAYER_STAT__INF_COUNT) > 0;
+}
+
+static bool trained_at_some_sample(const struct series *s, size_t l)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (grad_computed(s, i, l))
+			return true;
+	return false;
+}
+
+/* Leaves out the layers frozen when the run started (store_read.h) that
+ * never trained at a loaded sample, unless every layer with parameters
+ * is frozen: then nothing can learn, which is for the detectors to see.
+ * A frozen layer that trained later (gradual unfreezing) stays, and
+ * leave_out_frozen_samples() takes its frozen stretch. Returns how many
+ * layers it left out, or -ENOMEM. */
 static int leave_out_frozen(struct series *s)
 {
 	size_t frozen = 0, trainable = 0;
-	for (size_t l = 0; l < s->n_layers; l++) {
-		frozen += s->layers[l].frozen;
-		trainable += !s->layers[l].frozen && s->layers[l].param_count > 0;
-	}
-	if (frozen == 0 || trainable == 0)
-		return 0;
-	bool *keep = malloc(s->n_layers * sizeof *keep);
+	bool *keep = malloc((s->n_layers ? s->n_layers : 1) * sizeof *keep);
 	if (keep == NULL)
 		return -ENOMEM;
-	for (size_t l = 0; l < s->n_layers; l++)
-		keep[l] = !s->layers[l].frozen;
-	series__keep_layers(s, keep);
+	for (size_t l = 0; l < s->n_layers; l++) {
+		keep[l] = !s->layers[l].frozen || trained_at_some_sample(s, l);
+		frozen += !keep[l];
+		trainable += keep[l] && s->layers[l].param_count > 0;
+	}
+	if (frozen > 0 && trainable > 0)
+		series__keep_layers(s, keep);
 	free(keep);
-	return (int)frozen;
+	return frozen > 0 && trainable > 0 ? (int)frozen : 0;
+}
+
+/* A layer frozen at some samples and trained at others (unfrozen, or
+ * frozen part-way): the Python client sends a layer with none of its
+ * parameters trainable at a step with its gradient statistics and update
+ * ratio NaN, whatever stale gradient it holds. At those samples the
+ * layer's statistics are all made NaN ("not computed"), so that the
+ * analysis sees it only while it trains, as it does not see a layer
+ * frozen throughout. A NaN or Inf that it counted keeps the sample. A
+ * layer that never sent a gradient (a client that sends none) is left
+ * as it is. Returns how many layer-samples it blanked. */
+static size_t leave_out_frozen_samples(struct series *s)
+{
+	size_t blanked = 0;
+	for (size_t l = 0; l < s->n_layers; l++) {
+		if (s->layers[l].param_count == 0 || !trained_at_some_sample(s, l))
+			continue;
+		for (size_t i = 0; i < s->n; i++) {
+			if (grad_computed(s, i, l) ||
+			    !isnan(series__stat(s, i, l, DNNFAULT__LAYER_STAT__UPDATE_RATIO)))
+				continue;
+			float *x = &s->stats[(i * s->n_layers + l) * CHUNK_STATS_PER_LAYER];
+			for (size_t k = 0; k < CHUNK_STATS_PER_LAYER; k++)
+				x[k] = NAN;
+			blanked++;
+		}
+	}
+	return blanked;
 }
 
 int store_read__series(struct store_reader *r, int64_t run, struct series *out, char *err, size_t len)
@@ -343,6 +389,7 @@ int store_read__series(struct store_reader *r, int64_t run, struct series *out, 
 		rv = series_steps(r->db, run, rank, r->max_samples, out);
 	if (rv == 0 && (rv = leave_out_frozen(out)) >= 0) {
 		out->n_frozen = (size_t)rv;
+		out->n_frozen_samples = leave_out_frozen_samples(out);
 		out->n_skipped = skipped_steps__leave_out(out);
 		rv = series_epochs(r->db, run, rank, out);
 	}

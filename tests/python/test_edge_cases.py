@@ -182,6 +182,43 @@ def test_frozen_layers_are_left_out_of_the_analysis(daemon):
         assert len(norms) == 1 and norms.pop() > 0
 
 
+def test_layers_frozen_part_way_are_judged_only_while_they_train(daemon):
+    # Gradual unfreezing (the stem frozen for 40 steps, then trained) and
+    # the reverse (trained, then frozen at step 40; torch 1.13's zero_grad()
+    # leaves the frozen layer a zeroed .grad, which read as a vanishing
+    # gradient). Neither is a fault. Unfreezing a layer that the optimizer
+    # was built without is, and is reported from the step it was unfrozen.
+    x, y = digits()
+    cases = (("unfrozen-at-40", True, False), ("frozen-at-40", False, False),
+             ("unfrozen-not-optimized", True, True))
+    for run, frozen_first, bug in cases:
+        torch.manual_seed(5)
+        model = mlp()
+        model[0].requires_grad_(not frozen_first)
+        params = [p for p in model.parameters() if p.requires_grad] if bug else model.parameters()
+        opt = torch.optim.Adam(params, lr=1e-3)
+
+        def switch(t, model, out, loss):
+            if t == 39:
+                model[0].requires_grad_(frozen_first)
+
+        with dnnfault.watch(model, opt, run=run, address=daemon.address, every=1) as mon:
+            train(model, opt, mon, 100, x=x, y=y, on_step=switch)
+        found = {s["id"]: s for s in daemon.final_status(run)["symptoms"]}
+        if bug:
+            assert found["unchanged_weights"]["layer"] == "0", found
+            assert found["unchanged_weights"]["first_step"] == 40, found
+        else:
+            assert not found.keys() & {"unchanged_weights", "update_ratio", "vanishing_gradient"}, found
+        # What the client sent: no gradient and no update while frozen.
+        rows = daemon.export(run)
+        frozen_steps = [r["step"] for r in rows if num(r["layers"]["0"]["grad_norm"]) is None
+                        or math.isnan(num(r["layers"]["0"]["grad_norm"]))]
+        assert frozen_steps == (list(range(40)) if frozen_first else list(range(40, 100))), run
+        assert all(math.isnan(num(r["layers"]["0"]["update_ratio"]))
+                   for r in rows if r["step"] in frozen_steps)
+
+
 def test_a_model_moved_to_the_other_path_keeps_its_activations(daemon):
     torch.manual_seed(4)
     model = mlp()

@@ -563,6 +563,14 @@ static void skipped_steps_are_left_out(void **state)
 
 /* Run `id` with three layers, stem frozen when `frozen` is 1 (all three
  * when 3), 10 steps whose weight norm is 10 * layer + step. */
+/* A layer's statistics at a step when it had no gradient and no update:
+ * frozen then. */
+static void no_gradient(float *x)
+{
+	for (int k = DNNFAULT__LAYER_STAT__GRAD_NORM; k <= DNNFAULT__LAYER_STAT__UPDATE_RATIO; k++)
+		x[k] = NAN;
+}
+
 static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 {
 	add_run(b, id, id == 1 ? "frozen" : "all-frozen", NULL, NULL);
@@ -586,8 +594,12 @@ static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 	c->data = malloc(c->cap);
 	for (int i = 0; i < 10; i++) {
 		float stats[3 * CHUNK_STATS_PER_LAYER] = {0};
-		for (int k = 0; k < 3; k++)
-			stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
+		for (int k = 0; k < 3; k++) {
+			float *x = &stats[k * CHUNK_STATS_PER_LAYER];
+			x[DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
+			if (k < frozen)	/* as the Python client sends a frozen layer */
+				no_gradient(x);
+		}
 		Dnnfault__Step m = DNNFAULT__STEP__INIT;
 		m.step = (uint64_t)i;
 		m.n_layer_stats = 3 * CHUNK_STATS_PER_LAYER;
@@ -631,6 +643,85 @@ static void frozen_layers_are_left_out(void **state)
 	assert_int_equal(s.n_layers, 3);
 	assert_true(s.layers[0].frozen && s.layers[2].frozen);
 	assert_true(series__stat(&s, 9, 2, DNNFAULT__LAYER_STAT__WEIGHT_NORM) == 29.0f);
+	series__free(&s);
+	store_read__close(r);
+}
+
+/* Layers frozen at some steps only: the stem frozen when the run starts
+ * and unfrozen at step 5, fc frozen from step 5 on, and head, whose client
+ * never sends a gradient. The analysis sees each layer while it trains. */
+static void layers_frozen_part_way_are_left_out_then(void **state)
+{
+	struct fixture *f = *state;
+	struct store *st = open_store(f->path);
+	struct store_batch b = {0};
+	char err[256];
+	add_run(&b, 1, "unfreezing", NULL, NULL);
+	Dnnfault__Layer l[3] = {DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT};
+	Dnnfault__Layer *layers[] = {&l[0], &l[1], &l[2]};
+	const char *names[] = {"stem", "fc", "head"};
+	for (int k = 0; k < 3; k++) {
+		l[k].name = (char *)names[k];
+		l[k].has_param_count = l[k].has_trainable_count = 1;
+		l[k].param_count = 100;
+		l[k].trainable_count = k == 0 ? 0 : 100;
+	}
+	store_builder__run(&b, &b.runs[0], "unfreezing", 0, layers, 3);
+	struct store_chunk *c = STORE_BATCH_PUSH(&b, chunks);
+	c->run = 1;
+	c->stream = 1;
+	c->n_layers = 3;
+	c->cap = chunk__record_size(3) * 10;
+	c->data = malloc(c->cap);
+	for (int i = 0; i < 10; i++) {
+		float stats[3 * CHUNK_STATS_PER_LAYER] = {0};
+		for (int k = 0; k < 3; k++) {
+			float *x = &stats[k * CHUNK_STATS_PER_LAYER];
+			x[DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
+			x[DNNFAULT__LAYER_STAT__GRAD_NORM] = 0.5f;
+			x[DNNFAULT__LAYER_STAT__UPDATE_RATIO] = 1e-3f;
+		}
+		if (i < 5)
+			no_gradient(&stats[0]);
+		else
+			no_gradient(&stats[CHUNK_STATS_PER_LAYER]);
+		if (i == 7)	/* a NaN it counted is for the detectors to see */
+			stats[CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__NAN_COUNT] = 1;
+		no_gradient(&stats[2 * CHUNK_STATS_PER_LAYER]);
+		Dnnfault__Step m = DNNFAULT__STEP__INIT;
+		m.step = (uint64_t)i;
+		m.n_layer_stats = 3 * CHUNK_STATS_PER_LAYER;
+		m.layer_stats = stats;
+		c->len += chunk__write_record(&m, c->data + c->len);
+		c->n_steps++;
+		c->last_step = (uint64_t)i;
+	}
+	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
+	store_batch__free(&b);
+	store__close(st);
+
+	struct store_reader *r;
+	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
+	struct series s = {0};
+	assert_int_equal(store_read__series(r, 1, &s, err, sizeof err), 0);
+	assert_int_equal(s.n, 10);
+	assert_int_equal(s.n_frozen, 0);	/* the stem trained later: kept */
+	assert_int_equal(s.n_layers, 3);
+	assert_int_equal(s.n_frozen_samples, 5 + 4);
+	for (size_t i = 0; i < s.n; i++) {
+		float stem = series__stat(&s, i, 0, DNNFAULT__LAYER_STAT__WEIGHT_NORM);
+		float fc = series__stat(&s, i, 1, DNNFAULT__LAYER_STAT__WEIGHT_NORM);
+		float head = series__stat(&s, i, 2, DNNFAULT__LAYER_STAT__WEIGHT_NORM);
+		if (i < 5)
+			assert_true(isnan(stem) && isnan(series__stat(&s, i, 0, DNNFAULT__LAYER_STAT__ACT_MEAN)));
+		else
+			assert_true(stem == (float)i);
+		if (i < 5 || i == 7)
+			assert_true(fc == (float)(10 + i));
+		else
+			assert_true(isnan(fc) && isnan(series__stat(&s, i, 1, DNNFAULT__LAYER_STAT__NAN_COUNT)));
+		assert_true(head == (float)(20 + i));
+	}
 	series__free(&s);
 	store_read__close(r);
 }
@@ -695,6 +786,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(long_run_is_thinned, setup, teardown),
 		cmocka_unit_test_setup_teardown(skipped_steps_are_left_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(frozen_layers_are_left_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(layers_frozen_part_way_are_left_out_then, setup, teardown),
 		cmocka_unit_test_setup_teardown(export_pages_cover_a_long_run, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,7 +29,7 @@ _TASKS = {"classification": _lib.TASK_CLASSIFICATION, "regression": _lib.TASK_RE
 _END = {"completed": _lib.END_COMPLETED, "crashed": _lib.END_CRASHED,
         "interrupted": _lib.END_INTERRUPTED}
 _warned_library = False
-_UPDATE_RATIO = 9  # enum dnnfault_layer_stat
+_GRAD_NORM, _UPDATE_RATIO = 4, 9  # enum dnnfault_layer_stat; the gradient's five come between
 # How a classification loss reads the output (_stats.accuracy); "logits"
 # for every other one.
 _ACCURACY_MODES = {"BCELoss": "probs", "binary_cross_entropy": "probs",
@@ -82,7 +82,7 @@ class Monitor:
         self._errors = 0
         self._step = 0
         self._sampled = 0
-        self._pending = None  # (Step, _cuda.Pending): a sampled step not yet sent
+        self._pending = None  # (Step, _cuda.Pending, unwritten, frozen): a sampled step not yet sent
         self._started = False
         self._stream = 0
         self._epoch = 0
@@ -296,6 +296,7 @@ class Monitor:
         # is no update to measure, not an update of 0.
         version = self._weights_version()
         unwritten = version == self._snap_version
+        frozen = self._frozen_now()
         output, target = _describe.first_tensor(output), _describe.first_tensor(target)
         got = self._stats.sample(loss, output, target, inputs, self._accuracy_mode,
                                  keep_weights, defer=True)
@@ -303,15 +304,15 @@ class Monitor:
             self._snap_version = version
         self._sampled += 1
         if isinstance(got, tuple):
-            self._send(s, *got, unwritten=unwritten)
+            self._send(s, *got, unwritten=unwritten, frozen=frozen)
         else:  # on a GPU: sent once the numbers have reached the host
-            self._pending = (s, got, unwritten)
+            self._pending = (s, got, unwritten, frozen)
 
     def _deliver(self, wait, timeout=None):
         """Sends the pending sampled step once its numbers have reached
         the host. wait: wait for them, at most timeout seconds (None: as
         long as the device takes); a step not there by then is dropped."""
-        s, pending, unwritten = self._pending
+        s, pending, unwritten, frozen = self._pending
         try:
             if not pending.ready():
                 if not wait:
@@ -323,7 +324,7 @@ class Monitor:
                             raise TimeoutError("the device did not finish it in %.1f s" % timeout)
                         time.sleep(0.001)
             self._pending = None
-            self._send(s, *pending.result(), unwritten=unwritten)
+            self._send(s, *pending.result(), unwritten=unwritten, frozen=frozen)
         except Exception as e:
             self._pending = None  # never retried: a broken one would block every later step
             self._error("step %d not recorded" % s.step, e)
@@ -337,7 +338,13 @@ class Monitor:
         write (an optimizer's step) increments; no sync, no tensor read."""
         return sum(p._version for l in self._layers for p in l.params)
 
-    def _send(self, s, layer_stats, extra, unwritten=False):
+    def _frozen_now(self):
+        """Layers with parameters of which none is trainable now: frozen
+        at this step, which may differ from the start (unfreezing)."""
+        return [i for i, l in enumerate(self._layers)
+                if l.params and not any(p.requires_grad for p in l.params)]
+
+    def _send(self, s, layer_stats, extra, unwritten=False, frozen=()):
         if "loss" in extra:
             s.loss = extra["loss"]
             s.has |= _lib.HAS_LOSS
@@ -355,6 +362,14 @@ class Monitor:
             if len(ratios) and not ratios.any():
                 layer_stats = numpy.array(layer_stats, dtype=numpy.float32)
                 layer_stats[_UPDATE_RATIO::_lib.STATS_PER_LAYER] = numpy.nan
+        if frozen:
+            # A frozen layer's .grad, if any, is an earlier step's (zeroed,
+            # not freed, by zero_grad(set_to_none=False)): no gradient and
+            # no update this step, which tells the daemon it is frozen now.
+            layer_stats = numpy.array(layer_stats, dtype=numpy.float32)
+            for i in frozen:
+                k = i * _lib.STATS_PER_LAYER
+                layer_stats[k + _GRAD_NORM:k + _UPDATE_RATIO + 1] = numpy.nan
         s.layer_stats = _float_view(layer_stats)
         s.n_layers = len(layer_stats) // _lib.STATS_PER_LAYER
         self._check("Step", self._lib.client_step(self._client, self._stream, s))
