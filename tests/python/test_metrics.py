@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import dnnfault
-from conftest import DAEMON, Daemon
+from conftest import DAEMON, ROOT, Daemon
 from helpers import mlp, train
 from test_diagnosis import BUNDLE, train_digits
 
@@ -143,6 +143,16 @@ def test_promtool_accepts_the_text(scraped):
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) is not installed")
+def test_the_documented_alert_rules_are_valid(tmp_path):
+    doc = open(os.path.join(ROOT, "docs", "metrics.md")).read()
+    rules = doc.split("```yaml\ngroups:", 1)[1].split("```", 1)[0]
+    (tmp_path / "rules.yml").write_text("groups:" + rules)
+    r = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "SUCCESS: 3 rules found" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")

@@ -34,6 +34,29 @@ static void run_init(struct run *r, const char *id, const char *name, const char
 	r->s.step = 435;
 }
 
+static void add_cause(struct run *r, const char *id, double probability)
+{
+	Dnnfault__Cause *c = &r->c[r->s.n_causes];
+	dnnfault__cause__init(c);
+	c->id = (char *)id;
+	c->has_probability = 1;
+	c->probability = probability;
+	r->cp[r->s.n_causes++] = c;
+	r->s.causes = r->cp;
+}
+
+static void add_symptom(struct run *r, const char *id, const char *layer, uint64_t first_step)
+{
+	Dnnfault__Symptom *y = &r->y[r->s.n_symptoms];
+	dnnfault__symptom__init(y);
+	y->id = (char *)id;
+	y->layer = (char *)layer;
+	y->has_first_step = 1;
+	y->first_step = first_step;
+	r->yp[r->s.n_symptoms++] = y;
+	r->s.symptoms = r->yp;
+}
+
 static char *render(const Dnnfault__RunSummary **runs, size_t n, const struct metrics *m)
 {
 	Dnnfault__StatusResponse resp = DNNFAULT__STATUS_RESPONSE__INIT;
@@ -99,26 +122,9 @@ static void a_run_is_a_set_of_series(void **state)
 	run_init(&r, "84ba", "digits", "completed", "faulty");
 	r.s.has_fault_probability = 1;
 	r.s.fault_probability = 0.98;
-	dnnfault__cause__init(&r.c[0]);
-	r.c[0].id = "lr_high";
-	r.c[0].has_probability = 1;
-	r.c[0].probability = 0.75;
-	r.cp[0] = &r.c[0];
-	r.s.n_causes = 1;
-	r.s.causes = r.cp;
-	dnnfault__symptom__init(&r.y[0]);
-	r.y[0].id = "nan_loss";
-	r.y[0].has_first_step = 1;
-	r.y[0].first_step = 5;
-	dnnfault__symptom__init(&r.y[1]);
-	r.y[1].id = "dead_relu";
-	r.y[1].layer = "fc.2";
-	r.y[1].has_first_step = 1;
-	r.y[1].first_step = 130;
-	r.yp[0] = &r.y[0];
-	r.yp[1] = &r.y[1];
-	r.s.n_symptoms = 2;
-	r.s.symptoms = r.yp;
+	add_cause(&r, "lr_high", 0.75);
+	add_symptom(&r, "nan_loss", NULL, 5);
+	add_symptom(&r, "dead_relu", "fc.2", 130);
 	const Dnnfault__RunSummary *runs[] = {&r.s};
 	char *text = render(runs, 1, NULL);
 	/* State sets: every value, 1 for the run's own. */
@@ -163,25 +169,11 @@ static void repeated_series_are_sent_once(void **state)
 	(void)state;
 	struct run r;
 	run_init(&r, "r", "r", "running", "suspect");
-	for (int i = 0; i < 3; i++) {
-		dnnfault__symptom__init(&r.y[i]);
-		r.y[i].id = "update_ratio";
-		r.y[i].layer = i == 1 ? "fc2" : "fc1";
-		r.y[i].has_first_step = 1;
-		r.y[i].first_step = (uint64_t)(10 * (i + 1));
-		r.yp[i] = &r.y[i];
-	}
-	r.s.n_symptoms = 3;
-	r.s.symptoms = r.yp;
-	for (int i = 0; i < 2; i++) {
-		dnnfault__cause__init(&r.c[i]);
-		r.c[i].id = "lr_low";
-		r.c[i].has_probability = 1;
-		r.c[i].probability = 0.5 - 0.25 * i;
-		r.cp[i] = &r.c[i];
-	}
-	r.s.n_causes = 2;
-	r.s.causes = r.cp;
+	add_symptom(&r, "update_ratio", "fc1", 10);
+	add_symptom(&r, "update_ratio", "fc2", 20);
+	add_symptom(&r, "update_ratio", "fc1", 30);
+	add_cause(&r, "lr_low", 0.5);
+	add_cause(&r, "lr_low", 0.25);
 	const Dnnfault__RunSummary *runs[] = {&r.s};
 	char *text = render(runs, 1, NULL);
 	assert_int_equal(count(text, "symptom=\"update_ratio\",layer=\"fc1\"}"), 1);
@@ -199,13 +191,7 @@ static void non_finite_values_use_the_formats_words(void **state)
 	run_init(&r, "r", "r", "running", "unknown");
 	r.s.has_fault_probability = 1;
 	r.s.fault_probability = NAN;
-	dnnfault__cause__init(&r.c[0]);
-	r.c[0].id = "data";
-	r.c[0].has_probability = 1;
-	r.c[0].probability = INFINITY;
-	r.cp[0] = &r.c[0];
-	r.s.n_causes = 1;
-	r.s.causes = r.cp;
+	add_cause(&r, "data", INFINITY);
 	const Dnnfault__RunSummary *runs[] = {&r.s};
 	char *text = render(runs, 1, NULL);
 	has_line(text, "dnnfault_run_fault_probability{run=\"r\",run_id=\"r\"} NaN");

@@ -571,9 +571,13 @@ static void no_gradient(float *x)
 		x[k] = NAN;
 }
 
-static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
+/* A run of three layers of 100 parameters, stem, fc and head (trainable
+ * counts as given; -1: not given), and 10 steps: weight norms 10 x layer
+ * + step, the other statistics 0, then `fill` changes what it wants. */
+static void add_three_layer_run(struct store_batch *b, int64_t id, const char *name,
+				const int trainable[3], void (*fill)(int step, float *stats, int arg), int arg)
 {
-	add_run(b, id, id == 1 ? "frozen" : "all-frozen", NULL, NULL);
+	add_run(b, id, name, NULL, NULL);
 	Dnnfault__Layer l[3] = {DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT};
 	Dnnfault__Layer *layers[] = {&l[0], &l[1], &l[2]};
 	const char *names[] = {"stem", "fc", "head"};
@@ -581,11 +585,10 @@ static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 		l[k].name = (char *)names[k];
 		l[k].has_param_count = 1;
 		l[k].param_count = 100;
-		/* head leaves its trainable count out: not known, not frozen */
-		l[k].has_trainable_count = k < 2 || frozen == 3;
-		l[k].trainable_count = k < frozen ? 0 : 100;
+		l[k].has_trainable_count = trainable[k] >= 0;
+		l[k].trainable_count = trainable[k] >= 0 ? (uint64_t)trainable[k] : 0;
 	}
-	store_builder__run(b, &b->runs[b->n_runs - 1], id == 1 ? "frozen" : "all-frozen", 0, layers, 3);
+	store_builder__run(b, &b->runs[b->n_runs - 1], name, 0, layers, 3);
 	struct store_chunk *c = STORE_BATCH_PUSH(b, chunks);
 	c->run = id;
 	c->stream = (uint64_t)id;
@@ -594,12 +597,9 @@ static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 	c->data = malloc(c->cap);
 	for (int i = 0; i < 10; i++) {
 		float stats[3 * CHUNK_STATS_PER_LAYER] = {0};
-		for (int k = 0; k < 3; k++) {
-			float *x = &stats[k * CHUNK_STATS_PER_LAYER];
-			x[DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
-			if (k < frozen)	/* as the Python client sends a frozen layer */
-				no_gradient(x);
-		}
+		for (int k = 0; k < 3; k++)
+			stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
+		fill(i, stats, arg);
 		Dnnfault__Step m = DNNFAULT__STEP__INIT;
 		m.step = (uint64_t)i;
 		m.n_layer_stats = 3 * CHUNK_STATS_PER_LAYER;
@@ -608,6 +608,23 @@ static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 		c->n_steps++;
 		c->last_step = (uint64_t)i;
 	}
+}
+
+/* The first `frozen` layers frozen throughout, as the Python client sends
+ * them. */
+static void fill_frozen(int step, float *stats, int frozen)
+{
+	(void)step;
+	for (int k = 0; k < frozen; k++)
+		no_gradient(&stats[k * CHUNK_STATS_PER_LAYER]);
+}
+
+static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
+{
+	/* head leaves its trainable count out (not known, not frozen), but
+	 * in the run frozen whole */
+	int trainable[3] = {frozen > 0 ? 0 : 100, frozen > 1 ? 0 : 100, frozen == 3 ? 0 : -1};
+	add_three_layer_run(b, id, id == 1 ? "frozen" : "all-frozen", trainable, fill_frozen, frozen);
 }
 
 /* A frozen layer (parameters, none trainable) is left out of the
@@ -647,6 +664,21 @@ static void frozen_layers_are_left_out(void **state)
 	store_read__close(r);
 }
 
+/* The stem frozen until step 5, fc from step 5 on (a NaN it counted at
+ * step 7), head never sending a gradient; the others train. */
+static void fill_unfreezing(int i, float *stats, int arg)
+{
+	(void)arg;
+	for (int k = 0; k < 3; k++) {
+		stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__GRAD_NORM] = 0.5f;
+		stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__UPDATE_RATIO] = 1e-3f;
+	}
+	no_gradient(&stats[(i < 5 ? 0 : 1) * CHUNK_STATS_PER_LAYER]);
+	if (i == 7)	/* a NaN it counted is for the detectors to see */
+		stats[CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__NAN_COUNT] = 1;
+	no_gradient(&stats[2 * CHUNK_STATS_PER_LAYER]);
+}
+
 /* Layers frozen at some steps only: the stem frozen when the run starts
  * and unfrozen at step 5, fc frozen from step 5 on, and head, whose client
  * never sends a gradient. The analysis sees each layer while it trains. */
@@ -656,46 +688,7 @@ static void layers_frozen_part_way_are_left_out_then(void **state)
 	struct store *st = open_store(f->path);
 	struct store_batch b = {0};
 	char err[256];
-	add_run(&b, 1, "unfreezing", NULL, NULL);
-	Dnnfault__Layer l[3] = {DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT, DNNFAULT__LAYER__INIT};
-	Dnnfault__Layer *layers[] = {&l[0], &l[1], &l[2]};
-	const char *names[] = {"stem", "fc", "head"};
-	for (int k = 0; k < 3; k++) {
-		l[k].name = (char *)names[k];
-		l[k].has_param_count = l[k].has_trainable_count = 1;
-		l[k].param_count = 100;
-		l[k].trainable_count = k == 0 ? 0 : 100;
-	}
-	store_builder__run(&b, &b.runs[0], "unfreezing", 0, layers, 3);
-	struct store_chunk *c = STORE_BATCH_PUSH(&b, chunks);
-	c->run = 1;
-	c->stream = 1;
-	c->n_layers = 3;
-	c->cap = chunk__record_size(3) * 10;
-	c->data = malloc(c->cap);
-	for (int i = 0; i < 10; i++) {
-		float stats[3 * CHUNK_STATS_PER_LAYER] = {0};
-		for (int k = 0; k < 3; k++) {
-			float *x = &stats[k * CHUNK_STATS_PER_LAYER];
-			x[DNNFAULT__LAYER_STAT__WEIGHT_NORM] = (float)(10 * k + i);
-			x[DNNFAULT__LAYER_STAT__GRAD_NORM] = 0.5f;
-			x[DNNFAULT__LAYER_STAT__UPDATE_RATIO] = 1e-3f;
-		}
-		if (i < 5)
-			no_gradient(&stats[0]);
-		else
-			no_gradient(&stats[CHUNK_STATS_PER_LAYER]);
-		if (i == 7)	/* a NaN it counted is for the detectors to see */
-			stats[CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__NAN_COUNT] = 1;
-		no_gradient(&stats[2 * CHUNK_STATS_PER_LAYER]);
-		Dnnfault__Step m = DNNFAULT__STEP__INIT;
-		m.step = (uint64_t)i;
-		m.n_layer_stats = 3 * CHUNK_STATS_PER_LAYER;
-		m.layer_stats = stats;
-		c->len += chunk__write_record(&m, c->data + c->len);
-		c->n_steps++;
-		c->last_step = (uint64_t)i;
-	}
+	add_three_layer_run(&b, 1, "unfreezing", (const int[3]){0, 100, 100}, fill_unfreezing, 0);
 	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
 	store_batch__free(&b);
 	store__close(st);
