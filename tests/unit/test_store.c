@@ -58,6 +58,21 @@ static struct store *open_store(const char *path)
 	return s;
 }
 
+/* Commits the batch into a fresh writer on path, frees it, then loads
+ * `run`'s series through a reader (left open in *r). */
+static void commit_then_load(const char *path, struct store_batch *b, int64_t run,
+			     struct store_reader **r, struct series *s)
+{
+	char err[256];
+	struct store *st = open_store(path);
+	assert_int_equal(store__commit(st, b, err, sizeof err), 0);
+	store_batch__free(b);
+	store__close(st);
+	assert_int_equal(store_read__open(path, r, err, sizeof err), 0);
+	*s = (struct series){0};
+	assert_int_equal(store_read__series(*r, run, s, err, sizeof err), 0);
+}
+
 /* One run, one stream, `n` steps with 2 layers, an epoch and an end. */
 static void fill_batch(struct store_batch *b, int64_t run, uint64_t stream, int n)
 {
@@ -632,19 +647,13 @@ static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
 static void frozen_layers_are_left_out(void **state)
 {
 	struct fixture *f = *state;
-	struct store *st = open_store(f->path);
 	struct store_batch b = {0};
 	char err[256];
 	add_frozen_run(&b, 1, 1);
 	add_frozen_run(&b, 2, 3);
-	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
-	store_batch__free(&b);
-	store__close(st);
-
 	struct store_reader *r;
-	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
-	struct series s = {0};
-	assert_int_equal(store_read__series(r, 1, &s, err, sizeof err), 0);
+	struct series s;
+	commit_then_load(f->path, &b, 1, &r, &s);
 	assert_int_equal(s.n, 10);
 	assert_int_equal(s.n_frozen, 1);
 	assert_int_equal(s.n_layers, 2);
@@ -685,18 +694,11 @@ static void fill_unfreezing(int i, float *stats, int arg)
 static void layers_frozen_part_way_are_left_out_then(void **state)
 {
 	struct fixture *f = *state;
-	struct store *st = open_store(f->path);
 	struct store_batch b = {0};
-	char err[256];
 	add_three_layer_run(&b, 1, "unfreezing", (const int[3]){0, 100, 100}, fill_unfreezing, 0);
-	assert_int_equal(store__commit(st, &b, err, sizeof err), 0);
-	store_batch__free(&b);
-	store__close(st);
-
 	struct store_reader *r;
-	assert_int_equal(store_read__open(f->path, &r, err, sizeof err), 0);
-	struct series s = {0};
-	assert_int_equal(store_read__series(r, 1, &s, err, sizeof err), 0);
+	struct series s;
+	commit_then_load(f->path, &b, 1, &r, &s);
 	assert_int_equal(s.n, 10);
 	assert_int_equal(s.n_frozen, 0);	/* the stem trained later: kept */
 	assert_int_equal(s.n_layers, 3);
