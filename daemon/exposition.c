@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "validate.h"
+
 /* A growing text; after a failed allocation every append is a no-op and
  * the render returns NULL. */
 struct text {
@@ -69,43 +71,16 @@ static void printf_(struct text *t, const char *fmt, ...)
 	t->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t k;
-	unsigned min;
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		k = 2, min = 0x80;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		k = 3, min = 0x800;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		k = 4, min = 0x10000;
-	else
-		return 0;
-	if (k > n)
-		return 0;
-	unsigned cp = s[0] & (0x7f >> k);
-	for (size_t i = 1; i < k; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return k;
-}
-
 /* A label value or HELP text: backslash and newline escaped (and the
  * double quote in label values), bytes that are not UTF-8 replaced by
- * U+FFFD, as the format requires valid UTF-8. */
+ * U+FFFD, as the format requires valid UTF-8 (names are checked when
+ * they arrive; a store may hold older ones). */
 static void escaped(struct text *t, const char *s, bool quote)
 {
 	const unsigned char *u = (const unsigned char *)(s ? s : "");
 	size_t n = strlen((const char *)u);
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len(u + i, n - i);
+		size_t k = validate__utf8_len(u + i, n - i);
 		if (k == 0) {
 			puts_(t, "\xef\xbf\xbd");
 			i++;

@@ -127,6 +127,8 @@ struct metrics_http_request metrics_http__parse(const char *buf, size_t len, con
 		r.status = 400;
 		return r;
 	}
+	size_t method_len = (size_t)(sp1 - line);
+	r.head = line_is(line, method_len, "HEAD");	/* no body, whatever the answer */
 	const char *version = sp2 + 1;
 	size_t version_len = n - (size_t)(version - line);
 	if (!line_is(version, version_len, "HTTP/1.1") && !line_is(version, version_len, "HTTP/1.0")) {
@@ -148,8 +150,6 @@ struct metrics_http_request metrics_http__parse(const char *buf, size_t len, con
 		if (name_len == 13 && strncasecmp(h, "authorization", 13) == 0 && !authorized)
 			authorized = bearer_matches(colon + 1, hn - name_len - 1, token);
 	}
-	size_t method_len = (size_t)(sp1 - line);
-	r.head = line_is(line, method_len, "HEAD");
 	if (!r.head && !line_is(line, method_len, "GET")) {
 		r.status = 405;
 		return r;
@@ -213,6 +213,8 @@ static void write_cb(uv_write_t *req, int status)
 		close_conn(c);
 }
 
+static void timer_cb(uv_timer_t *t);
+
 static const char *reason(int status)
 {
 	switch (status) {
@@ -263,6 +265,9 @@ static bool build(struct mconn *c, int status, const char *content_type, const c
 static void send_response(struct mconn *c)
 {
 	c->answered = true;
+	/* A whole timeout to read the answer, from now. */
+	uint64_t timeout = (uint64_t)c->h->srv->cfg->handshake_timeout_ms;
+	uv_timer_start(&c->timer, timer_cb, timeout, 0);
 	uv_buf_t b = uv_buf_init(c->response, (unsigned)c->response_len);
 	c->write.data = c;
 	if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0)

@@ -301,13 +301,15 @@ static int series_epochs(sqlite3 *db, int64_t run, int64_t rank, struct series *
 	return rv;
 }
 
-/* The layer's gradient was computed at sample i: a number, or a non-finite
- * one that its NaN/Inf counts account for. */
+/* The layer sent a gradient at sample i: any of its gradient statistics.
+ * The zero fraction is a number even for a gradient of NaN or Inf; the
+ * NaN/Inf counts are not evidence, as they count weights and outputs too. */
 static bool grad_computed(const struct series *s, size_t i, size_t l)
 {
-	return !isnan(series__stat(s, i, l, DNNFAULT__LAYER_STAT__GRAD_NORM)) ||
-	       series__stat(s, i, l, DNNFAULT__LAYER_STAT__NAN_COUNT) > 0 ||
-	       series__stat(s, i, l, DNNFAULT__LAYER_STAT__INF_COUNT) > 0;
+	for (int k = DNNFAULT__LAYER_STAT__GRAD_NORM; k <= DNNFAULT__LAYER_STAT__GRAD_ZERO_FRAC; k++)
+		if (!isnan(series__stat(s, i, l, k)))
+			return true;
+	return false;
 }
 
 static bool trained_at_some_sample(const struct series *s, size_t l)
@@ -358,7 +360,9 @@ static size_t leave_out_frozen_samples(struct series *s)
 			continue;
 		for (size_t i = 0; i < s->n; i++) {
 			if (grad_computed(s, i, l) ||
-			    !isnan(series__stat(s, i, l, DNNFAULT__LAYER_STAT__UPDATE_RATIO)))
+			    !isnan(series__stat(s, i, l, DNNFAULT__LAYER_STAT__UPDATE_RATIO)) ||
+			    series__stat(s, i, l, DNNFAULT__LAYER_STAT__NAN_COUNT) > 0 ||
+			    series__stat(s, i, l, DNNFAULT__LAYER_STAT__INF_COUNT) > 0)
 				continue;
 			float *x = &s->stats[(i * s->n_layers + l) * CHUNK_STATS_PER_LAYER];
 			for (size_t k = 0; k < CHUNK_STATS_PER_LAYER; k++)

@@ -37,7 +37,35 @@ static int check_ids(uint64_t stream, uint64_t seq, char *why, size_t len)
 	return 0;
 }
 
-/* Names are bounded and free of control characters (they reach terminals). */
+size_t validate__utf8_len(const unsigned char *s, size_t n)
+{
+	size_t k;
+	unsigned min;
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		k = 2, min = 0x80;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		k = 3, min = 0x800;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		k = 4, min = 0x10000;
+	else
+		return 0;
+	if (k > n)
+		return 0;
+	unsigned cp = s[0] & (0x7f >> k);
+	for (size_t i = 1; i < k; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return k;
+}
+
+/* Names are bounded, free of control characters (they reach terminals)
+ * and UTF-8. */
 static int check_name(const char *field, const char *s, int required, uint32_t max,
 		      char *why, size_t len)
 {
@@ -49,6 +77,11 @@ static int check_name(const char *field, const char *s, int required, uint32_t m
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
 			return fail(INVALID, why, len, "%s contains a control character", field);
+	/* Names reach JSON and Prometheus labels, which must be UTF-8; and
+	 * two names that differ only in bytes shown as U+FFFD would collide. */
+	for (size_t i = 0, k; i < n; i += k)
+		if ((k = validate__utf8_len((const unsigned char *)s + i, n - i)) == 0)
+			return fail(INVALID, why, len, "%s is not valid UTF-8 (byte %zu)", field, i);
 	return 0;
 }
 

@@ -38,4 +38,8 @@ int validate__reference(const char *ref, const struct validate_limits *l, char *
 /* True when `id` is one of the root-cause labels of design.md. */
 int validate__is_cause(const char *id);
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes; no overlong
+ * forms, surrogates or code points past U+10FFFF), 0 if there is none. */
+size_t validate__utf8_len(const unsigned char *s, size_t n);
+
 #endif

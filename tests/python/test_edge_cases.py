@@ -15,7 +15,7 @@ from torch import nn
 import dnnfault
 from conftest import Daemon, num
 from dnnfault import _describe, _lib, _stats
-from helpers import digits, mlp, train
+from helpers import batches, digits, mlp, train
 
 UNREACHABLE = "unix:/nonexistent/dnnfault.sock"
 
@@ -217,6 +217,36 @@ def test_layers_frozen_part_way_are_judged_only_while_they_train(daemon):
         assert frozen_steps == (list(range(40)) if frozen_first else list(range(40, 100))), run
         assert all(math.isnan(num(r["layers"]["0"]["update_ratio"]))
                    for r in rows if r["step"] in frozen_steps)
+
+
+def test_a_layer_switched_off_after_training_is_not_frozen(daemon):
+    # pix2pix and CycleGAN turn the discriminator's requires_grad off after
+    # its update, for the generator's step: at mon.step() it looks frozen,
+    # but it trained this iteration, and what it shows is the same as
+    # without the switch (lr 2: update_ratio in layer 0).
+    x, y = digits()
+    found = {}
+    for run, switch in (("kept-on", False), ("switched-off", True)):
+        torch.manual_seed(5)
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=2.0)
+        loss_fn = nn.CrossEntropyLoss()
+        with dnnfault.watch(model, opt, run=run, address=daemon.address, every=1) as mon:
+            for t, xb, yb in batches(x, y, 64, 60):
+                model[0].requires_grad_(True)
+                opt.zero_grad()
+                out = model(xb)
+                loss = loss_fn(out, yb)
+                loss.backward()
+                opt.step()
+                model[0].requires_grad_(not switch)
+                mon.step(loss, output=out, target=yb, inputs=xb)
+        found[run] = {(s["id"], s["layer"]) for s in daemon.final_status(run)["symptoms"]}
+        rows = daemon.export(run)
+        assert all(num(r["layers"]["0"]["grad_norm"]) > 0 for r in rows), run
+        assert all(num(r["layers"]["0"]["update_ratio"]) > 0 for r in rows), run
+    assert ("update_ratio", "0") in found["kept-on"]
+    assert found["switched-off"] == found["kept-on"]
 
 
 def test_a_model_moved_to_the_other_path_keeps_its_activations(daemon):

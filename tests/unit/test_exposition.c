@@ -217,6 +217,11 @@ static void requests_are_read_strictly(void **state)
 	struct metrics_http_request r = metrics_http__parse(head, strlen(head), NULL);
 	assert_int_equal(r.status, 200);
 	assert_true(r.head);
+	/* A HEAD gets no body, whatever the answer. */
+	const char *bad_head = "HEAD /metrics HTTP/1.1\r\nno colon\r\n\r\n";
+	r = metrics_http__parse(bad_head, strlen(bad_head), NULL);
+	assert_int_equal(r.status, 400);
+	assert_true(r.head);
 	assert_int_equal(parse("POST /metrics HTTP/1.1\r\n\r\n", NULL), 405);
 	assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", NULL), 404);
 	assert_int_equal(parse("GET /metricsx HTTP/1.1\r\n\r\n", NULL), 404);

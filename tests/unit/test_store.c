@@ -629,9 +629,12 @@ static void add_three_layer_run(struct store_batch *b, int64_t id, const char *n
  * them. */
 static void fill_frozen(int step, float *stats, int frozen)
 {
-	(void)step;
-	for (int k = 0; k < frozen; k++)
+	for (int k = 0; k < frozen; k++) {
 		no_gradient(&stats[k * CHUNK_STATS_PER_LAYER]);
+		/* A NaN in an output at one step does not make a layer trained. */
+		if (step == 7)
+			stats[k * CHUNK_STATS_PER_LAYER + DNNFAULT__LAYER_STAT__NAN_COUNT] = 1;
+	}
 }
 
 static void add_frozen_run(struct store_batch *b, int64_t id, int frozen)
@@ -666,6 +669,7 @@ static void frozen_layers_are_left_out(void **state)
 	series__free(&s);
 	assert_int_equal(store_read__series(r, 2, &s, err, sizeof err), 0);
 	assert_int_equal(s.n_frozen, 0);
+	assert_int_equal(s.n_frozen_samples, 0);	/* nothing trains: nothing to take */
 	assert_int_equal(s.n_layers, 3);
 	assert_true(s.layers[0].frozen && s.layers[2].frozen);
 	assert_true(series__stat(&s, 9, 2, DNNFAULT__LAYER_STAT__WEIGHT_NORM) == 29.0f);

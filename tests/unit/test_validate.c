@@ -25,6 +25,8 @@ static Dnnfault__Layer layer_ok = {PROTOBUF_C_MESSAGE_INIT(&dnnfault__layer__des
 				   "Linear", "relu", 0, 0, 0, 0, 0, NULL};
 static Dnnfault__Layer layer_unnamed = {PROTOBUF_C_MESSAGE_INIT(&dnnfault__layer__descriptor), "",
 					NULL, NULL, 0, 0, 0, 0, 0, NULL};
+static Dnnfault__Layer layer_surrogate = {PROTOBUF_C_MESSAGE_INIT(&dnnfault__layer__descriptor),
+					  "fc\xed\xa0\x80", NULL, NULL, 0, 0, 0, 0, 0, NULL};
 
 static void base_run_start(Dnnfault__RunStart *m)
 {
@@ -45,6 +47,9 @@ static char *labels_bad[] = {"lr_high", "not_a_cause"};
 static char *labels_ok[] = {"lr_high", "init"};
 static Dnnfault__KeyValue kv = {PROTOBUF_C_MESSAGE_INIT(&dnnfault__key_value__descriptor), "k", "v", 0, 0};
 static Dnnfault__KeyValue *kvs[] = {&kv, &kv, &kv};
+static Dnnfault__KeyValue kv_cut_value = {PROTOBUF_C_MESSAGE_INIT(&dnnfault__key_value__descriptor), "lr\xe2\x82",
+					  "v", 0, 0};
+static Dnnfault__KeyValue *kv_cut = &kv_cut_value;
 
 static void m_none(Dnnfault__RunStart *m) { (void)m; }
 static void m_stream0(Dnnfault__RunStart *m) { m->stream = 0; }
@@ -53,6 +58,11 @@ static void m_seq0(Dnnfault__RunStart *m) { m->seq = 0; }
 static void m_no_id(Dnnfault__RunStart *m) { m->run_id = ""; }
 static void m_long_id(Dnnfault__RunStart *m) { m->run_id = long_name; }
 static void m_ctrl_name(Dnnfault__RunStart *m) { m->run_name = control_name; }
+static void m_utf8_name(Dnnfault__RunStart *m) { m->run_name = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\xa5"; }
+static void m_latin1_id(Dnnfault__RunStart *m) { m->run_id = "caf\xe9"; }
+static void m_overlong_name(Dnnfault__RunStart *m) { m->run_name = "a\xc0\xaf" "b"; }
+static void m_surrogate_layer(Dnnfault__RunStart *m) { layers[9] = &layer_surrogate; m->n_layers = 1; m->layers = &layers[9]; }
+static void m_cut_tag(Dnnfault__RunStart *m) { m->n_tags = 1; m->tags = &kv_cut; }
 static void m_world0(Dnnfault__RunStart *m) { m->world_size = 0; }
 static void m_world_big(Dnnfault__RunStart *m) { m->world_size = 17; }
 static void m_rank(Dnnfault__RunStart *m) { m->world_size = 4; m->rank = 4; }
@@ -87,6 +97,11 @@ static void run_start_cases(void **state)
 		{"empty run id", m_no_id, INVALID},
 		{"long run id", m_long_id, LIMIT},
 		{"control char in name", m_ctrl_name, INVALID},
+		{"UTF-8 name", m_utf8_name, OK},
+		{"Latin-1 run id", m_latin1_id, INVALID},
+		{"overlong UTF-8 in name", m_overlong_name, INVALID},
+		{"surrogate in a layer name", m_surrogate_layer, INVALID},
+		{"tag key cut inside a character", m_cut_tag, INVALID},
 		{"world size 0", m_world0, LIMIT},
 		{"world size over limit", m_world_big, LIMIT},
 		{"rank >= world size", m_rank, INVALID},
@@ -137,6 +152,8 @@ static void reference(void **state)
 	assert_string_equal(why, "reference longer than 32 bytes");
 	assert_int_equal(validate__reference(control_name, &limits, why, sizeof why), INVALID);
 	assert_string_equal(why, "reference contains a control character");
+	assert_int_equal(validate__reference("ref\xff", &limits, why, sizeof why), INVALID);
+	assert_string_equal(why, "reference is not valid UTF-8 (byte 3)");
 }
 
 static void step_cases(void **state)

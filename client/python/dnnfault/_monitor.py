@@ -340,7 +340,8 @@ class Monitor:
 
     def _frozen_now(self):
         """Layers with parameters of which none is trainable now: frozen
-        at this step, which may differ from the start (unfreezing)."""
+        at this step, which may differ from the start (unfreezing), unless
+        their gradient says otherwise (_send)."""
         return [i for i, l in enumerate(self._layers)
                 if l.params and not any(p.requires_grad for p in l.params)]
 
@@ -363,13 +364,19 @@ class Monitor:
                 layer_stats = numpy.array(layer_stats, dtype=numpy.float32)
                 layer_stats[_UPDATE_RATIO::_lib.STATS_PER_LAYER] = numpy.nan
         if frozen:
-            # A frozen layer's .grad, if any, is an earlier step's (zeroed,
-            # not freed, by zero_grad(set_to_none=False)): no gradient and
-            # no update this step, which tells the daemon it is frozen now.
+            # A layer with nothing trainable now whose gradient is absent or
+            # 0 is frozen: its .grad, if any, is an earlier step's (zeroed,
+            # not freed, by zero_grad(set_to_none=False)). Sent without
+            # gradient and update, which tells the daemon it is frozen now.
+            # A non-zero gradient is this iteration's: the loop switched
+            # requires_grad off after using it (a GAN's discriminator
+            # during the generator's step), and the layer trained.
             layer_stats = numpy.array(layer_stats, dtype=numpy.float32)
             for i in frozen:
                 k = i * _lib.STATS_PER_LAYER
-                layer_stats[k + _GRAD_NORM:k + _UPDATE_RATIO + 1] = numpy.nan
+                g = layer_stats[k + _GRAD_NORM]
+                if g == 0 or g != g:
+                    layer_stats[k + _GRAD_NORM:k + _UPDATE_RATIO + 1] = numpy.nan
         s.layer_stats = _float_view(layer_stats)
         s.n_layers = len(layer_stats) // _lib.STATS_PER_LAYER
         self._check("Step", self._lib.client_step(self._client, self._stream, s))
