@@ -8,6 +8,7 @@ a token keeps others out."""
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -215,6 +216,25 @@ def test_bad_requests_get_clear_answers(tmp_path):
         t0 = time.monotonic()
         assert raw(d.port, b"GET /metrics HTTP/1.1\r\n").startswith("HTTP/1.1 408 ")
         assert 0.4 < time.monotonic() - t0 < 5
+        # Random heads, half of them made of HTTP's own pieces: an answer or
+        # a close, never a crash or a hang.
+        rnd = random.Random(7)
+        pieces = [b"GET ", b"HEAD ", b"/metrics", b" HTTP/1.1", b"\r\n", b"\n", b": ", b"Authorization",
+                  b"Bearer x", b"\x00", b"\xff", b" ", b"?a=b", b"HTTP/1.0"]
+        for k in range(300):
+            if k % 2:
+                data = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(1, 12)))
+            else:
+                data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            try:
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)  # no more: EOF ends an unfinished head
+                answer = s.recv(65536)
+                assert answer == b"" or answer.startswith(b"HTTP/1.1 "), (data, answer[:80])
+            finally:
+                s.close()
+        assert get(d.port)[0] == 200
         # Streaming goes on beside it.
         mon_run(d, "m-beside", steps=20)
         assert d.status("m-beside")["steps_stored"] == 20
