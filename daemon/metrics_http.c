@@ -419,6 +419,14 @@ static void connection_cb(uv_stream_t *listener, int status)
 	}
 	uint64_t timeout = (uint64_t)h->srv->cfg->handshake_timeout_ms;
 	uv_timer_start(&c->timer, timer_cb, timeout, timeout);
+	/* Full: the connection that has waited longest without a whole request
+	 * makes room, so that idle connections cannot keep a scraper out. */
+	struct mconn *idle = NULL;
+	for (struct mconn *o = c->next; o != NULL && h->n_conns > METRICS_HTTP_MAX_CONNS; o = o->next)
+		if (!o->answered && !o->working)
+			idle = o;	/* the list is newest first: the last is the oldest */
+	if (idle != NULL)
+		close_conn(idle);
 	if (h->n_conns > METRICS_HTTP_MAX_CONNS) {
 		answer(c, 503);
 		return;

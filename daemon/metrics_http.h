@@ -1,8 +1,9 @@
 /* The Prometheus endpoint: a small HTTP/1.1 server on metrics_listen that
  * answers GET (and HEAD) /metrics with exposition.h's text, read from the
  * store on a worker thread, and closes each connection after its answer.
- * Bounded: METRICS_HTTP_MAX_CONNS connections at once, a request head of
- * METRICS_HTTP_HEAD_MAX bytes, handshake_timeout_ms to send it. */
+ * Bounded: METRICS_HTTP_MAX_CONNS connections at once (a new one closes
+ * the oldest that has not sent a whole request, else gets 503), a request
+ * head of METRICS_HTTP_HEAD_MAX bytes, handshake_timeout_ms to send it. */
 #ifndef DNNFAULT_METRICS_HTTP_H
 #define DNNFAULT_METRICS_HTTP_H
 
