@@ -263,22 +263,22 @@ static void runs(struct text *t, const Dnnfault__StatusResponse *s)
 
 struct counter_walk {
 	struct text *t;
-	bool errors_done;
-	const struct metrics *m;
+	bool errors_begun;
 };
 
-/* Error replies: one family labelled by the error, the rest one family
- * each. */
-static void error_family(struct text *t, const struct metrics *m);
-
+/* One family per counter, but the error replies (errors_*, contiguous and
+ * last in metrics.h) make one family labelled by the error. */
 static void counter_cb(const char *name, const char *help, uint64_t v, void *arg)
 {
 	struct counter_walk *w = arg;
 	char full[96];
 	if (strncmp(name, "errors_", 7) == 0) {
-		if (!w->errors_done)
-			error_family(w->t, w->m);
-		w->errors_done = true;
+		if (!w->errors_begun)
+			family(w->t, "dnnfault_errors_total", "counter", "error replies sent to clients, by error");
+		w->errors_begun = true;
+		puts_(w->t, "dnnfault_errors_total{");
+		label(w->t, true, "error", name + 7);
+		printf_(w->t, "} %llu\n", (unsigned long long)v);
 		return;
 	}
 	if (strcmp(name, "connections_open") == 0) {
@@ -297,29 +297,6 @@ static void counter_cb(const char *name, const char *help, uint64_t v, void *arg
 	printf_(w->t, "%s %llu\n", full, (unsigned long long)v);
 }
 
-static void error_cb(const char *name, const char *help, uint64_t v, void *arg)
-{
-	(void)help;
-	struct text *t = arg;
-	if (strncmp(name, "errors_", 7) != 0)
-		return;
-	puts_(t, "dnnfault_errors_total{");
-	label(t, true, "error", name + 7);
-	printf_(t, "} %llu\n", (unsigned long long)v);
-}
-
-static void error_family(struct text *t, const struct metrics *m)
-{
-	family(t, "dnnfault_errors_total", "counter", "error replies sent to clients, by error");
-	metrics__each(m, error_cb, t);
-}
-
-static void counters(struct text *t, const struct metrics *m)
-{
-	struct counter_walk w = {.t = t, .m = m};
-	metrics__each(m, counter_cb, &w);
-}
-
 char *exposition__render(const struct exposition *e, size_t *len)
 {
 	struct text t = {0};
@@ -333,8 +310,9 @@ char *exposition__render(const struct exposition *e, size_t *len)
 	family(&t, "dnnfault_model_loaded", "gauge",
 	       "1 when a diagnosis model is loaded (else health stays unknown)");
 	printf_(&t, "dnnfault_model_loaded %d\n", e->model_loaded ? 1 : 0);
+	struct counter_walk w = {.t = &t};
 	if (e->counters != NULL)
-		counters(&t, e->counters);
+		metrics__each(e->counters, counter_cb, &w);
 	family(&t, "dnnfault_runs_stored", "gauge", "runs in the store");
 	printf_(&t, "dnnfault_runs_stored %llu\n", (unsigned long long)e->runs_stored);
 	family(&t, "dnnfault_runs_exposed", "gauge",

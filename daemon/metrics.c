@@ -10,6 +10,9 @@ _Static_assert(offsetof(struct metrics, errors_ambiguous_run) -
 		       offsetof(struct metrics, errors_bad_frame) ==
 	       (DNNFAULT__ERROR_CODE__ERR_AMBIGUOUS_RUN - 1) * sizeof(uint64_t),
 	       "errors_* counters follow the ErrorCode order");
+/* exposition.c writes them as one family, which must not be split. */
+_Static_assert(offsetof(struct metrics, errors_ambiguous_run) + sizeof(uint64_t) == sizeof(struct metrics),
+	       "errors_* counters come last");
 
 void metrics__count_error(int code)
 {

@@ -319,15 +319,14 @@ static void work_cb(uv_work_t *req)
 	}
 	if (runs != NULL)
 		protobuf_c_message_free_unpacked(&runs->base, NULL);
+	/* A failed build leaves no response: after_work_cb closes. */
 	if (text != NULL) {
-		if (!build(c, 200, CONTENT_TYPE_METRICS, text, text_len))
-			c->response = NULL;
+		build(c, 200, CONTENT_TYPE_METRICS, text, text_len);
 	} else {
 		log_warning("metrics: %s", err);
 		char body[600];
 		snprintf(body, sizeof body, "500 Internal Server Error: %s\n", err);
-		if (!build(c, 500, "text/plain; charset=utf-8", body, strlen(body)))
-			c->response = NULL;
+		build(c, 500, "text/plain; charset=utf-8", body, strlen(body));
 	}
 	free(text);
 }
